@@ -1,0 +1,545 @@
+#!/usr/bin/env bash
+# Starts a real, local Kubernetes control plane plus a NATS JetStream server,
+# all as plain background processes on 127.0.0.1 (no containers, no root
+# needed, no network beyond loopback):
+#
+#   nats-server   JetStream enabled, store in target/dev-env/nats
+#   etcd          --unsafe-no-fsync, data in target/dev-env/etcd
+#   kube-apiserver, kube-controller-manager, kube-scheduler
+#   kwok          simulates the kubelet of fake nodes, so Deployments get
+#                 Running pods (no container actually runs; pod IPs do not route)
+#
+# Everything lives under target/dev-env/ of the repo:
+#   pids/<component>.pid  logs/<component>.log  pki/  kubeconfig  env  ports.env
+#
+# After it returns, `source target/dev-env/env` gives KUBECONFIG, NATS_URL,
+# NATS_STORE_DIR, PATH (with the tools) and a few more; see write_env below.
+#
+# Usage:
+#   hack/cluster-up.sh            start whatever is not running yet
+#   hack/cluster-up.sh nats       only NATS
+#   hack/cluster-up.sh kube       only the Kubernetes part
+#
+# Idempotent: if everything is up it says so and exits 0. A component group
+# whose processes died is restarted (NATS alone can be restarted with
+# `hack/cluster-down.sh nats-server && hack/cluster-up.sh`; it keeps its port
+# and its JetStream store). Ports are picked at random among free ones on
+# first start and reused on restart when still free.
+#
+# Environment:
+#   SWITCHYARD_CACHE        tool cache root (see hack/tools.sh)
+#   SWITCHYARD_KWOK_NODES   number of fake nodes (default 1)
+#   SWITCHYARD_UP_TIMEOUT   seconds to wait for each component (default 90)
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+DEV="$REPO_ROOT/target/dev-env"
+PID_DIR="$DEV/pids"
+LOG_DIR="$DEV/logs"
+PKI="$DEV/pki"
+TIMEOUT="${SWITCHYARD_UP_TIMEOUT:-90}"
+NODES="${SWITCHYARD_KWOK_NODES:-1}"
+
+# Cluster-internal ranges. The service range only has to be valid and must
+# not collide with the pod range kwok hands out; nothing routes to either.
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_FIRST_IP=10.96.0.1
+SA_ISSUER=https://kubernetes.default.svc.cluster.local
+
+# shellcheck source=hack/lib.sh
+source "$HACK_DIR/lib.sh"
+
+START_TS=$SECONDS
+log() { printf '[cluster-up %3ss] %s\n' "$((SECONDS - START_TS))" "$*" >&2; }
+die() { printf 'cluster-up: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+ensure_tools() {
+  BIN="$("$HACK_DIR/tools.sh" --print-bin-dir)"
+  KWOK_STAGES="$("$HACK_DIR/tools.sh" --print-cache-dir)/share/kwok/stages.yaml"
+  # --check is fast (hashes a few files); only build when something is missing.
+  if ! "$HACK_DIR/tools.sh" --check >/dev/null 2>&1; then
+    log "tools missing or outdated; running hack/tools.sh (a cold build takes ~20-30 min)"
+    "$HACK_DIR/tools.sh"
+  fi
+  local b
+  for b in nats-server etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+    [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing after hack/tools.sh"
+  done
+  [[ -f "$KWOK_STAGES" ]] || die "$KWOK_STAGES is missing after hack/tools.sh"
+  command -v openssl >/dev/null || apt_install openssl
+  command -v curl >/dev/null || apt_install curl
+  KUBECTL=("$BIN/kubectl" --kubeconfig "$DEV/kubeconfig")
+}
+
+apt_install() {
+  log "installing $1 with apt-get (needed by cluster-up)"
+  apt-get update -qq && apt-get install -y -qq "$1" >/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# Ports: random free ports in 20000-32000 (below Linux's ephemeral range, so
+# outgoing connections do not grab them between picking and binding).
+# ---------------------------------------------------------------------------
+declare -A PORT=()
+declare -A TAKEN=()
+
+port_in_use() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Sets PICKED to a free port not handed out before in this run.
+pick_port() {
+  local p tries=0
+  while :; do
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
+    if [[ -z "${TAKEN[$p]:-}" ]] && ! port_in_use "$p"; then
+      TAKEN[$p]=1; PICKED="$p"; return 0
+    fi
+    tries=$((tries + 1)); (( tries < 200 )) || die "could not find a free port"
+  done
+}
+
+load_ports() {
+  if [[ -f "$DEV/ports.env" ]]; then
+    local k v
+    while IFS='=' read -r k v; do
+      [[ -n "$k" && -n "$v" ]] && PORT[$k]="$v"
+    done <"$DEV/ports.env"
+  fi
+  # Ports saved for components never go to another component.
+  local v
+  for v in "${PORT[@]}"; do TAKEN[$v]=1; done
+}
+
+save_ports() {
+  local k
+  for k in "${!PORT[@]}"; do echo "$k=${PORT[$k]}"; done | sort >"$DEV/ports.env"
+}
+
+# Keep a saved port when it is still free (so URLs stay stable across a
+# restart), otherwise pick a new one.
+assign_port() {
+  local key="$1"
+  if [[ -n "${PORT[$key]:-}" ]] && ! port_in_use "${PORT[$key]}"; then
+    return 0
+  fi
+  [[ -n "${PORT[$key]:-}" ]] && log "port ${PORT[$key]} ($key) is taken now; picking another"
+  pick_port
+  PORT[$key]="$PICKED"
+}
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+# start NAME BINARY ARGS...: runs BINARY in its own session (so a Ctrl-C in
+# the terminal that ran `make` does not reach it), logs to logs/NAME.log.
+start() {
+  local name="$1"; shift
+  # A background job of a non-interactive shell is not a process group
+  # leader, so setsid execs in place and $! is the component's own PID.
+  setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$PID_DIR/$name.pid"
+  STARTED+=("$name")
+}
+
+STARTED=()
+
+# On failure, stop what this run started, so the next run starts clean (the
+# logs stay for inspection).
+cleanup_on_error() {
+  local rc=$?
+  if (( rc != 0 && ${#STARTED[@]} )); then
+    log "stopping what this run started: ${STARTED[*]}"
+    "$HACK_DIR/cluster-down.sh" --quiet "${STARTED[@]}" || true
+  fi
+}
+trap cleanup_on_error EXIT
+
+# wait_until NAME DESCRIPTION COMMAND...: polls COMMAND until it succeeds, the
+# process NAME dies, or the timeout is reached. On failure prints the tail of
+# the component's log and exits non-zero.
+wait_until() {
+  local name="$1" what="$2"; shift 2
+  local deadline=$((SECONDS + TIMEOUT))
+  while :; do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if ! component_alive "$name"; then
+      fail "$name exited while waiting for: $what" "$name"
+    fi
+    if (( SECONDS >= deadline )); then
+      fail "timed out after ${TIMEOUT}s waiting for: $what" "$name"
+    fi
+    sleep 0.3
+  done
+}
+
+fail() {
+  printf '\ncluster-up: error: %s\n--- last lines of %s ---\n' "$1" "$LOG_DIR/$2.log" >&2
+  tail -n 40 "$LOG_DIR/$2.log" >&2 || true
+  printf -- '--- end of %s ---\n' "$LOG_DIR/$2.log" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------
+# PKI (generated once, kept until `cluster-down.sh --purge`)
+# ---------------------------------------------------------------------------
+gen_pki() {
+  [[ -f "$PKI/.complete" ]] && return 0
+  log "generating PKI in $PKI"
+  rm -rf "$PKI"; mkdir -p "$PKI"
+  (
+    cd "$PKI"
+    # ECDSA P-256 keys: generated instantly, accepted by every component.
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=switchyard-dev-ca" 2>/dev/null
+
+    # Serving certificate of the apiserver (also used by kwok's small server).
+    openssl req "${ec[@]}" -keyout apiserver.key -out apiserver.csr \
+      -subj "/CN=kube-apiserver" 2>/dev/null
+    cat >apiserver.ext <<EOF
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_FIRST_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+
+    # Admin client certificate: O=system:masters is bound to cluster-admin.
+    # The controller-manager, the scheduler and kwok use it too (simplest; a
+    # dev cluster has no need to separate their identities).
+    openssl req "${ec[@]}" -keyout admin.key -out admin.csr \
+      -subj "/O=system:masters/CN=switchyard-admin" 2>/dev/null
+    cat >admin.ext <<EOF
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EOF
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -days 3650 -extfile admin.ext -out admin.crt 2>/dev/null
+
+    # Service-account token signing key pair.
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
+    openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
+    rm -f ./*.csr ./*.ext ca.srl
+    chmod 600 ./*.key
+  )
+  touch "$PKI/.complete"
+}
+
+b64() { base64 -w0 <"$1"; }
+
+write_kubeconfig() {
+  local tmp="$DEV/kubeconfig.tmp"
+  cat >"$tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: switchyard-dev
+  cluster:
+    server: https://127.0.0.1:${PORT[apiserver]}
+    certificate-authority-data: $(b64 "$PKI/ca.crt")
+users:
+- name: switchyard-admin
+  user:
+    client-certificate-data: $(b64 "$PKI/admin.crt")
+    client-key-data: $(b64 "$PKI/admin.key")
+contexts:
+- name: switchyard-dev
+  context:
+    cluster: switchyard-dev
+    user: switchyard-admin
+current-context: switchyard-dev
+EOF
+  chmod 600 "$tmp"
+  mv "$tmp" "$DEV/kubeconfig"
+}
+
+# ---------------------------------------------------------------------------
+# Components
+# ---------------------------------------------------------------------------
+start_nats() {
+  assign_port nats; assign_port nats_monitor; save_ports
+  mkdir -p "$DEV/nats"
+  log "starting nats-server on 127.0.0.1:${PORT[nats]} (monitor ${PORT[nats_monitor]})"
+  start nats-server "$BIN/nats-server" \
+    --addr 127.0.0.1 --port "${PORT[nats]}" \
+    --http_port "${PORT[nats_monitor]}" \
+    --server_name switchyard-dev \
+    --jetstream --store_dir "$DEV/nats"
+}
+
+wait_nats() {
+  # /healthz?js-enabled-only=true answers ok once JetStream is enabled.
+  wait_until nats-server "NATS /healthz" \
+    curl -fsS "http://127.0.0.1:${PORT[nats_monitor]}/healthz?js-enabled-only=true"
+  log "nats-server ready"
+}
+
+start_etcd() {
+  assign_port etcd; assign_port etcd_peer; save_ports
+  mkdir -p "$DEV/etcd"
+  chmod 700 "$DEV/etcd"
+  log "starting etcd on 127.0.0.1:${PORT[etcd]}"
+  # --unsafe-no-fsync: test data need not survive a power cut, and fsync is
+  # the main cost of etcd on a shared CI disk.
+  start etcd "$BIN/etcd" \
+    --name=switchyard-dev --data-dir="$DEV/etcd" \
+    --listen-client-urls="http://127.0.0.1:${PORT[etcd]}" \
+    --advertise-client-urls="http://127.0.0.1:${PORT[etcd]}" \
+    --listen-peer-urls="http://127.0.0.1:${PORT[etcd_peer]}" \
+    --initial-advertise-peer-urls="http://127.0.0.1:${PORT[etcd_peer]}" \
+    --initial-cluster="switchyard-dev=http://127.0.0.1:${PORT[etcd_peer]}" \
+    --unsafe-no-fsync \
+    --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) \
+    --auto-compaction-mode=periodic --auto-compaction-retention=5m \
+    --log-level=warn
+}
+
+start_apiserver() {
+  assign_port apiserver; save_ports
+  log "starting kube-apiserver on 127.0.0.1:${PORT[apiserver]}"
+  # Admission: the default plugin set stays on, including ServiceAccount.
+  # It rejects a pod until the namespace's "default" ServiceAccount exists;
+  # the controller-manager creates that within a second of the namespace, and
+  # controllers (ReplicaSet, Job, ...) retry, so Deployments just work. This
+  # keeps the cluster close to a real one. (envtest/kwokctl disable it because
+  # they may run without a controller-manager.)
+  #
+  # --endpoint-reconciler-type=none: the "kubernetes" Service's Endpoints
+  # would otherwise get 127.0.0.1, which Endpoints validation rejects.
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:${PORT[etcd]}" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+    --secure-port="${PORT[apiserver]}" \
+    --cert-dir="$PKI" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --service-account-issuer="$SA_ISSUER" \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --profiling=false
+}
+
+wait_apiserver() {
+  wait_until kube-apiserver "kube-apiserver /readyz" \
+    "${KUBECTL[@]}" get --raw /readyz
+  log "kube-apiserver ready ($("${KUBECTL[@]}" get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p'))"
+}
+
+start_controller_manager() {
+  assign_port controller_manager; save_ports
+  mkdir -p "$DEV/kube-controller-manager"
+  log "starting kube-controller-manager"
+  # All default controllers except node-ipam (the fake nodes get their pod
+  # CIDRs from their manifest below). The cloud controllers (service LB,
+  # routes, cloud node lifecycle) are no longer part of kube-controller-manager
+  # at all, so there is nothing else to switch off; naming them is an error.
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig="$DEV/kubeconfig" \
+    --authentication-kubeconfig="$DEV/kubeconfig" \
+    --authorization-kubeconfig="$DEV/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="${PORT[controller_manager]}" \
+    --cert-dir="$DEV/kube-controller-manager" \
+    --leader-elect=false \
+    --controllers='*,-node-ipam-controller' \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --profiling=false
+}
+
+start_scheduler() {
+  assign_port scheduler; save_ports
+  mkdir -p "$DEV/kube-scheduler"
+  log "starting kube-scheduler"
+  start kube-scheduler "$BIN/kube-scheduler" \
+    --kubeconfig="$DEV/kubeconfig" \
+    --authentication-kubeconfig="$DEV/kubeconfig" \
+    --authorization-kubeconfig="$DEV/kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="${PORT[scheduler]}" \
+    --cert-dir="$DEV/kube-scheduler" \
+    --leader-elect=false \
+    --profiling=false
+}
+
+start_kwok() {
+  assign_port kwok; save_ports
+  log "starting kwok (managing nodes annotated kwok.x-k8s.io/node=fake)"
+  # Stages (from the kwok release, see hack/tools.sh): nodes become Ready and
+  # keep a Lease (so the node-lifecycle controller does not evict pods); pods
+  # become Running at once, and deleted pods go away at once.
+  # The node's InternalIP:port is kwok's own server, where the apiserver would
+  # reach a kubelet.
+  start kwok "$BIN/kwok" \
+    --kubeconfig="$DEV/kubeconfig" \
+    --config="$KWOK_STAGES" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-ip=127.0.0.1 --node-port="${PORT[kwok]}" \
+    --server-address="127.0.0.1:${PORT[kwok]}" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --node-lease-duration-seconds=40
+}
+
+wait_healthz() { # NAME PORTKEY
+  wait_until "$1" "$1 /healthz" curl -fsk "https://127.0.0.1:${PORT[$2]}/healthz"
+}
+
+# Fake nodes, named kwok-node-0..N-1. The kwok.x-k8s.io/node=fake annotation
+# is what kwok is told to manage. No taint: ordinary Deployments schedule on
+# them without tolerations.
+create_nodes() {
+  local i
+  for ((i = 0; i < NODES; i++)); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+spec:
+  podCIDR: 10.244.$i.0/24
+  podCIDRs: [10.244.$i.0/24]
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  nodeInfo:
+    architecture: amd64
+    operatingSystem: linux
+EOF
+  done | "${KUBECTL[@]}" apply -f - >/dev/null
+}
+
+wait_nodes() {
+  local i
+  for ((i = 0; i < NODES; i++)); do
+    # Ready, and the not-ready taint that the controller-manager put on the
+    # new node has been lifted (otherwise the first pods would sit Pending).
+    wait_until kwok "node kwok-node-$i Ready and untainted" node_ready "kwok-node-$i"
+  done
+  log "nodes ready: $("${KUBECTL[@]}" get nodes -o name | tr '\n' ' ')"
+}
+
+node_ready() {
+  local out
+  out="$("${KUBECTL[@]}" get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.spec.taints[*].key}')"
+  [[ "$out" == "True" || "$out" == "True " ]]
+}
+
+write_env() {
+  local tmp="$DEV/env.tmp"
+  {
+    echo "# Generated by hack/cluster-up.sh; source it: . target/dev-env/env"
+    echo "export SWITCHYARD_DEV_ENV='$DEV'"
+    echo "export SWITCHYARD_TOOLS_BIN='$BIN'"
+    echo "case \":\$PATH:\" in *\":$BIN:\"*) ;; *) export PATH='$BIN':\"\$PATH\" ;; esac"
+    if group_alive kube; then
+      echo "export KUBECONFIG='$DEV/kubeconfig'"
+      echo "export KUBE_APISERVER_URL='https://127.0.0.1:${PORT[apiserver]}'"
+      echo "export SWITCHYARD_KUBE_VERSION='$("$BIN/kube-apiserver" --version | awk '{print $2}')'"
+      echo "export SWITCHYARD_KWOK_NODES='$NODES'"
+      echo "export ETCD_ENDPOINTS='http://127.0.0.1:${PORT[etcd]}'"
+    fi
+    if group_alive nats; then
+      echo "export NATS_URL='nats://127.0.0.1:${PORT[nats]}'"
+      echo "export NATS_MONITOR_URL='http://127.0.0.1:${PORT[nats_monitor]}'"
+      echo "export NATS_STORE_DIR='$DEV/nats'"
+    fi
+  } >"$tmp"
+  mv "$tmp" "$DEV/env"
+}
+
+# ---------------------------------------------------------------------------
+main() {
+  local want_nats=1 want_kube=1
+  if (( $# )); then
+    want_nats=0; want_kube=0
+    local a
+    for a in "$@"; do
+      case "$a" in
+        nats|nats-server) want_nats=1 ;;
+        kube|kubernetes) want_kube=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$a' (expected: nats, kube)" ;;
+      esac
+    done
+  fi
+
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  load_ports
+
+  local nats_up=1 kube_up=1 c
+  group_alive nats || nats_up=0
+  group_alive kube || kube_up=0
+  if (( (!want_nats || nats_up) && (!want_kube || kube_up) )); then
+    [[ -f "$DEV/env" ]] || { ensure_tools; write_env; }
+    log "already up (source $DEV/env)"
+    return 0
+  fi
+
+  ensure_tools
+
+  # A group that is partly up (one process died) is restarted as a whole;
+  # the Kubernetes components hold each other's ports and configs.
+  if (( want_nats && !nats_up )); then
+    "$HACK_DIR/cluster-down.sh" --quiet "${NATS_COMPONENTS[@]}"
+  fi
+  if (( want_kube && !kube_up )); then
+    "$HACK_DIR/cluster-down.sh" --quiet "${KUBE_COMPONENTS[@]}"
+  fi
+
+  # NATS is independent: start it first and check on it at the end.
+  if (( want_nats && !nats_up )); then start_nats; fi
+
+  if (( want_kube && !kube_up )); then
+    gen_pki
+    start_etcd
+    wait_until etcd "etcd /health" curl -fsS "http://127.0.0.1:${PORT[etcd]}/health"
+    log "etcd ready"
+    start_apiserver
+    # kubectl needs the kubeconfig to poll /readyz.
+    write_kubeconfig
+    wait_apiserver
+    start_controller_manager
+    start_scheduler
+    start_kwok
+    wait_healthz kube-controller-manager controller_manager
+    wait_healthz kube-scheduler scheduler
+    create_nodes
+    wait_nodes
+    # The controller-manager creates each namespace's default ServiceAccount;
+    # waiting for it proves the controllers run, and pods can be admitted.
+    wait_until kube-controller-manager "ServiceAccount default/default" \
+      "${KUBECTL[@]}" -n default get serviceaccount default
+  fi
+
+  if (( want_nats && !nats_up )); then wait_nats; fi
+
+  for c in "${STARTED[@]}"; do component_alive "$c" || fail "$c exited" "$c"; done
+  write_env
+  STARTED=()
+  if group_alive kube; then log "kube-apiserver https://127.0.0.1:${PORT[apiserver]} ($NODES kwok node(s))"; fi
+  if group_alive nats; then log "NATS nats://127.0.0.1:${PORT[nats]} (JetStream store $DEV/nats)"; fi
+  log "source $DEV/env"
+}
+
+main "$@"

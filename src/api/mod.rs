@@ -1,0 +1,31 @@
+//! The `switchyard.dev/v1alpha1` API: the four kinds users write, and the vocabulary they share.
+
+mod common;
+pub mod topic;
+
+pub use common::{
+    ByteSize, ByteSizeError, GoDuration, GoDurationError, LocalObjectRef, ObjectRefWithVersion,
+    RetryBackoff,
+};
+pub use topic::{Topic, TopicSpec, TopicStatus};
+
+/// The API group of every Switchyard kind.
+pub const GROUP: &str = "switchyard.dev";
+/// The only served version so far.
+pub const VERSION: &str = "v1alpha1";
+
+/// Annotations users put on any Switchyard resource.
+pub mod annotations {
+    /// `"true"` stops reconciling the object until the annotation is removed.
+    pub const PAUSED: &str = "switchyard.dev/paused";
+    /// `"true"` allows taking over a broker object Switchyard did not create.
+    pub const ADOPT: &str = "switchyard.dev/adopt";
+}
+
+/// Whether an annotation is set to the literal `"true"` (anything else counts as unset).
+pub fn annotation_is_true(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| v == "true")
+}

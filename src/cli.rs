@@ -1,0 +1,199 @@
+//! The `switchyard` command line.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    broker::{BrokerAuth, BrokerOptions, BrokerTls},
+    crdgen,
+    reconcile::{self, OperatorConfig},
+    telemetry::{self, LogFormat},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "Declarative event topology for NATS JetStream on Kubernetes")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
+    Crd {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SWITCHYARD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How often objects in sync are checked again for drift on the broker.
+    #[arg(long, env = "SWITCHYARD_RESYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// How soon to retry while NATS is unavailable.
+    #[arg(long, env = "SWITCHYARD_BROKER_RETRY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub broker_retry_interval: Duration,
+    /// How long a deletion waits for NATS before releasing the object and leaving the stream.
+    #[arg(long, env = "SWITCHYARD_FINALIZER_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub finalizer_timeout: Duration,
+    /// Objects of one kind reconciled at the same time.
+    #[arg(long, env = "SWITCHYARD_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Name of this instance in Events (defaults to the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "switchyard")]
+    pub instance: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// NATS server URLs, comma-separated.
+    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub url: String,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long = "nats-creds", env = "NATS_CREDS_FILE", group = "nats-auth")]
+    pub creds_file: Option<PathBuf>,
+    /// File holding an nkey seed.
+    #[arg(long = "nats-nkey", env = "NATS_NKEY_FILE", group = "nats-auth")]
+    pub nkey_file: Option<PathBuf>,
+    /// File holding a token.
+    #[arg(long = "nats-token-file", env = "NATS_TOKEN_FILE", group = "nats-auth")]
+    pub token_file: Option<PathBuf>,
+    /// User name; the password is read from --nats-password-file.
+    #[arg(long = "nats-user", env = "NATS_USER", group = "nats-auth", requires = "password_file")]
+    pub user: Option<String>,
+    /// File holding the password for --nats-user.
+    #[arg(long = "nats-password-file", env = "NATS_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// CA bundle to verify the server with.
+    #[arg(long = "nats-tls-ca", env = "NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(long = "nats-tls-cert", env = "NATS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// Secrets are read from files (mounted Secrets) so they never appear in the process list.
+    pub fn to_options(&self) -> Result<BrokerOptions, String> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let auth = if let Some(path) = &self.creds_file {
+            BrokerAuth::CredsFile(path.clone())
+        } else if let Some(path) = &self.nkey_file {
+            BrokerAuth::NkeySeed(read(path)?)
+        } else if let Some(path) = &self.token_file {
+            BrokerAuth::Token(read(path)?)
+        } else if let (Some(user), Some(path)) = (&self.user, &self.password_file) {
+            BrokerAuth::UserPassword {
+                user: user.clone(),
+                password: read(path)?,
+            }
+        } else {
+            BrokerAuth::None
+        };
+        let mut options = BrokerOptions::new(self.url.clone());
+        options.auth = auth;
+        options.tls = BrokerTls {
+            ca_file: self.tls_ca.clone(),
+            cert_file: self.tls_cert.clone(),
+            key_file: self.tls_key.clone(),
+        };
+        Ok(options)
+    }
+}
+
+/// Runs the parsed command; the exit code says how it went.
+pub async fn execute(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crd { out_dir } => print_crds(out_dir),
+        Command::Run(args) => {
+            telemetry::init(cli.log_format);
+            run_operator(args).await
+        }
+    }
+}
+
+fn print_crds(out_dir: Option<PathBuf>) -> ExitCode {
+    let result = match out_dir {
+        None => crdgen::all_yaml().map(|yaml| print!("{yaml}")).map_err(|e| e.to_string()),
+        Some(dir) => crdgen::write_dir(&dir).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard crd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_operator(args: RunArgs) -> ExitCode {
+    let broker = match args.nats.to_options() {
+        Ok(options) => options,
+        Err(e) => {
+            tracing::error!("invalid NATS settings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("cannot configure the Kubernetes client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = OperatorConfig {
+        namespace: args.namespace,
+        resync_interval: args.resync_interval,
+        broker_retry_interval: args.broker_retry_interval,
+        finalizer_timeout: args.finalizer_timeout,
+        concurrency: args.concurrency,
+        instance: args.instance,
+        ..OperatorConfig::new(broker)
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match reconcile::run(client, config, shutdown_signal(shutdown)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("operator stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (what Kubernetes sends to stop a pod).
+async fn shutdown_signal(ctrl_c: impl std::future::Future<Output = ()>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

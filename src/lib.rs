@@ -1,0 +1,17 @@
+//! Switchyard: a Kubernetes operator that reconciles a declarative event topology into NATS
+//! JetStream. The binary in `main.rs` only wires these modules together.
+//!
+//! - [`api`]: the CRD types users write.
+//! - [`reconcile`]: the controllers turning them into broker state.
+//! - [`broker`]: the only module that speaks to NATS.
+//! - [`conditions`], [`naming`]: the shared vocabulary of status and broker names.
+//! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
+
+pub mod api;
+pub mod broker;
+pub mod cli;
+pub mod conditions;
+pub mod crdgen;
+pub mod naming;
+pub mod reconcile;
+pub mod telemetry;

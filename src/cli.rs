@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crd {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -127,7 +127,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
         Command::Crd { out_dir } => print_crds(out_dir),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
-            run_operator(args).await
+            run_operator(*args).await
         }
     }
 }

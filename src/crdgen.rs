@@ -3,11 +3,16 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::Topic;
+use crate::api::{DeadLetterPolicy, EventSchema, Subscription, Topic};
 
 /// Every CRD Switchyard serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Topic::crd()]
+    vec![
+        Topic::crd(),
+        Subscription::crd(),
+        DeadLetterPolicy::crd(),
+        EventSchema::crd(),
+    ]
 }
 
 /// The file name a CRD is kept under in `crds/`.

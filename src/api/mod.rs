@@ -1,12 +1,18 @@
 //! The `switchyard.dev/v1alpha1` API: the four kinds users write, and the vocabulary they share.
 
 mod common;
+pub mod dead_letter_policy;
+pub mod event_schema;
+pub mod subscription;
 pub mod topic;
 
 pub use common::{
     ByteSize, ByteSizeError, GoDuration, GoDurationError, LocalObjectRef, ObjectRefWithVersion,
     RetryBackoff,
 };
+pub use dead_letter_policy::{DeadLetterPolicy, DeadLetterPolicySpec, DeadLetterPolicyStatus};
+pub use event_schema::{EventSchema, EventSchemaSpec, EventSchemaStatus};
+pub use subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};
 pub use topic::{Topic, TopicSpec, TopicStatus};
 
 /// The API group of every Switchyard kind.

@@ -105,13 +105,19 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Topic>>, ctx: Arc<Context>) -
         }
     }
 
+    // A paused object has not been reconciled at its current generation; say so.
+    let observed_generation = if paused {
+        topic.status.as_ref().and_then(|s| s.observed_generation)
+    } else {
+        topic.metadata.generation
+    };
     let next = status::next_status(
         topic.status.as_ref(),
         &outcome.ready,
         paused,
         &stream_name,
         outcome.info.as_ref(),
-        topic.metadata.generation,
+        observed_generation,
         ctx.clock.now(),
     );
     if topic.status.as_ref() != Some(&next) {
@@ -177,7 +183,7 @@ async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {
     let broker = &ctx.broker;
     let actual = match broker.stream_info(&desired.name).await {
         Ok(actual) => actual,
-        Err(e) => return broker_failure(ctx, &desired.subjects, &e).await,
+        Err(e) => return broker_failure(ctx, &desired.name, &desired.subjects, &e).await,
     };
     let adopt = annotation_is_true(&topic.metadata, annotations::ADOPT);
     let stream = &desired.name;
@@ -196,7 +202,7 @@ async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {
                     event: Some((EventType::Normal, "StreamCreated", format!("created stream {stream}"))),
                 }
             }
-            Err(e) => broker_failure(ctx, &desired.subjects, &e).await,
+            Err(e) => broker_failure(ctx, &desired.name, &desired.subjects, &e).await,
         },
         StreamPlan::Update { cause, changed } => match broker.update_stream(&desired).await {
             Ok(info) => {
@@ -217,7 +223,7 @@ async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {
                     event: Some((kind, reason, note)),
                 }
             }
-            Err(e) => broker_failure(ctx, &desired.subjects, &e).await,
+            Err(e) => broker_failure(ctx, &desired.name, &desired.subjects, &e).await,
         },
         StreamPlan::NotOwned { owner } => {
             let found = match owner {
@@ -250,14 +256,14 @@ fn in_sync(stream: &str) -> Verdict {
     Verdict::ready(Reason::StreamReady, format!("stream {stream} matches the spec"))
 }
 
-async fn broker_failure(ctx: &Context, subjects: &[String], error: &BrokerError) -> Outcome {
+async fn broker_failure(ctx: &Context, stream: &str, subjects: &[String], error: &BrokerError) -> Outcome {
     let (reason, message) = match error {
         BrokerError::Unavailable(why) => (
             Reason::BrokerUnavailable,
             format!("cannot reach NATS JetStream ({why}); retrying every {:?}", ctx.config.broker_retry_interval),
         ),
         BrokerError::Rejected { code, .. } if *code == codes::STREAM_SUBJECT_OVERLAP => {
-            (Reason::SubjectsOverlap, overlap_message(ctx, subjects).await)
+            (Reason::SubjectsOverlap, overlap_message(ctx, stream, subjects).await)
         }
         other => (Reason::BrokerRejected, other.to_string()),
     };
@@ -271,19 +277,18 @@ async fn broker_failure(ctx: &Context, subjects: &[String], error: &BrokerError)
 
 /// Names the stream (and the Topic owning it) that already holds one of our subjects: the older
 /// object keeps the subjects, the newer one reports the conflict.
-async fn overlap_message(ctx: &Context, subjects: &[String]) -> String {
+async fn overlap_message(ctx: &Context, own_stream: &str, subjects: &[String]) -> String {
     for subject in subjects {
         let Ok(names) = ctx.broker.streams_overlapping(subject).await else { continue };
-        for other in names {
-            let owner = match ctx.broker.stream_info(&other).await {
-                Ok(Some(info)) => info.config.metadata.get(metadata::OWNER).cloned(),
-                _ => None,
-            };
-            let owned_by = owner.map(|o| format!(", owned by {o}")).unwrap_or_default();
-            return format!(
-                "subject {subject} overlaps stream {other}{owned_by}, which keeps it; choose subjects no other stream uses"
-            );
-        }
+        let Some(other) = names.into_iter().find(|n| n != own_stream) else { continue };
+        let owner = match ctx.broker.stream_info(&other).await {
+            Ok(Some(info)) => info.config.metadata.get(metadata::OWNER).cloned(),
+            _ => None,
+        };
+        let owned_by = owner.map(|o| format!(", owned by {o}")).unwrap_or_default();
+        return format!(
+            "subject {subject} overlaps stream {other}{owned_by}, which keeps it; choose subjects no other stream uses"
+        );
     }
     "the subjects overlap those of another stream; choose subjects no other stream uses".into()
 }

@@ -1,0 +1,43 @@
+# Verbs people use. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+DEV_ENV := target/dev-env/env
+CARGO ?= cargo
+
+.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo demo-down bench-topics
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+tools: ## Install (or verify) the pinned nats-server, etcd, Kubernetes, kwok and helm
+	hack/tools.sh
+
+cluster-up: tools ## Start etcd, kube-apiserver, controller-manager, scheduler, kwok and nats-server on loopback
+	hack/cluster-up.sh
+
+cluster-down: ## Stop everything cluster-up and demo started
+	hack/cluster-down.sh
+
+build: ## Build the switchyard binary
+	$(CARGO) build --locked --bin switchyard
+
+crds: ## Regenerate crds/ from the API types
+	$(CARGO) run --locked --quiet --bin switchyard -- crd --out-dir crds
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test-unit: ## Unit tests only (no servers)
+	$(CARGO) test --locked --lib --bins
+
+test: tools ## Everything: start the environment, run unit and integration tests, stop it again
+	hack/test.sh
+
+demo: tools ## Local cluster + NATS + operator + sample Topics, then show their status
+	hack/demo.sh
+
+bench-topics: tools ## Apply N Topics (N=500) and measure time to Ready, API writes and operator RSS
+	hack/bench-topics.sh $(N)

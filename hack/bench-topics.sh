@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `make bench-topics [N=500]`: create N Topics at once and measure, against the local environment,
+#   - seconds from the last create until every Topic is Ready,
+#   - API writes the operator made per Topic (Topic patches and Events, from the apiserver's metrics),
+#   - the operator's peak RSS,
+#   - writes while idle (two resync periods after everything is Ready).
+# Appends a dated section to BENCHMARKS.md. A benchmark, not a test: it asserts nothing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+N="${1:-500}"
+RESYNC=10
+NS="bench-topics-$$"
+DEV=target/dev-env
+
+started_here=0
+[[ -f $DEV/env ]] && (source "$DEV/env" && kubectl --request-timeout=3s get --raw /readyz >/dev/null 2>&1) || started_here=1
+hack/cluster-up.sh >/dev/null
+# shellcheck disable=SC1090
+source "$DEV/env"
+cargo build --locked --release --bin switchyard 2>&1 | tail -n 1
+
+operator_pid=""
+cleanup() {
+  [[ -n $operator_pid ]] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  if (( started_here )); then hack/cluster-down.sh --quiet || true; fi
+}
+trap cleanup EXIT
+
+kubectl apply --server-side -f crds/ >/dev/null
+kubectl wait --for=condition=Established -f crds/ --timeout=60s >/dev/null
+kubectl create namespace "$NS" >/dev/null
+
+# Operator writes = apiserver write requests on topics and events (the bench's own creates are
+# POSTs on topics, which are excluded).
+operator_writes() {
+  kubectl get --raw /metrics | python3 -c '
+import re, sys
+total = 0
+for line in sys.stdin:
+    if not line.startswith("apiserver_request_total{"):
+        continue
+    labels = dict(re.findall(r"(\w+)=\"([^\"]*)\"", line))
+    res, verb, sub = labels.get("resource"), labels.get("verb"), labels.get("subresource", "")
+    if verb not in ("PATCH", "PUT", "POST", "DELETE"):
+        continue
+    if res == "topics" and not (verb == "POST" and sub == ""):
+        total += float(line.rsplit(" ", 1)[1])
+    elif res == "events":
+        total += float(line.rsplit(" ", 1)[1])
+print(int(total))
+'
+}
+
+manifest="$(mktemp)"
+for ((i = 0; i < N; i++)); do
+  printf 'apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: t%04d\n  namespace: %s\nspec:\n  maxAge: 1h\n---\n' "$i" "$NS"
+done >"$manifest"
+
+target/release/switchyard run --namespace "$NS" --resync-interval "${RESYNC}s" --log-format json \
+  >"$DEV/logs/bench-operator.log" 2>&1 &
+operator_pid=$!
+sleep 1
+writes_before="$(operator_writes)"
+
+kubectl create -f "$manifest" >/dev/null
+applied_at="$(date +%s.%N)"
+
+ready_count() {
+  kubectl get topics -n "$NS" -o json | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+print(sum(1 for t in items for c in t.get("status", {}).get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"))'
+}
+while :; do
+  ready="$(ready_count)"
+  (( ready >= N )) && break
+  now="$(date +%s.%N)"
+  if python3 -c "import sys; sys.exit(0 if $now - $applied_at > 300 else 1)"; then
+    echo "only $ready of $N Topics Ready after 300 s" >&2; break
+  fi
+  sleep 0.2
+done
+ready_at="$(date +%s.%N)"
+writes_ready="$(operator_writes)"
+sleep $((RESYNC * 2 + 2))
+writes_idle="$(operator_writes)"
+rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")"
+
+seconds="$(python3 -c "print(f'{$ready_at - $applied_at:.1f}')")"
+per_topic="$(python3 -c "print(f'{($writes_ready - $writes_before) / $N:.2f}')")"
+idle=$((writes_idle - writes_ready))
+rss_mib="$(python3 -c "print(f'{$rss_kib / 1024:.1f}')")"
+
+versions="switchyard $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(kubectl version -o json | python3 -c 'import json,sys; print("kube-apiserver", json.load(sys.stdin)["serverVersion"]["gitVersion"])'), $(nats-server --version)"
+machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m)"
+report="$(cat <<MD
+
+### bench-topics, $(date -u +%Y-%m-%dT%H:%MZ)
+- Machine: $machine; $versions; release build, resync ${RESYNC}s
+- Topics: $N (ready $ready of $N)
+- Seconds from last create to all Ready: **$seconds** (target ≤ 15)
+- Operator API writes per Topic to reach Ready: **$per_topic** (target ≤ 2; Topic status/finalizer patches plus Events)
+- Operator writes while idle for $((RESYNC * 2 + 2)) s: **$idle** (target 0)
+- Operator peak RSS: **$rss_mib MiB** (target ≤ 64)
+MD
+)"
+echo "$report"
+[[ -f BENCHMARKS.md ]] || printf '# Benchmarks\n\nResults of `make bench-*`, newest last. Figures are from the machine named in each entry.\n' >BENCHMARKS.md
+echo "$report" >>BENCHMARKS.md

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make demo`: the local cluster and NATS, the operator running against them, the sample
+# topology applied, and its status shown. Everything stays up; `make cluster-down` stops it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DEV=target/dev-env
+hack/cluster-up.sh
+# shellcheck disable=SC1090
+source "$DEV/env"
+
+cargo build --locked --bin switchyard
+kubectl apply --server-side -f crds/ >/dev/null
+kubectl wait --for=condition=Established -f crds/ --timeout=60s >/dev/null
+
+pid_file="$DEV/pids/switchyard.pid"
+if [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+  kill "$(cat "$pid_file")" && sleep 1
+fi
+mkdir -p "$DEV/logs" "$DEV/pids"
+nohup target/debug/switchyard run --log-format json --nats-url "$NATS_URL" \
+  >"$DEV/logs/switchyard.log" 2>&1 &
+echo $! >"$pid_file"
+echo "operator running (pid $(cat "$pid_file")), logs in $DEV/logs/switchyard.log"
+
+kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml
+if ! kubectl -n shop wait --for=condition=Ready topic --all --timeout=60s; then
+  echo "Topics did not become Ready; the operator's last log lines:" >&2
+  tail -n 20 "$DEV/logs/switchyard.log" >&2
+  kubectl -n shop get topics -o wide >&2
+  exit 1
+fi
+echo
+kubectl get switchyard -n shop -o wide
+echo
+cat <<MSG
+Try:
+  source $DEV/env
+  kubectl describe topic -n shop orders       # conditions, figures and Events
+  kubectl edit topic -n shop users            # change maxAge and watch the stream follow
+  make cluster-down                           # stop the operator, the cluster and NATS
+MSG

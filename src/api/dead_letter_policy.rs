@@ -1,0 +1,210 @@
+//! `DeadLetterPolicy`: where events that Subscriptions give up on are kept, and the retry
+//! defaults of the Subscriptions that use it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    common::{ByteSize, GoDuration, LocalObjectRef, RetryBackoff},
+    subscription::{
+        MAX_DELIVERIES_LIMIT, backoff_fits_max_deliveries_rule, backoff_order_rule,
+        backoff_shape_rule,
+    },
+    topic::DeletionPolicy,
+};
+
+/// How long a managed dead-letter stream keeps dead letters unless told otherwise: 14 days.
+pub const DEFAULT_DEAD_LETTER_MAX_AGE: &str = "336h";
+
+/// A DeadLetterPolicy keeps a copy of every event a Subscription gives up on (too many
+/// deliveries, rejected by its handler, or failing its schema), with headers naming the original
+/// subject, stream, sequence, consumer, delivery count, reason and time. Subscriptions use it
+/// through their own `deadLetterPolicyRef` or their Topic's. Dead letters can be listed and
+/// replayed with `switchyard dlq`, or replayed by annotating this object.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "DeadLetterPolicy",
+    namespaced,
+    doc = "A DeadLetterPolicy: where failed events are kept, and the retry defaults of the Subscriptions that use it.",
+    status = "DeadLetterPolicyStatus",
+    shortname = "dlp",
+    category = "switchyard",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Dead letters","type":"integer","jsonPath":".status.deadLetters"}"#,
+    printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastDeadLetterTime"}"#,
+    printcolumn = r#"{"name":"Stream","type":"string","priority":1,"jsonPath":".status.streamName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 63").message("a DeadLetterPolicy name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters) because it becomes a subject token and part of the dead-letter stream name").reason(Reason::FieldValueInvalid),
+)]
+#[x_kube(validation = backoff_fits_max_deliveries_rule("spec"))]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterPolicySpec {
+    /// Where dead letters are stored: an existing Topic (`topicRef`), or a dead-letter stream
+    /// Switchyard creates for this policy (`managed`). Default: a managed stream keeping dead
+    /// letters for 14 days.
+    #[serde(default)]
+    pub target: DeadLetterTarget,
+
+    /// Which failures are dead-lettered: MaxDeliveries (the event reached its maximum number
+    /// of deliveries), Terminated (a handler rejected it, e.g. with an HTTP 4xx other than 408
+    /// and 429, or a consumer terminated it), SchemaViolation (its payload failed the Topic's
+    /// EventSchema). Default: all three.
+    #[serde(default = "default_capture")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub capture: Vec<CaptureReason>,
+
+    /// Deliveries of one event, the first included, for Subscriptions using this policy that
+    /// do not set their own retry.maxDeliveries (1 to 1000). Unset: the EventSchema's default,
+    /// else 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_DELIVERIES_LIMIT))]
+    pub max_deliveries: Option<i32>,
+
+    /// Redelivery backoff for Subscriptions using this policy that do not set their own
+    /// retry.backoff: either a list (`delays`) or an exponential rule (`initial`, `max`,
+    /// `multiplier`). Unset: the EventSchema's default, else redelivery after ackWait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = backoff_shape_rule("spec.backoff"), validation = backoff_order_rule("spec.backoff"))]
+    pub backoff: Option<RetryBackoff>,
+
+    /// Dead letters held at which the condition DeadLettersAccumulating turns True (default 1:
+    /// any dead letter).
+    #[serde(default = "default_alert_threshold")]
+    #[schemars(range(min = 1))]
+    pub alert_threshold: i64,
+}
+
+fn default_capture() -> Vec<CaptureReason> {
+    vec![
+        CaptureReason::MaxDeliveries,
+        CaptureReason::Terminated,
+        CaptureReason::SchemaViolation,
+    ]
+}
+
+fn default_alert_threshold() -> i64 {
+    1
+}
+
+/// A failure that makes an event a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum CaptureReason {
+    MaxDeliveries,
+    Terminated,
+    SchemaViolation,
+}
+
+/// Where dead letters are stored: exactly one of topicRef and managed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.topicRef) != has(self.managed)").message("spec.target takes exactly one of topicRef (an existing Topic) and managed (a stream Switchyard creates)").reason(Reason::FieldValueInvalid),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterTarget {
+    /// An existing Topic (same namespace) that receives the dead letters. Give it Limits
+    /// retention so dead letters can be browsed and replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_ref: Option<LocalObjectRef>,
+
+    /// A dead-letter stream Switchyard creates and owns for this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedDeadLetterStream>,
+}
+
+impl Default for DeadLetterTarget {
+    fn default() -> Self {
+        Self {
+            topic_ref: None,
+            managed: Some(ManagedDeadLetterStream::default()),
+        }
+    }
+}
+
+/// Limits of the dead-letter stream Switchyard creates (file storage, Limits retention).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDeadLetterStream {
+    /// Oldest dead letter kept (default 336h, i.e. 14 days).
+    #[serde(default = "default_max_age")]
+    pub max_age: GoDuration,
+
+    /// Total size of dead letters kept (e.g. 1Gi); when reached, the oldest are removed.
+    /// Unset: no size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<ByteSize>,
+
+    /// Copies of each dead letter in a clustered JetStream (1 to 5, default 1).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+
+    /// What deleting the DeadLetterPolicy does to the stream: Retain (default) keeps it and
+    /// its dead letters; Delete removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for ManagedDeadLetterStream {
+    fn default() -> Self {
+        Self {
+            max_age: default_max_age(),
+            max_bytes: None,
+            replicas: default_replicas(),
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
+}
+
+fn default_max_age() -> GoDuration {
+    GoDuration::new(DEFAULT_DEAD_LETTER_MAX_AGE)
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Observed state of a DeadLetterPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterPolicyStatus {
+    /// Ready says whether dead letters are being captured as the spec says;
+    /// DeadLettersAccumulating turns True when the dead letters held reach alertThreshold.
+    /// Reasons and messages say why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the JetStream stream holding the dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_name: Option<String>,
+    /// Dead letters currently held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<u64>,
+    /// When the most recent dead letter was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_dead_letter_time: Option<Time>,
+    /// The most recent replay of dead letters to their original subjects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replay: Option<ReplayStatus>,
+}
+
+/// One replay of dead letters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayStatus {
+    /// When the replay finished.
+    pub time: Time,
+    /// Dead letters republished.
+    pub count: u64,
+    /// Value of the replay annotation this replay answered, so one request is never replayed
+    /// twice. Unset for replays started with `switchyard dlq replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+}

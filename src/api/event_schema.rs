@@ -1,0 +1,145 @@
+//! `EventSchema`: one version of the JSON Schema of a CloudEvents type, registered in the
+//! Switchyard schema registry.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    common::{GoDuration, RetryBackoff},
+    subscription::{
+        MAX_DELIVERIES_LIMIT, backoff_fits_max_deliveries_rule, backoff_order_rule,
+        backoff_shape_rule,
+    },
+};
+
+/// A CloudEvents type in `domain.entity.action` style: 2 to 8 lowercase dot-separated tokens.
+pub const EVENT_TYPE_PATTERN: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*){1,7}$";
+
+/// An EventSchema registers one version of the JSON Schema (2020-12) that events of one
+/// CloudEvents type must satisfy. Raise `version` to publish a new version: the registry keeps
+/// every version, checks each against the earlier ones with the chosen compatibility mode, and
+/// never lets the version go down.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "EventSchema",
+    namespaced,
+    doc = "An EventSchema: a versioned JSON Schema for one CloudEvents type, kept in the Switchyard schema registry.",
+    status = "EventSchemaStatus",
+    shortname = "evs",
+    category = "switchyard",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.eventType"}"#,
+    printcolumn = r#"{"name":"Version","type":"integer","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Latest","type":"integer","priority":1,"jsonPath":".status.latestVersion"}"#,
+    printcolumn = r#"{"name":"Compatibility","type":"string","priority":1,"jsonPath":".spec.compatibility"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63").message("an EventSchema name must be at most 63 characters so that Topics can reference it").reason(Reason::FieldValueInvalid),
+)]
+#[x_kube(
+    validation = Rule::new("self.version != oldSelf.version || self.schema == oldSelf.schema").message("spec.schema of a registered version cannot change: publish the new schema as a higher spec.version").reason(Reason::FieldValueForbidden).field_path(".schema"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSchemaSpec {
+    /// The CloudEvents `type` this schema describes, in `domain.entity.action` style (e.g.
+    /// `order.placed`, `billing.invoice.paid`): 2 to 8 lowercase dot-separated tokens, each
+    /// starting with a letter. Events of this type travel on `<namespace>.<topic>.<eventType>`.
+    /// Immutable.
+    #[schemars(length(min = 3, max = 255), regex(pattern = EVENT_TYPE_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.eventType is immutable: create another EventSchema for another event type").reason(Reason::FieldValueForbidden))]
+    pub event_type: String,
+
+    /// Version of this schema, a positive integer. Versions never go down: publish a change as
+    /// a higher version, and the registry keeps every earlier one.
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("spec.version cannot go down: registered versions are permanent and consumers already use the higher one; publish your change as a version above the current one").reason(Reason::FieldValueForbidden))]
+    pub version: i64,
+
+    /// Which earlier versions a new version must stay compatible with, by the rules Confluent
+    /// Schema Registry documents for JSON Schema. Backward (default): consumers using the new
+    /// version can read events written with the previous one. Forward: consumers using the
+    /// previous version can read events written with the new one. Full: both. The Transitive
+    /// forms check against every earlier version, not just the previous one. None: no check.
+    #[serde(default)]
+    pub compatibility: Compatibility,
+
+    /// The JSON Schema (draft 2020-12) document events of this type must satisfy, written as
+    /// YAML or JSON.
+    #[schemars(schema_with = "json_schema_document")]
+    pub schema: serde_json::Value,
+
+    /// Processing defaults the publisher recommends for this event type. Subscriptions inherit
+    /// each one they do not set themselves (their DeadLetterPolicy's values come first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<ProcessingDefaults>,
+}
+
+/// The OpenAPI schema of `spec.schema`: any JSON object, stored as written.
+fn json_schema_document(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Which earlier versions a new version is checked against, and in which direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Compatibility {
+    None,
+    #[default]
+    Backward,
+    BackwardTransitive,
+    Forward,
+    ForwardTransitive,
+    Full,
+    FullTransitive,
+}
+
+/// Processing defaults for Subscriptions receiving this event type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = backoff_fits_max_deliveries_rule("spec.defaults"))]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessingDefaults {
+    /// How long JetStream waits for an acknowledgement before redelivering (e.g. 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("spec.defaults.ackWait must be longer than 0s").reason(Reason::FieldValueInvalid))]
+    pub ack_wait: Option<GoDuration>,
+
+    /// Deliveries of one event, the first included, before it is dead-lettered (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_DELIVERIES_LIMIT))]
+    pub max_deliveries: Option<i32>,
+
+    /// Delays before successive redeliveries: either a list (`delays`) or an exponential rule
+    /// (`initial`, `max`, `multiplier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = backoff_shape_rule("spec.defaults.backoff"), validation = backoff_order_rule("spec.defaults.backoff"))]
+    pub backoff: Option<RetryBackoff>,
+}
+
+/// Observed state of an EventSchema.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSchemaStatus {
+    /// Ready says whether this version is registered and in force; Compatible whether it passed
+    /// the compatibility check (its message lists the breaking changes when not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Highest version registered for this event type; Subscriptions validate against it
+    /// unless a Topic pins another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<i64>,
+    /// Every version registered for this event type, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registered_versions: Vec<i64>,
+    /// Fingerprint (SHA-256 of the canonical form) of the latest registered version's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}

@@ -12,10 +12,20 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "Declarative event topology for NATS JetStream on Kubernetes")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Declarative event topology for NATS JetStream on Kubernetes"
+)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -60,7 +70,11 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct NatsArgs {
     /// NATS server URLs, comma-separated.
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub url: String,
     /// NATS credentials file (JWT + nkey seed).
     #[arg(long = "nats-creds", env = "NATS_CREDS_FILE", group = "nats-auth")]
@@ -72,7 +86,12 @@ pub struct NatsArgs {
     #[arg(long = "nats-token-file", env = "NATS_TOKEN_FILE", group = "nats-auth")]
     pub token_file: Option<PathBuf>,
     /// User name; the password is read from --nats-password-file.
-    #[arg(long = "nats-user", env = "NATS_USER", group = "nats-auth", requires = "password_file")]
+    #[arg(
+        long = "nats-user",
+        env = "NATS_USER",
+        group = "nats-auth",
+        requires = "password_file"
+    )]
     pub user: Option<String>,
     /// File holding the password for --nats-user.
     #[arg(long = "nats-password-file", env = "NATS_PASSWORD_FILE")]
@@ -134,7 +153,9 @@ pub async fn execute(cli: Cli) -> ExitCode {
 
 fn print_crds(out_dir: Option<PathBuf>) -> ExitCode {
     let result = match out_dir {
-        None => crdgen::all_yaml().map(|yaml| print!("{yaml}")).map_err(|e| e.to_string()),
+        None => crdgen::all_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(|e| e.to_string()),
         Some(dir) => crdgen::write_dir(&dir).map_err(|e| e.to_string()),
     };
     match result {

@@ -76,7 +76,12 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn new(type_: ConditionType, status: bool, reason: Reason, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: ConditionType,
+        status: bool,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             type_,
             status,
@@ -111,7 +116,12 @@ impl Clock for SystemClock {
 
 /// Returns `current` with `verdict` applied: the condition of that type is replaced, keeping its
 /// `lastTransitionTime` unless the status flips; other conditions are kept in order.
-pub fn apply(current: &[Condition], verdict: &Verdict, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn apply(
+    current: &[Condition],
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     let status = if verdict.status { "True" } else { "False" };
     let type_ = verdict.type_.as_str();
     let previous = current.iter().find(|c| c.type_ == type_);
@@ -170,8 +180,18 @@ mod tests {
 
     #[test]
     fn same_status_keeps_transition_time_even_when_reason_changes() {
-        let first = apply(&[], &Verdict::not_ready(Reason::BrokerUnavailable, "down"), Some(1), at(100));
-        let second = apply(&first, &Verdict::not_ready(Reason::InvalidSpec, "bad"), Some(2), at(200));
+        let first = apply(
+            &[],
+            &Verdict::not_ready(Reason::BrokerUnavailable, "down"),
+            Some(1),
+            at(100),
+        );
+        let second = apply(
+            &first,
+            &Verdict::not_ready(Reason::InvalidSpec, "bad"),
+            Some(2),
+            at(200),
+        );
         assert_eq!(second[0].last_transition_time, Time(at(100)));
         assert_eq!(second[0].reason, "InvalidSpec");
         assert_eq!(second[0].observed_generation, Some(2));
@@ -179,15 +199,35 @@ mod tests {
 
     #[test]
     fn status_flip_moves_transition_time() {
-        let first = apply(&[], &Verdict::not_ready(Reason::BrokerUnavailable, "down"), Some(1), at(100));
-        let second = apply(&first, &Verdict::ready(Reason::StreamReady, "ok"), Some(1), at(200));
+        let first = apply(
+            &[],
+            &Verdict::not_ready(Reason::BrokerUnavailable, "down"),
+            Some(1),
+            at(100),
+        );
+        let second = apply(
+            &first,
+            &Verdict::ready(Reason::StreamReady, "ok"),
+            Some(1),
+            at(200),
+        );
         assert_eq!(second[0].last_transition_time, Time(at(200)));
     }
 
     #[test]
     fn other_conditions_are_kept_and_can_be_removed() {
-        let paused = Verdict::new(ConditionType::ReconciliationPaused, true, Reason::Paused, "paused");
-        let both = apply(&apply(&[], &Verdict::ready(Reason::StreamReady, "ok"), None, at(1)), &paused, None, at(2));
+        let paused = Verdict::new(
+            ConditionType::ReconciliationPaused,
+            true,
+            Reason::Paused,
+            "paused",
+        );
+        let both = apply(
+            &apply(&[], &Verdict::ready(Reason::StreamReady, "ok"), None, at(1)),
+            &paused,
+            None,
+            at(2),
+        );
         assert_eq!(both.len(), 2);
         let ready_only = remove(&both, ConditionType::ReconciliationPaused);
         assert_eq!(ready_only.len(), 1);

@@ -21,7 +21,11 @@ fn crds_directory_matches_the_generated_crds() {
             .collect()
     };
     let expected = names(&generated);
-    assert_eq!(names(&committed), expected, "crds/ has other files than `switchyard crd` writes; run `make crds`");
+    assert_eq!(
+        names(&committed),
+        expected,
+        "crds/ has other files than `switchyard crd` writes; run `make crds`"
+    );
     assert_eq!(expected.len(), switchyard::crdgen::all().len());
     for name in expected {
         let want = fs::read_to_string(generated.join(&name)).unwrap();

@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+};
 use common::*;
 use kube::{
     Api,
@@ -41,7 +43,9 @@ async fn stream(broker: &Broker, name: &str) -> Option<async_nats::jetstream::st
 }
 
 fn topic_yaml(ns: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}")
+    format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+    )
 }
 
 async fn publish(broker: &Broker, subject: String, count: usize) {
@@ -61,7 +65,9 @@ async fn applied_topic_becomes_a_stream_with_exactly_the_declared_config() {
     let s = setup("create").await;
     let ns = &s.ns.name;
     let spec = "  description: orders placed by the shop\n  retention: Interest\n  storage: File\n  maxAge: 24h\n  maxBytes: 64Mi\n  maxMessages: 100000\n  maxMessageSize: 1Mi\n  discard: New\n  duplicateWindow: 5m\n  denyDelete: true\n";
-    apply_topic(&s.topics, &topic_yaml(ns, "orders", spec)).await.expect("apply");
+    apply_topic(&s.topics, &topic_yaml(ns, "orders", spec))
+        .await
+        .expect("apply");
 
     let topic = wait_for_ready(&s.topics, "orders", "True", "StreamReady").await;
     let status = topic.status.as_ref().unwrap();
@@ -69,7 +75,9 @@ async fn applied_topic_becomes_a_stream_with_exactly_the_declared_config() {
     let stream_name = format!("{ns}_orders");
     assert_eq!(status.stream_name.as_deref(), Some(stream_name.as_str()));
 
-    let info = stream(&s.broker, &stream_name).await.expect("stream exists");
+    let info = stream(&s.broker, &stream_name)
+        .await
+        .expect("stream exists");
     let c: &StreamConfig = &info.config;
     assert_eq!(c.subjects, vec![format!("{ns}.orders.>")]);
     assert_eq!(c.description.as_deref(), Some("orders placed by the shop"));
@@ -84,10 +92,18 @@ async fn applied_topic_becomes_a_stream_with_exactly_the_declared_config() {
     assert_eq!(c.duplicate_window, Duration::from_secs(300));
     assert!(c.deny_delete);
     assert!(!c.deny_purge);
-    assert_eq!(c.metadata["switchyard.dev/owner"], format!("Topic/{ns}/orders"));
+    assert_eq!(
+        c.metadata["switchyard.dev/owner"],
+        format!("Topic/{ns}/orders")
+    );
 
     let events = events_for(&s.client, ns, "orders").await;
-    assert!(events.iter().any(|(_, reason, _)| reason == "StreamCreated"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, _)| reason == "StreamCreated"),
+        "{events:?}"
+    );
     s.operator.assert_alive();
 }
 
@@ -95,18 +111,44 @@ async fn applied_topic_becomes_a_stream_with_exactly_the_declared_config() {
 async fn changing_max_age_updates_the_stream_and_status_follows() {
     let s = setup("update").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "payments", "  maxAge: 1h\n")).await.expect("apply");
+    apply_topic(&s.topics, &topic_yaml(ns, "payments", "  maxAge: 1h\n"))
+        .await
+        .expect("apply");
     let before = wait_for_ready(&s.topics, "payments", "True", "StreamReady").await;
     let stream_name = format!("{ns}_payments");
-    assert_eq!(stream(&s.broker, &stream_name).await.unwrap().config.max_age, Duration::from_secs(3600));
+    assert_eq!(
+        stream(&s.broker, &stream_name)
+            .await
+            .unwrap()
+            .config
+            .max_age,
+        Duration::from_secs(3600)
+    );
 
-    apply_topic(&s.topics, &topic_yaml(ns, "payments", "  maxAge: 2h\n")).await.expect("apply");
+    apply_topic(&s.topics, &topic_yaml(ns, "payments", "  maxAge: 2h\n"))
+        .await
+        .expect("apply");
     let after = wait_for_ready(&s.topics, "payments", "True", "StreamReady").await;
     assert!(after.metadata.generation > before.metadata.generation);
-    assert_eq!(after.status.unwrap().observed_generation, after.metadata.generation);
-    assert_eq!(stream(&s.broker, &stream_name).await.unwrap().config.max_age, Duration::from_secs(7200));
+    assert_eq!(
+        after.status.unwrap().observed_generation,
+        after.metadata.generation
+    );
+    assert_eq!(
+        stream(&s.broker, &stream_name)
+            .await
+            .unwrap()
+            .config
+            .max_age,
+        Duration::from_secs(7200)
+    );
     let events = events_for(&s.client, ns, "payments").await;
-    assert!(events.iter().any(|(_, reason, note)| reason == "StreamUpdated" && note.contains("maxAge")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "StreamUpdated" && note.contains("maxAge")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,7 +163,10 @@ async fn changing_storage_is_refused_by_the_api_server_naming_the_field() {
     let memory = topic_yaml(ns, "audit", "  storage: Memory\n");
     let (ok, out) = kubectl(&["apply", "--server-side", "-f", "-"], Some(&memory));
     assert!(!ok, "apply should be refused: {out}");
-    assert!(out.contains("spec.storage"), "message should name the field: {out}");
+    assert!(
+        out.contains("spec.storage"),
+        "message should name the field: {out}"
+    );
     assert!(out.contains("immutable"), "{out}");
 
     let topic = s.topics.get("audit").await.unwrap();
@@ -141,13 +186,21 @@ async fn foreign_stream_is_left_untouched_until_adopted() {
         max_age: Duration::from_secs(600),
         ..Default::default()
     };
-    s.broker.create_stream(&foreign).await.expect("create foreign stream");
+    s.broker
+        .create_stream(&foreign)
+        .await
+        .expect("create foreign stream");
     publish(&s.broker, format!("{ns}.legacy.order.placed"), 2).await;
 
-    apply_topic(&s.topics, &topic_yaml(ns, "legacy", "  maxAge: 1h\n")).await.expect("apply");
+    apply_topic(&s.topics, &topic_yaml(ns, "legacy", "  maxAge: 1h\n"))
+        .await
+        .expect("apply");
     let topic = wait_for_ready(&s.topics, "legacy", "False", "StreamNotOwned").await;
     let (_, _, message) = ready_of(&topic).unwrap();
-    assert!(message.contains(&stream_name) && message.contains("switchyard.dev/adopt"), "{message}");
+    assert!(
+        message.contains(&stream_name) && message.contains("switchyard.dev/adopt"),
+        "{message}"
+    );
 
     // Several resyncs later the stream is still exactly as its owner left it.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -164,7 +217,10 @@ async fn foreign_stream_is_left_untouched_until_adopted() {
     wait_for_ready(&s.topics, "legacy", "True", "StreamReady").await;
     let info = stream(&s.broker, &stream_name).await.unwrap();
     assert_eq!(info.config.max_age, Duration::from_secs(3600));
-    assert_eq!(info.config.metadata["switchyard.dev/owner"], format!("Topic/{ns}/legacy"));
+    assert_eq!(
+        info.config.metadata["switchyard.dev/owner"],
+        format!("Topic/{ns}/legacy")
+    );
     assert_eq!(info.state.messages, 2, "adoption keeps the events");
 }
 
@@ -172,27 +228,58 @@ async fn foreign_stream_is_left_untouched_until_adopted() {
 async fn deleting_with_retain_keeps_the_stream_and_with_delete_removes_it() {
     let s = setup("deletion").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "kept", "  deletionPolicy: Retain\n")).await.unwrap();
-    apply_topic(&s.topics, &topic_yaml(ns, "dropped", "  deletionPolicy: Delete\n")).await.unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(ns, "kept", "  deletionPolicy: Retain\n"),
+    )
+    .await
+    .unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(ns, "dropped", "  deletionPolicy: Delete\n"),
+    )
+    .await
+    .unwrap();
     wait_for_ready(&s.topics, "kept", "True", "StreamReady").await;
     let dropped = wait_for_ready(&s.topics, "dropped", "True", "StreamReady").await;
     wait_until("finalizer on the Delete topic", || async {
         let t = s.topics.get("dropped").await.ok()?;
-        t.metadata.finalizers.as_ref()?.iter().any(|f| f == "switchyard.dev/stream-cleanup").then_some(())
+        t.metadata
+            .finalizers
+            .as_ref()?
+            .iter()
+            .any(|f| f == "switchyard.dev/stream-cleanup")
+            .then_some(())
     })
     .await;
     assert!(dropped.metadata.generation.is_some());
     publish(&s.broker, format!("{ns}.kept.order.placed"), 3).await;
 
     for name in ["kept", "dropped"] {
-        s.topics.delete(name, &DeleteParams::default()).await.unwrap();
+        s.topics
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
     }
     for name in ["kept", "dropped"] {
-        wait_until(&format!("Topic {name} gone"), || async { s.topics.get_opt(name).await.unwrap().is_none().then_some(()) }).await;
+        wait_until(&format!("Topic {name} gone"), || async {
+            s.topics
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
     }
-    let kept = stream(&s.broker, &format!("{ns}_kept")).await.expect("retained stream survives");
+    let kept = stream(&s.broker, &format!("{ns}_kept"))
+        .await
+        .expect("retained stream survives");
     assert_eq!(kept.state.messages, 3);
-    assert!(stream(&s.broker, &format!("{ns}_dropped")).await.is_none(), "Delete policy removes the stream");
+    assert!(
+        stream(&s.broker, &format!("{ns}_dropped")).await.is_none(),
+        "Delete policy removes the stream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,7 +291,9 @@ async fn broker_outage_reports_unavailable_and_heals_without_restart() {
     let mut nats = PrivateNats::start();
     let operator = Operator::start(&client, &ns.name, &nats.url());
 
-    apply_topic(&topics, &topic_yaml(&ns.name, "events", "  maxAge: 1h\n")).await.unwrap();
+    apply_topic(&topics, &topic_yaml(&ns.name, "events", "  maxAge: 1h\n"))
+        .await
+        .unwrap();
     wait_for_ready(&topics, "events", "True", "StreamReady").await;
 
     nats.kill();
@@ -216,14 +305,23 @@ async fn broker_outage_reports_unavailable_and_heals_without_restart() {
     wait_for_ready(&topics, "events", "True", "StreamReady").await;
     operator.assert_alive();
     let broker = broker(&nats.url()).await;
-    assert!(stream(&broker, &format!("{}_events", ns.name)).await.is_some());
+    assert!(
+        stream(&broker, &format!("{}_events", ns.name))
+            .await
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hand_edited_stream_is_restored_and_an_event_records_it() {
     let s = setup("drift").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "inventory", "  maxAge: 1h\n  maxMessages: 500\n")).await.unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(ns, "inventory", "  maxAge: 1h\n  maxMessages: 500\n"),
+    )
+    .await
+    .unwrap();
     wait_for_ready(&s.topics, "inventory", "True", "StreamReady").await;
     let stream_name = format!("{ns}_inventory");
 
@@ -239,24 +337,38 @@ async fn hand_edited_stream_is_restored_and_an_event_records_it() {
     .await;
     let events = wait_until("DriftCorrected event", || async {
         let events = events_for(&s.client, ns, "inventory").await;
-        events.iter().any(|(_, reason, _)| reason == "DriftCorrected").then_some(events)
+        events
+            .iter()
+            .any(|(_, reason, _)| reason == "DriftCorrected")
+            .then_some(events)
     })
     .await;
-    let (kind, _, note) = events.iter().find(|(_, r, _)| r == "DriftCorrected").unwrap();
+    let (kind, _, note) = events
+        .iter()
+        .find(|(_, r, _)| r == "DriftCorrected")
+        .unwrap();
     assert_eq!(kind, "Warning");
-    assert!(note.contains("maxAge") && note.contains("maxMessages"), "{note}");
+    assert!(
+        note.contains("maxAge") && note.contains("maxMessages"),
+        "{note}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_topic_is_not_rewritten_by_later_resyncs() {
     let s = setup("idle").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "quiet", "  maxAge: 1h\n")).await.unwrap();
+    apply_topic(&s.topics, &topic_yaml(ns, "quiet", "  maxAge: 1h\n"))
+        .await
+        .unwrap();
     let ready = wait_for_ready(&s.topics, "quiet", "True", "StreamReady").await;
     // The resync interval in tests is 2 s: this spans several full reconciles.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let later = s.topics.get("quiet").await.unwrap();
-    assert_eq!(later.metadata.resource_version, ready.metadata.resource_version);
+    assert_eq!(
+        later.metadata.resource_version,
+        ready.metadata.resource_version
+    );
     s.operator.assert_alive();
 }
 
@@ -269,17 +381,28 @@ async fn invalid_values_are_rejected_by_the_api_server() {
         ("bad-size", "  maxBytes: 10MB\n", "spec.maxBytes"),
         ("bad-replicas", "  replicas: 9\n", "spec.replicas"),
         ("bad-subject", "  subjects: [\"a b.>\"]\n", "spec.subjects"),
-        ("bad-window", "  maxAge: 1m\n  duplicateWindow: 1h\n", "spec.duplicateWindow"),
+        (
+            "bad-window",
+            "  maxAge: 1m\n  duplicateWindow: 1h\n",
+            "spec.duplicateWindow",
+        ),
         ("bad-retention", "  retention: Forever\n", "spec.retention"),
         ("dotted.name", "  maxAge: 1h\n", "metadata.name"),
     ];
     for (name, spec, field) in cases {
-        let err = apply_topic(&s.topics, &topic_yaml(ns, name, spec)).await.expect_err(name);
+        let err = apply_topic(&s.topics, &topic_yaml(ns, name, spec))
+            .await
+            .expect_err(name);
         let text = err.to_string();
-        assert!(text.contains(field), "{name}: error should name {field}: {text}");
+        assert!(
+            text.contains(field),
+            "{name}: error should name {field}: {text}"
+        );
     }
     let long = "x".repeat(64);
-    let err = apply_topic(&s.topics, &topic_yaml(ns, &long, "  maxAge: 1h\n")).await.expect_err("long name");
+    let err = apply_topic(&s.topics, &topic_yaml(ns, &long, "  maxAge: 1h\n"))
+        .await
+        .expect_err("long name");
     assert!(err.to_string().contains("metadata.name"), "{err}");
     s.operator.assert_alive();
 }
@@ -289,22 +412,52 @@ async fn values_only_the_reconciler_can_judge_get_a_precise_reason() {
     let s = setup("semantic").await;
     let ns = &s.ns.name;
     // Subjects outside the Topic's namespace would let one team read another's events.
-    apply_topic(&s.topics, &topic_yaml(ns, "outside", "  subjects: [\"elsewhere.orders.>\"]\n")).await.unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(ns, "outside", "  subjects: [\"elsewhere.orders.>\"]\n"),
+    )
+    .await
+    .unwrap();
     let topic = wait_for_ready(&s.topics, "outside", "False", "InvalidSpec").await;
     let (_, _, message) = ready_of(&topic).unwrap();
-    assert!(message.starts_with("spec.subjects[0]") && message.contains(&format!("{ns}.")), "{message}");
+    assert!(
+        message.starts_with("spec.subjects[0]") && message.contains(&format!("{ns}.")),
+        "{message}"
+    );
 
     // Two Topics claiming the same subjects: the first keeps them, the second says who has them.
-    apply_topic(&s.topics, &topic_yaml(ns, "first", &format!("  subjects: [\"{ns}.shared.>\"]\n"))).await.unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(ns, "first", &format!("  subjects: [\"{ns}.shared.>\"]\n")),
+    )
+    .await
+    .unwrap();
     wait_for_ready(&s.topics, "first", "True", "StreamReady").await;
-    apply_topic(&s.topics, &topic_yaml(ns, "second", &format!("  subjects: [\"{ns}.shared.orders\"]\n"))).await.unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(
+            ns,
+            "second",
+            &format!("  subjects: [\"{ns}.shared.orders\"]\n"),
+        ),
+    )
+    .await
+    .unwrap();
     let second = wait_for_ready(&s.topics, "second", "False", "SubjectsOverlap").await;
     let (_, _, message) = ready_of(&second).unwrap();
-    assert!(message.contains(&format!("{ns}_first")) && message.contains(&format!("Topic/{ns}/first")), "{message}");
+    assert!(
+        message.contains(&format!("{ns}_first")) && message.contains(&format!("Topic/{ns}/first")),
+        "{message}"
+    );
     assert!(stream(&s.broker, &format!("{ns}_second")).await.is_none());
 
     // Fixing the spec heals the Topic.
-    apply_topic(&s.topics, &topic_yaml(ns, "second", &format!("  subjects: [\"{ns}.second.>\"]\n"))).await.unwrap();
+    apply_topic(
+        &s.topics,
+        &topic_yaml(ns, "second", &format!("  subjects: [\"{ns}.second.>\"]\n")),
+    )
+    .await
+    .unwrap();
     wait_for_ready(&s.topics, "second", "True", "StreamReady").await;
     s.operator.assert_alive();
 }
@@ -313,27 +466,48 @@ async fn values_only_the_reconciler_can_judge_get_a_precise_reason() {
 async fn paused_topic_is_left_alone_until_resumed() {
     let s = setup("pause").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "held", "  maxAge: 1h\n")).await.unwrap();
+    apply_topic(&s.topics, &topic_yaml(ns, "held", "  maxAge: 1h\n"))
+        .await
+        .unwrap();
     wait_for_ready(&s.topics, "held", "True", "StreamReady").await;
     let pause = serde_json::json!({"metadata": {"annotations": {"switchyard.dev/paused": "true"}}});
-    s.topics.patch("held", &PatchParams::default(), &Patch::Merge(&pause)).await.unwrap();
+    s.topics
+        .patch("held", &PatchParams::default(), &Patch::Merge(&pause))
+        .await
+        .unwrap();
     wait_until("ReconciliationPaused condition", || async {
         let t = s.topics.get("held").await.ok()?;
         let status = t.status?;
-        switchyard::conditions::find(&status.conditions, switchyard::conditions::ConditionType::ReconciliationPaused)
-            .map(|_| ())
+        switchyard::conditions::find(
+            &status.conditions,
+            switchyard::conditions::ConditionType::ReconciliationPaused,
+        )
+        .map(|_| ())
     })
     .await;
-    apply_topic(&s.topics, &topic_yaml(ns, "held", "  maxAge: 3h\n")).await.unwrap();
+    apply_topic(&s.topics, &topic_yaml(ns, "held", "  maxAge: 3h\n"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stream_name = format!("{ns}_held");
-    assert_eq!(stream(&s.broker, &stream_name).await.unwrap().config.max_age, Duration::from_secs(3600));
+    assert_eq!(
+        stream(&s.broker, &stream_name)
+            .await
+            .unwrap()
+            .config
+            .max_age,
+        Duration::from_secs(3600)
+    );
 
     let resume = serde_json::json!({"metadata": {"annotations": {"switchyard.dev/paused": null}}});
-    s.topics.patch("held", &PatchParams::default(), &Patch::Merge(&resume)).await.unwrap();
+    s.topics
+        .patch("held", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
     wait_for_ready(&s.topics, "held", "True", "StreamReady").await;
     wait_until("stream follows the spec after resume", || async {
-        (stream(&s.broker, &stream_name).await?.config.max_age == Duration::from_secs(3 * 3600)).then_some(())
+        (stream(&s.broker, &stream_name).await?.config.max_age == Duration::from_secs(3 * 3600))
+            .then_some(())
     })
     .await;
 }

@@ -85,7 +85,9 @@ pub enum ByteSize {
 pub const BYTE_SIZE_PATTERN: &str = r"^[0-9]+(K|M|G|T|Ki|Mi|Gi|Ti)?$";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value} is not a size: {reason} (write bytes as a number, or with a suffix like 512Ki, 10Mi, 1G)")]
+#[error(
+    "{value} is not a size: {reason} (write bytes as a number, or with a suffix like 512Ki, 10Mi, 1G)"
+)]
 pub struct ByteSizeError {
     pub value: String,
     pub reason: &'static str,
@@ -125,7 +127,9 @@ impl ByteSize {
             "Ti" => 1 << 40,
             _ => return Err(invalid("unknown suffix")),
         };
-        let number: u64 = digits.parse().map_err(|_| invalid("the number is too large"))?;
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| invalid("the number is too large"))?;
         number
             .checked_mul(multiplier)
             .ok_or_else(|| invalid("the number is too large"))
@@ -207,9 +211,18 @@ mod tests {
 
     #[test]
     fn durations_parse_go_syntax() {
-        assert_eq!(GoDuration::new("90s").parse().unwrap(), Duration::from_secs(90));
-        assert_eq!(GoDuration::new("1h30m").parse().unwrap(), Duration::from_secs(5400));
-        assert_eq!(GoDuration::new("250ms").parse().unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            GoDuration::new("90s").parse().unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            GoDuration::new("1h30m").parse().unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            GoDuration::new("250ms").parse().unwrap(),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]

@@ -143,3 +143,157 @@ pub struct EventSchemaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::subscription::crd_test_support::*;
+
+    const MINIMAL: &str = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: EventSchema
+metadata: {name: order-placed}
+spec:
+  eventType: order.placed
+  version: 1
+  schema:
+    $schema: https://json-schema.org/draft/2020-12/schema
+    type: object
+    required: [orderId]
+    properties:
+      orderId: {type: string}
+"#;
+
+    #[test]
+    fn crd_names_and_columns() {
+        let crd = EventSchema::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("eventschemas.switchyard.dev")
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "EventSchema");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["evs".to_string()]));
+        assert_eq!(
+            crd.spec.names.categories,
+            Some(vec!["switchyard".to_string()])
+        );
+        assert!(
+            crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let columns = printer_columns::<EventSchema>();
+        let names: Vec<_> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Ready",
+                "Reason",
+                "Type",
+                "Version",
+                "Latest",
+                "Compatibility",
+                "Age"
+            ]
+        );
+        assert!(columns.contains(&("Type".into(), ".spec.eventType".into())));
+        assert!(columns.contains(&("Version".into(), ".spec.version".into())));
+    }
+
+    #[test]
+    fn schema_is_structural_and_documented() {
+        assert_eq!(
+            schema_problems(&schema_of::<EventSchema>()),
+            Vec::<String>::new()
+        );
+        // The apiserver refuses a root rule whose fieldPath points into metadata.
+        assert_eq!(
+            root_rules_with_field_path(&schema_of::<EventSchema>()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let evs: EventSchema = serde_yaml::from_str(MINIMAL).unwrap();
+        assert_eq!(evs.spec.event_type, "order.placed");
+        assert_eq!(evs.spec.version, 1);
+        assert_eq!(evs.spec.compatibility, Compatibility::Backward);
+        assert_eq!(evs.spec.defaults, None);
+        assert_eq!(evs.spec.schema["required"], json!(["orderId"]));
+        assert_eq!(
+            evs.spec.schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        let schema = schema_of::<EventSchema>();
+        assert_eq!(at(&schema, "spec.compatibility")["default"], "Backward");
+    }
+
+    #[test]
+    fn schema_field_is_a_free_form_object() {
+        let schema = schema_of::<EventSchema>();
+        let field = at(&schema, "spec.schema");
+        assert_eq!(field["type"], "object");
+        assert_eq!(field["x-kubernetes-preserve-unknown-fields"], true);
+        assert!(field.get("properties").is_none());
+    }
+
+    #[test]
+    fn event_type_is_patterned_and_bounded() {
+        let schema = schema_of::<EventSchema>();
+        let field = at(&schema, "spec.eventType");
+        assert_eq!(field["pattern"], EVENT_TYPE_PATTERN);
+        assert_eq!(field["maxLength"], 255);
+    }
+
+    #[test]
+    fn cel_rules_are_in_the_schema() {
+        let schema = schema_of::<EventSchema>();
+        assert!(has_rule(&schema, "self.metadata.name.size() <= 63"));
+        let spec = at(&schema, "spec");
+        assert!(has_rule(
+            spec,
+            "self.version != oldSelf.version || self.schema == oldSelf.schema"
+        ));
+        assert_eq!(rules(at(&schema, "spec.version")), ["self >= oldSelf"]);
+        let message = at(&schema, "spec.version")["x-kubernetes-validations"][0]["message"]
+            .as_str()
+            .unwrap();
+        assert!(
+            message.contains("cannot go down") && message.contains("higher"),
+            "{message}"
+        );
+        assert_eq!(rules(at(&schema, "spec.eventType")), ["self == oldSelf"]);
+        assert!(has_rule(
+            at(&schema, "spec.defaults"),
+            "self.backoff.delays.size() <= self.maxDeliveries"
+        ));
+        assert!(has_rule(
+            at(&schema, "spec.defaults.backoff"),
+            "has(self.delays) ?"
+        ));
+        assert!(has_rule(
+            at(&schema, "spec.defaults.ackWait"),
+            "duration(self) > duration('0s')"
+        ));
+    }
+
+    #[test]
+    fn defaults_deserialize() {
+        let yaml = format!(
+            "{MINIMAL}  compatibility: FullTransitive\n  defaults:\n    ackWait: 1m\n    maxDeliveries: 3\n    backoff: {{initial: 1s, max: 1m, multiplier: \"3\"}}\n"
+        );
+        let evs: EventSchema = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(evs.spec.compatibility, Compatibility::FullTransitive);
+        let defaults = evs.spec.defaults.unwrap();
+        assert_eq!(defaults.ack_wait, Some(GoDuration::new("1m")));
+        assert_eq!(defaults.max_deliveries, Some(3));
+        assert_eq!(defaults.backoff.unwrap().multiplier.as_deref(), Some("3"));
+    }
+}

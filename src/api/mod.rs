@@ -29,7 +29,10 @@ pub mod annotations {
 }
 
 /// Whether an annotation is set to the literal `"true"` (anything else counts as unset).
-pub fn annotation_is_true(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, key: &str) -> bool {
+pub fn annotation_is_true(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> bool {
     meta.annotations
         .as_ref()
         .and_then(|a| a.get(key))

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements, Toleration},
+    api::core::v1::{
+        EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{
@@ -70,7 +72,13 @@ pub struct SubscriptionSpec {
     /// eventTypes, the Subscription receives the events matching any of them. Neither set: every
     /// event of the Topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), inner(regex(pattern = r"^([^.\s*>]+|\*)(\.([^.\s*>]+|\*))*(\.>)?$"), length(max = 255)))]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(
+            regex(pattern = r"^([^.\s*>]+|\*)(\.([^.\s*>]+|\*))*(\.>)?$"),
+            length(max = 255)
+        )
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub filter_subjects: Option<Vec<String>>,
 
@@ -79,7 +87,13 @@ pub struct SubscriptionSpec {
     /// (`order.>`). Combined with filterSubjects, the Subscription receives the events matching
     /// any of them. Neither set: every event of the Topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), inner(regex(pattern = r"^([a-z][a-z0-9_-]*|\*)(\.([a-z][a-z0-9_-]*|\*))*(\.>)?$"), length(max = 255)))]
+    #[schemars(
+        length(min = 1, max = 32),
+        inner(
+            regex(pattern = r"^([a-z][a-z0-9_-]*|\*)(\.([a-z][a-z0-9_-]*|\*))*(\.>)?$"),
+            length(max = 255)
+        )
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub event_types: Option<Vec<String>>,
 
@@ -424,10 +438,12 @@ pub(crate) fn backoff_shape_rule(path: &str) -> Rule {
 
 /// Rule for any `backoff` field: an exponential rule never shrinks.
 pub(crate) fn backoff_order_rule(path: &str) -> Rule {
-    Rule::new("!has(self.initial) || !has(self.max) || duration(self.initial) <= duration(self.max)")
-        .message(format!("{path}.max must not be shorter than {path}.initial").as_str())
-        .reason(Reason::FieldValueInvalid)
-        .field_path(".max")
+    Rule::new(
+        "!has(self.initial) || !has(self.max) || duration(self.initial) <= duration(self.max)",
+    )
+    .message(format!("{path}.max must not be shorter than {path}.initial").as_str())
+    .reason(Reason::FieldValueInvalid)
+    .field_path(".max")
 }
 
 /// Rule for an object holding both `maxDeliveries` and `backoff`: JetStream refuses more
@@ -444,4 +460,333 @@ pub(crate) fn backoff_fits_max_deliveries_rule(path: &str) -> Rule {
     )
     .reason(Reason::FieldValueInvalid)
     .field_path(".backoff.delays")
+}
+
+/// Helpers for the CRD tests of every kind in this crate's API.
+#[cfg(test)]
+pub(crate) mod crd_test_support {
+    use kube::CustomResourceExt;
+    use serde_json::Value;
+
+    /// The `openAPIV3Schema` of a kind's CRD, as JSON.
+    pub(crate) fn schema_of<K: CustomResourceExt>() -> Value {
+        let crd = serde_json::to_value(K::crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// The schema at a dotted property path below the root (`spec.retry.backoff`).
+    pub(crate) fn at<'a>(schema: &'a Value, path: &str) -> &'a Value {
+        path.split('.').fold(schema, |s, name| {
+            let next = &s["properties"][name];
+            assert!(!next.is_null(), "no property {name:?} on the way to {path}");
+            next
+        })
+    }
+
+    /// The CEL rules (`x-kubernetes-validations[].rule`) on one schema node.
+    pub(crate) fn rules(node: &Value) -> Vec<&str> {
+        node["x-kubernetes-validations"]
+            .as_array()
+            .map(|rules| rules.iter().filter_map(|r| r["rule"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the node carries a rule containing `needle`, with a non-empty message.
+    pub(crate) fn has_rule(node: &Value, needle: &str) -> bool {
+        node["x-kubernetes-validations"]
+            .as_array()
+            .is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["rule"].as_str().is_some_and(|rule| rule.contains(needle))
+                        && r["message"].as_str().is_some_and(|m| !m.is_empty())
+                })
+            })
+    }
+
+    /// Every property lacking a description, and every construct a structural schema forbids.
+    pub(crate) fn schema_problems(schema: &Value) -> Vec<String> {
+        fn walk(node: &Value, path: &str, out: &mut Vec<String>) {
+            for key in ["anyOf", "oneOf", "allOf", "not", "$ref"] {
+                if node.get(key).is_some() {
+                    out.push(format!("{path}: has {key}"));
+                }
+            }
+            if let Some(props) = node["properties"].as_object() {
+                for (name, prop) in props {
+                    let child = format!("{path}.{name}");
+                    if prop["description"].as_str().is_none_or(str::is_empty) {
+                        out.push(format!("{child}: no description"));
+                    }
+                    walk(prop, &child, out);
+                }
+            }
+            if node["items"].is_object() {
+                walk(&node["items"], &format!("{path}[]"), out);
+            }
+            if node["additionalProperties"].is_object() {
+                walk(&node["additionalProperties"], &format!("{path}{{}}"), out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(schema, "", &mut out);
+        out
+    }
+
+    /// Root-level rules that name a fieldPath: the apiserver only accepts paths to properties
+    /// of the schema, and `metadata` is not one.
+    pub(crate) fn root_rules_with_field_path(schema: &Value) -> Vec<String> {
+        schema["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r.get("fieldPath").is_some())
+            .map(|r| r["rule"].to_string())
+            .collect()
+    }
+
+    /// The printer columns of a kind's CRD as (name, jsonPath) pairs.
+    pub(crate) fn printer_columns<K: CustomResourceExt>() -> Vec<(String, String)> {
+        K::crd().spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| (c.name.clone(), c.json_path.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::{crd_test_support::*, *};
+
+    #[test]
+    fn crd_names_and_columns() {
+        let crd = Subscription::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("subscriptions.switchyard.dev")
+        );
+        assert_eq!(crd.spec.group, "switchyard.dev");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "Subscription");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["sub".to_string()]));
+        assert_eq!(
+            crd.spec.names.categories,
+            Some(vec!["switchyard".to_string()])
+        );
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        let columns = printer_columns::<Subscription>();
+        let names: Vec<_> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Ready", "Reason", "Topic", "Lag", "Workers", "Desired", "Mode", "Consumer", "Age"
+            ]
+        );
+        assert!(columns.contains(&("Topic".into(), ".spec.topicRef.name".into())));
+        assert!(columns.contains(&("Lag".into(), ".status.lag".into())));
+    }
+
+    #[test]
+    fn schema_is_structural_and_documented() {
+        assert_eq!(
+            schema_problems(&schema_of::<Subscription>()),
+            Vec::<String>::new()
+        );
+        // The apiserver refuses a root rule whose fieldPath points into metadata.
+        assert_eq!(
+            root_rules_with_field_path(&schema_of::<Subscription>()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let sub: Subscription = serde_yaml::from_str(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata: {name: orders, namespace: shop}\nspec:\n  topicRef: {name: orders}\n",
+        )
+        .unwrap();
+        let spec = &sub.spec;
+        assert_eq!(spec.topic_ref.name, "orders");
+        assert_eq!(spec.mode, SubscriptionMode::WorkerGroup);
+        assert_eq!(spec.deliver_policy, DeliverPolicy::All);
+        assert_eq!(spec.max_ack_pending, 1000);
+        assert_eq!(
+            spec.ack_wait, None,
+            "unset so that EventSchema defaults can apply"
+        );
+        assert_eq!(spec.retry, None);
+        assert_eq!(spec.worker, None);
+        assert!(spec.filter_subjects.is_none() && spec.event_types.is_none());
+        assert_eq!(
+            GoDuration::new(DEFAULT_ACK_WAIT).parse().unwrap().as_secs(),
+            30
+        );
+    }
+
+    #[test]
+    fn worker_defaults() {
+        let sub: Subscription = serde_yaml::from_str(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata: {name: orders}\nspec:\n  topicRef: {name: orders}\n  worker:\n    image: ghcr.io/acme/handler:1\n    autoscaling: {maxReplicas: 4}\n",
+        )
+        .unwrap();
+        let worker = sub.spec.worker.unwrap();
+        assert_eq!(
+            worker.endpoint,
+            WorkerEndpoint {
+                port: 8080,
+                path: "/".into()
+            }
+        );
+        assert_eq!(worker.concurrency, 1);
+        assert_eq!(worker.replicas, None);
+        let autoscaling = worker.autoscaling.unwrap();
+        assert_eq!(
+            (
+                autoscaling.min_replicas,
+                autoscaling.max_replicas,
+                autoscaling.lag_per_replica
+            ),
+            (1, 4, 100)
+        );
+    }
+
+    #[test]
+    fn schema_defaults_match_serde_defaults() {
+        let schema = schema_of::<Subscription>();
+        assert_eq!(at(&schema, "spec.mode")["default"], "WorkerGroup");
+        assert_eq!(at(&schema, "spec.deliverPolicy")["default"], "All");
+        assert_eq!(at(&schema, "spec.maxAckPending")["default"], 1000);
+        assert_eq!(at(&schema, "spec.worker.concurrency")["default"], 1);
+        assert_eq!(at(&schema, "spec.worker.endpoint")["default"]["port"], 8080);
+        assert_eq!(
+            at(&schema, "spec.worker.autoscaling.minReplicas")["default"],
+            1
+        );
+        assert!(at(&schema, "spec.ackWait").get("default").is_none());
+        assert_eq!(
+            at(&schema, "spec.retry.maxDeliveries")["maximum"],
+            f64::from(MAX_DELIVERIES_LIMIT)
+        );
+    }
+
+    #[test]
+    fn cel_rules_are_in_the_schema() {
+        let schema = schema_of::<Subscription>();
+        assert!(has_rule(&schema, "self.metadata.name.matches("));
+        let spec = at(&schema, "spec");
+        assert!(has_rule(
+            spec,
+            "self.deliverPolicy == 'ByStartTime') == has(self.startTime)"
+        ));
+        assert!(has_rule(
+            spec,
+            "self.deliverPolicy == 'ByStartSequence') == has(self.startSequence)"
+        ));
+        assert!(has_rule(spec, "self.mode != 'Broadcast'"));
+        assert!(has_rule(
+            spec,
+            "self.worker.concurrency <= self.maxAckPending"
+        ));
+        for immutable in [
+            "topicRef",
+            "mode",
+            "deliverPolicy",
+            "startTime",
+            "startSequence",
+        ] {
+            let node = at(&schema, &format!("spec.{immutable}"));
+            assert_eq!(rules(node), ["self == oldSelf"], "{immutable}");
+        }
+        assert!(has_rule(
+            at(&schema, "spec.retry"),
+            "self.backoff.delays.size() <= self.maxDeliveries"
+        ));
+        let backoff = at(&schema, "spec.retry.backoff");
+        assert!(has_rule(backoff, "has(self.delays) ?"));
+        assert!(has_rule(
+            backoff,
+            "duration(self.initial) <= duration(self.max)"
+        ));
+        assert!(has_rule(
+            at(&schema, "spec.worker"),
+            "!(has(self.replicas) && has(self.autoscaling))"
+        ));
+        assert!(has_rule(
+            at(&schema, "spec.worker.autoscaling"),
+            "self.minReplicas <= self.maxReplicas"
+        ));
+        assert!(has_rule(
+            at(&schema, "spec.ackWait"),
+            "duration(self) > duration('0s')"
+        ));
+    }
+
+    #[test]
+    fn lists_have_merge_semantics() {
+        let schema = schema_of::<Subscription>();
+        assert_eq!(
+            at(&schema, "spec.eventTypes")["x-kubernetes-list-type"],
+            "set"
+        );
+        assert_eq!(
+            at(&schema, "spec.filterSubjects")["x-kubernetes-list-type"],
+            "set"
+        );
+        let env = at(&schema, "spec.worker.env");
+        assert_eq!(env["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            env["x-kubernetes-list-map-keys"],
+            serde_json::json!(["name"])
+        );
+    }
+
+    #[test]
+    fn manifests_round_trip() {
+        let yaml = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Subscription
+metadata: {name: billing}
+spec:
+  topicRef: {name: orders}
+  eventTypes: [order.placed, payment.*]
+  deliverPolicy: ByStartTime
+  startTime: "2024-05-01T00:00:00Z"
+  ackWait: 1m
+  retry:
+    maxDeliveries: 4
+    backoff: {delays: [1s, 10s, 1m]}
+  deadLetterPolicyRef: {name: dlq}
+  worker:
+    image: ghcr.io/acme/billing:2
+    replicas: 3
+    env: [{name: LOG_LEVEL, value: debug}]
+    resources: {limits: {memory: 128Mi}}
+"#;
+        let sub: Subscription = serde_yaml::from_str(yaml).unwrap();
+        let again: Subscription =
+            serde_json::from_value(serde_json::to_value(&sub).unwrap()).unwrap();
+        assert_eq!(sub.spec, again.spec);
+        assert_eq!(
+            sub.spec
+                .retry
+                .unwrap()
+                .backoff
+                .unwrap()
+                .delays
+                .unwrap()
+                .len(),
+            3
+        );
+    }
 }

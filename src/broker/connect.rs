@@ -14,7 +14,10 @@ pub enum BrokerAuth {
     CredsFile(PathBuf),
     NkeySeed(String),
     Token(String),
-    UserPassword { user: String, password: String },
+    UserPassword {
+        user: String,
+        password: String,
+    },
 }
 
 impl fmt::Debug for BrokerAuth {
@@ -65,7 +68,12 @@ impl BrokerOptions {
         let mut options = match &self.auth {
             BrokerAuth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
                 .await
-                .map_err(|e| BrokerError::Protocol(format!("cannot read NATS credentials file {}: {e}", path.display())))?,
+                .map_err(|e| {
+                    BrokerError::Protocol(format!(
+                        "cannot read NATS credentials file {}: {e}",
+                        path.display()
+                    ))
+                })?,
             BrokerAuth::NkeySeed(seed) => ConnectOptions::new().nkey(seed.clone()),
             BrokerAuth::Token(token) => ConnectOptions::new().token(token.clone()),
             BrokerAuth::UserPassword { user, password } => {
@@ -78,7 +86,9 @@ impl BrokerOptions {
             options = options.add_root_certificates(ca.clone());
         }
         match (&tls.cert_file, &tls.key_file) {
-            (Some(cert), Some(key)) => options = options.add_client_certificate(cert.clone(), key.clone()),
+            (Some(cert), Some(key)) => {
+                options = options.add_client_certificate(cert.clone(), key.clone())
+            }
             (None, None) => {}
             _ => {
                 return Err(BrokerError::Protocol(

@@ -130,7 +130,9 @@ impl Broker {
         if self.is_connected() {
             Ok(())
         } else {
-            Err(BrokerError::Unavailable("not connected to any NATS server".into()))
+            Err(BrokerError::Unavailable(
+                "not connected to any NATS server".into(),
+            ))
         }
     }
 
@@ -140,17 +142,19 @@ impl Broker {
         V: serde::de::DeserializeOwned,
     {
         self.ensure_connected()?;
-        let response: ApiResponse<V> = self
-            .jetstream
-            .request(subject, payload)
-            .await
-            .map_err(|e| match e.kind() {
-                RequestErrorKind::NoResponders => {
-                    BrokerError::Unavailable("JetStream is not enabled or not answering (no responders)".into())
-                }
-                RequestErrorKind::TimedOut => BrokerError::Unavailable("JetStream request timed out".into()),
-                _ => BrokerError::Protocol(e.to_string()),
-            })?;
+        let response: ApiResponse<V> =
+            self.jetstream
+                .request(subject, payload)
+                .await
+                .map_err(|e| match e.kind() {
+                    RequestErrorKind::NoResponders => BrokerError::Unavailable(
+                        "JetStream is not enabled or not answering (no responders)".into(),
+                    ),
+                    RequestErrorKind::TimedOut => {
+                        BrokerError::Unavailable("JetStream request timed out".into())
+                    }
+                    _ => BrokerError::Protocol(e.to_string()),
+                })?;
         match response {
             ApiResponse::Ok(value) => Ok(value),
             ApiResponse::Err { error } => Err(BrokerError::Rejected {
@@ -171,12 +175,14 @@ impl Broker {
 
     /// Creates a stream; fails if one with that name exists with another configuration.
     pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamInfo, BrokerError> {
-        self.request(format!("STREAM.CREATE.{}", config.name), config).await
+        self.request(format!("STREAM.CREATE.{}", config.name), config)
+            .await
     }
 
     /// Replaces the configuration of an existing stream.
     pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamInfo, BrokerError> {
-        self.request(format!("STREAM.UPDATE.{}", config.name), config).await
+        self.request(format!("STREAM.UPDATE.{}", config.name), config)
+            .await
     }
 
     /// Deletes a stream and its messages; `false` if it did not exist.

@@ -101,7 +101,11 @@ where
 }
 
 /// Runs every controller until `shutdown` resolves.
-pub async fn run(client: Client, config: OperatorConfig, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> Result<(), Error> {
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
     let broker = Broker::connect(&config.broker).await?;
     let recorder = Recorder::new(
         client.clone(),
@@ -118,7 +122,10 @@ pub async fn run(client: Client, config: OperatorConfig, shutdown: impl Future<O
         config: config.clone(),
     });
     let topics: Api<DeserializeGuard<Topic>> = api_for(&client, config.namespace.as_deref());
-    info!(namespace = config.namespace.as_deref().unwrap_or("<all>"), "starting Topic controller");
+    info!(
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        "starting Topic controller"
+    );
     Controller::new(topics, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)

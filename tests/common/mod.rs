@@ -47,8 +47,13 @@ pub async fn kube_client() -> Client {
 }
 
 pub async fn broker(url: &str) -> Broker {
-    let broker = Broker::connect(&BrokerOptions::new(url)).await.expect("broker");
-    wait_until("NATS connection", || async { broker.is_connected().then_some(()) }).await;
+    let broker = Broker::connect(&BrokerOptions::new(url))
+        .await
+        .expect("broker");
+    wait_until("NATS connection", || async {
+        broker.is_connected().then_some(())
+    })
+    .await;
     broker
 }
 
@@ -57,13 +62,20 @@ pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crdgen::all() {
         let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply("switchyard-tests").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        tokio::time::timeout(PATIENCE, await_condition(api.clone(), &name, conditions::is_crd_established()))
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not established"))
-            .expect("watching CRD");
+        api.patch(
+            &name,
+            &PatchParams::apply("switchyard-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        tokio::time::timeout(
+            PATIENCE,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established"))
+        .expect("watching CRD");
     }
 }
 
@@ -78,11 +90,17 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let suffix = format!("{:x}{n}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
+        let suffix = format!(
+            "{:x}{n}",
+            std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+        );
         let name = format!("{prefix}-{suffix}");
         let api: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        api.create(&PostParams::default(), &ns).await.expect("create namespace");
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
         Self {
             name,
             client: client.clone(),
@@ -114,7 +132,12 @@ impl Operator {
         Self::start_with(client, namespace, nats_url, |_| {})
     }
 
-    pub fn start_with(client: &Client, namespace: &str, nats_url: &str, tweak: impl FnOnce(&mut OperatorConfig)) -> Self {
+    pub fn start_with(
+        client: &Client,
+        namespace: &str,
+        nats_url: &str,
+        tweak: impl FnOnce(&mut OperatorConfig),
+    ) -> Self {
         let mut broker = BrokerOptions::new(nats_url);
         broker.request_timeout = Duration::from_secs(2);
         let mut config = OperatorConfig::new(broker);
@@ -130,14 +153,22 @@ impl Operator {
             let shutdown = async {
                 let _ = rx.await;
             };
-            reconcile::run(client, config, shutdown).await.expect("operator run");
+            reconcile::run(client, config, shutdown)
+                .await
+                .expect("operator run");
         });
-        Self { stop: Some(tx), task }
+        Self {
+            stop: Some(tx),
+            task,
+        }
     }
 
     /// The operator has neither panicked nor stopped.
     pub fn assert_alive(&self) {
-        assert!(!self.task.is_finished(), "the operator task ended (panic or exit)");
+        assert!(
+            !self.task.is_finished(),
+            "the operator task ended (panic or exit)"
+        );
     }
 }
 
@@ -160,7 +191,10 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -180,13 +214,21 @@ pub async fn wait_for_ready(api: &Api<Topic>, name: &str, status: &str, reason: 
     loop {
         if let Ok(topic) = api.get(name).await {
             let ready = ready_of(&topic);
-            let current = topic.status.as_ref().and_then(|s| s.observed_generation) == topic.metadata.generation;
-            if current && ready.as_ref().is_some_and(|(s, r, _)| s == status && r == reason) {
+            let current = topic.status.as_ref().and_then(|s| s.observed_generation)
+                == topic.metadata.generation;
+            if current
+                && ready
+                    .as_ref()
+                    .is_some_and(|(s, r, _)| s == status && r == reason)
+            {
                 return topic;
             }
             last = ready;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; last Ready condition: {last:?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last Ready condition: {last:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -198,12 +240,20 @@ pub async fn apply_topic(api: &Api<Topic>, yaml: &str) -> Result<Topic, kube::Er
     let mut value = serde_json::to_value(&topic).unwrap();
     value["apiVersion"] = "switchyard.dev/v1alpha1".into();
     value["kind"] = "Topic".into();
-    api.patch(&name, &PatchParams::apply("switchyard-tests").force(), &Patch::Apply(&value))
-        .await
+    api.patch(
+        &name,
+        &PatchParams::apply("switchyard-tests").force(),
+        &Patch::Apply(&value),
+    )
+    .await
 }
 
 /// Events recorded for an object, as (type, reason, note).
-pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<(String, String, String)> {
+pub async fn events_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     let list = api.list(&ListParams::default()).await.expect("list events");
     list.items
@@ -230,11 +280,20 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         .spawn()
         .expect("kubectl on PATH (make test puts it there)");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("kubectl runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -248,8 +307,13 @@ pub struct PrivateNats {
 impl PrivateNats {
     pub fn start() -> Self {
         let port = free_port();
-        let store = std::env::temp_dir().join(format!("switchyard-nats-{port}-{}", std::process::id()));
-        let mut nats = Self { port, store, child: None };
+        let store =
+            std::env::temp_dir().join(format!("switchyard-nats-{port}-{}", std::process::id()));
+        let mut nats = Self {
+            port,
+            store,
+            child: None,
+        };
         nats.resume();
         nats
     }
@@ -262,7 +326,14 @@ impl PrivateNats {
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "nats-server already running");
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -289,13 +360,20 @@ impl Drop for PrivateNats {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -27,10 +27,7 @@ use self::{
 };
 use super::{Context, Error, FIELD_MANAGER};
 use crate::{
-    api::{
-        Topic, TopicStatus, annotation_is_true, annotations,
-        topic::DeletionPolicy,
-    },
+    api::{Topic, TopicStatus, annotation_is_true, annotations, topic::DeletionPolicy},
     broker::{BrokerError, codes},
     conditions::{self, ConditionType, Reason, Verdict},
     naming,
@@ -57,7 +54,10 @@ impl Outcome {
     }
 }
 
-pub async fn reconcile(guard: Arc<DeserializeGuard<Topic>>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Topic>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let topic = match &guard.0 {
         Ok(topic) => topic,
         Err(invalid) => {
@@ -70,13 +70,18 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<Topic>>, ctx: Arc<Context>) -
                 &guard.object_ref(&()),
                 EventType::Warning,
                 "InvalidObject",
-                format!("Topic cannot be read by this Switchyard version: {}", invalid.error),
+                format!(
+                    "Topic cannot be read by this Switchyard version: {}",
+                    invalid.error
+                ),
             )
             .await;
             return Ok(Action::await_change());
         }
     };
-    let namespace = topic.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = topic
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
     let paused = annotation_is_true(&topic.metadata, annotations::PAUSED);
 
@@ -143,7 +148,12 @@ fn paused_outcome(topic: &Topic) -> Outcome {
             reason: reason_from_str(&c.reason),
             message: c.message.clone(),
         })
-        .unwrap_or_else(|| Verdict::not_ready(Reason::Paused, "reconciliation is paused before the stream was ever synced"));
+        .unwrap_or_else(|| {
+            Verdict::not_ready(
+                Reason::Paused,
+                "reconciliation is paused before the stream was ever synced",
+            )
+        });
     Outcome::failed(ready)
 }
 
@@ -199,7 +209,11 @@ async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {
                 Outcome {
                     ready: in_sync(stream),
                     info: Some(info),
-                    event: Some((EventType::Normal, "StreamCreated", format!("created stream {stream}"))),
+                    event: Some((
+                        EventType::Normal,
+                        "StreamCreated",
+                        format!("created stream {stream}"),
+                    )),
                 }
             }
             Err(e) => broker_failure(ctx, &desired.name, &desired.subjects, &e).await,
@@ -208,13 +222,23 @@ async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {
             Ok(info) => {
                 let fields = changed.join(", ");
                 let (kind, reason, note) = match cause {
-                    UpdateCause::SpecChanged => (EventType::Normal, "StreamUpdated", format!("updated stream {stream}: {fields}")),
+                    UpdateCause::SpecChanged => (
+                        EventType::Normal,
+                        "StreamUpdated",
+                        format!("updated stream {stream}: {fields}"),
+                    ),
                     UpdateCause::Drift => (
                         EventType::Warning,
                         "DriftCorrected",
-                        format!("stream {stream} was changed outside Switchyard ({fields}); restored the declared configuration"),
+                        format!(
+                            "stream {stream} was changed outside Switchyard ({fields}); restored the declared configuration"
+                        ),
                     ),
-                    UpdateCause::Adoption => (EventType::Normal, "StreamAdopted", format!("adopted existing stream {stream} and applied the spec ({fields})")),
+                    UpdateCause::Adoption => (
+                        EventType::Normal,
+                        "StreamAdopted",
+                        format!("adopted existing stream {stream} and applied the spec ({fields})"),
+                    ),
                 };
                 info!(topic = %name, namespace, stream, ?cause, fields, "stream updated");
                 Outcome {
@@ -253,18 +277,30 @@ async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {
 }
 
 fn in_sync(stream: &str) -> Verdict {
-    Verdict::ready(Reason::StreamReady, format!("stream {stream} matches the spec"))
+    Verdict::ready(
+        Reason::StreamReady,
+        format!("stream {stream} matches the spec"),
+    )
 }
 
-async fn broker_failure(ctx: &Context, stream: &str, subjects: &[String], error: &BrokerError) -> Outcome {
+async fn broker_failure(
+    ctx: &Context,
+    stream: &str,
+    subjects: &[String],
+    error: &BrokerError,
+) -> Outcome {
     let (reason, message) = match error {
         BrokerError::Unavailable(why) => (
             Reason::BrokerUnavailable,
-            format!("cannot reach NATS JetStream ({why}); retrying every {:?}", ctx.config.broker_retry_interval),
+            format!(
+                "cannot reach NATS JetStream ({why}); retrying every {:?}",
+                ctx.config.broker_retry_interval
+            ),
         ),
-        BrokerError::Rejected { code, .. } if *code == codes::STREAM_SUBJECT_OVERLAP => {
-            (Reason::SubjectsOverlap, overlap_message(ctx, stream, subjects).await)
-        }
+        BrokerError::Rejected { code, .. } if *code == codes::STREAM_SUBJECT_OVERLAP => (
+            Reason::SubjectsOverlap,
+            overlap_message(ctx, stream, subjects).await,
+        ),
         other => (Reason::BrokerRejected, other.to_string()),
     };
     let kind = EventType::Warning;
@@ -279,8 +315,12 @@ async fn broker_failure(ctx: &Context, stream: &str, subjects: &[String], error:
 /// object keeps the subjects, the newer one reports the conflict.
 async fn overlap_message(ctx: &Context, own_stream: &str, subjects: &[String]) -> String {
     for subject in subjects {
-        let Ok(names) = ctx.broker.streams_overlapping(subject).await else { continue };
-        let Some(other) = names.into_iter().find(|n| n != own_stream) else { continue };
+        let Ok(names) = ctx.broker.streams_overlapping(subject).await else {
+            continue;
+        };
+        let Some(other) = names.into_iter().find(|n| n != own_stream) else {
+            continue;
+        };
         let owner = match ctx.broker.stream_info(&other).await {
             Ok(Some(info)) => info.config.metadata.get(metadata::OWNER).cloned(),
             _ => None,
@@ -299,8 +339,12 @@ async fn write_status(api: &Api<Topic>, topic: &Topic, status: &TopicStatus) -> 
         "kind": Topic::kind(&()),
         "status": status,
     });
-    api.patch_status(&topic.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &topic.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     debug!(topic = %topic.name_any(), "status written");
     Ok(())
 }
@@ -312,14 +356,23 @@ async fn sync_finalizer(topic: &Topic, api: &Api<Topic>) -> Result<(), Error> {
     if has == wants {
         return Ok(());
     }
-    let mut finalizers: Vec<String> = topic.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let mut finalizers: Vec<String> = topic
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     if wants {
         finalizers.push(FINALIZER.to_string());
     }
     set_finalizers(api, topic, finalizers).await
 }
 
-async fn set_finalizers(api: &Api<Topic>, topic: &Topic, finalizers: Vec<String>) -> Result<(), Error> {
+async fn set_finalizers(
+    api: &Api<Topic>,
+    topic: &Topic,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
     // The resourceVersion makes this a compare-and-set: another writer's finalizer is never lost.
     let patch = json!({
         "metadata": {
@@ -327,12 +380,21 @@ async fn set_finalizers(api: &Api<Topic>, topic: &Topic, finalizers: Vec<String>
             "resourceVersion": topic.resource_version(),
         }
     });
-    api.patch(&topic.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(
+        &topic.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn finalize(topic: &Topic, api: &Api<Topic>, ctx: &Context, paused: bool) -> Result<Action, Error> {
+async fn finalize(
+    topic: &Topic,
+    api: &Api<Topic>,
+    ctx: &Context,
+    paused: bool,
+) -> Result<Action, Error> {
     if !topic.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
@@ -343,7 +405,11 @@ async fn finalize(topic: &Topic, api: &Api<Topic>, ctx: &Context, paused: bool) 
         publish(ctx, &reference, EventType::Normal, reason, note).await;
     };
     if topic.spec.deletion_policy == DeletionPolicy::Retain || paused {
-        release("StreamRetained", format!("kept stream {stream} as the Topic is deleted")).await;
+        release(
+            "StreamRetained",
+            format!("kept stream {stream} as the Topic is deleted"),
+        )
+        .await;
     } else {
         match delete_owned_stream(ctx, topic, &stream).await {
             Ok(note) => release("StreamDeleted", note).await,
@@ -355,7 +421,15 @@ async fn finalize(topic: &Topic, api: &Api<Topic>, ctx: &Context, paused: bool) 
                         ctx.config.finalizer_timeout
                     ),
                 );
-                let next = status::next_status(topic.status.as_ref(), &ready, paused, &stream, None, topic.metadata.generation, ctx.clock.now());
+                let next = status::next_status(
+                    topic.status.as_ref(),
+                    &ready,
+                    paused,
+                    &stream,
+                    None,
+                    topic.metadata.generation,
+                    ctx.clock.now(),
+                );
                 if topic.status.as_ref() != Some(&next) {
                     write_status(api, topic, &next).await?;
                 }
@@ -364,23 +438,43 @@ async fn finalize(topic: &Topic, api: &Api<Topic>, ctx: &Context, paused: bool) 
             Err(e) => {
                 let note = format!("stream {stream} could not be deleted and is left behind: {e}");
                 warn!(topic = %topic.name_any(), namespace, "{note}");
-                publish(ctx, &topic.object_ref(&()), EventType::Warning, "StreamLeftBehind", note).await;
+                publish(
+                    ctx,
+                    &topic.object_ref(&()),
+                    EventType::Warning,
+                    "StreamLeftBehind",
+                    note,
+                )
+                .await;
             }
         }
     }
-    let rest = topic.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let rest = topic
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
     set_finalizers(api, topic, rest).await?;
     Ok(Action::await_change())
 }
 
 /// Deletes the stream only if it is ours; a foreign stream of the same name survives the Topic.
-async fn delete_owned_stream(ctx: &Context, topic: &Topic, stream: &str) -> Result<String, BrokerError> {
-    let ours = naming::owner_id("Topic", &topic.namespace().unwrap_or_default(), &topic.name_any());
+async fn delete_owned_stream(
+    ctx: &Context,
+    topic: &Topic,
+    stream: &str,
+) -> Result<String, BrokerError> {
+    let ours = naming::owner_id(
+        "Topic",
+        &topic.namespace().unwrap_or_default(),
+        &topic.name_any(),
+    );
     match ctx.broker.stream_info(stream).await? {
         None => Ok(format!("stream {stream} was already gone")),
-        Some(info) if info.config.metadata.get(metadata::OWNER) != Some(&ours) => {
-            Ok(format!("stream {stream} is not owned by this Topic and was left untouched"))
-        }
+        Some(info) if info.config.metadata.get(metadata::OWNER) != Some(&ours) => Ok(format!(
+            "stream {stream} is not owned by this Topic and was left untouched"
+        )),
         Some(_) => {
             ctx.broker.delete_stream(stream).await?;
             info!(stream, "stream deleted");
@@ -390,13 +484,22 @@ async fn delete_owned_stream(ctx: &Context, topic: &Topic, stream: &str) -> Resu
 }
 
 fn deletion_overdue(topic: &Topic, ctx: &Context) -> bool {
-    let Some(since) = topic.metadata.deletion_timestamp.as_ref() else { return false };
+    let Some(since) = topic.metadata.deletion_timestamp.as_ref() else {
+        return false;
+    };
     let waited = ctx.clock.now().duration_since(since.0);
-    let limit = SignedDuration::try_from(ctx.config.finalizer_timeout).unwrap_or(SignedDuration::MAX);
+    let limit =
+        SignedDuration::try_from(ctx.config.finalizer_timeout).unwrap_or(SignedDuration::MAX);
     waited >= limit
 }
 
-async fn publish(ctx: &Context, reference: &k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),
@@ -408,4 +511,3 @@ async fn publish(ctx: &Context, reference: &k8s_openapi::api::core::v1::ObjectRe
         warn!(error = %e, reason, "could not record Event");
     }
 }
-

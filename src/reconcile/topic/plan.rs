@@ -28,9 +28,14 @@ pub enum StreamPlan {
         changed: Vec<&'static str>,
     },
     /// The stream exists but records another owner (or none); `owner` is what it records.
-    NotOwned { owner: Option<String> },
+    NotOwned {
+        owner: Option<String>,
+    },
     /// The change cannot be applied in place.
-    Refused { field: &'static str, message: String },
+    Refused {
+        field: &'static str,
+        message: String,
+    },
 }
 
 pub fn plan(desired: &StreamConfig, actual: Option<&StreamConfig>, adopt: bool) -> StreamPlan {
@@ -40,7 +45,9 @@ pub fn plan(desired: &StreamConfig, actual: Option<&StreamConfig>, adopt: bool) 
     let owner = actual.metadata.get(metadata::OWNER);
     let ours = owner == desired.metadata.get(metadata::OWNER);
     if !ours && !adopt {
-        return StreamPlan::NotOwned { owner: owner.cloned() };
+        return StreamPlan::NotOwned {
+            owner: owner.cloned(),
+        };
     }
     if let Some((field, message)) = refused_change(desired, actual) {
         return StreamPlan::Refused { field, message };
@@ -51,7 +58,9 @@ pub fn plan(desired: &StreamConfig, actual: Option<&StreamConfig>, adopt: bool) 
     }
     let cause = if !ours {
         UpdateCause::Adoption
-    } else if actual.metadata.get(metadata::GENERATION) == desired.metadata.get(metadata::GENERATION) {
+    } else if actual.metadata.get(metadata::GENERATION)
+        == desired.metadata.get(metadata::GENERATION)
+    {
         UpdateCause::Drift
     } else {
         UpdateCause::SpecChanged
@@ -95,7 +104,9 @@ fn refused_change(desired: &StreamConfig, actual: &StreamConfig) -> Option<(&'st
     {
         return Some((
             "spec.partitions",
-            format!("the stream has {was} partitions and they cannot be reduced or removed; restore spec.partitions or create a new Topic"),
+            format!(
+                "the stream has {was} partitions and they cannot be reduced or removed; restore spec.partitions or create a new Topic"
+            ),
         ));
     }
     None
@@ -127,8 +138,14 @@ pub fn differences(desired: &StreamConfig, actual: &StreamConfig) -> Vec<&'stati
         ("retention", desired.retention == actual.retention),
         ("replicas", desired.num_replicas == actual.num_replicas),
         ("maxAge", desired.max_age == actual.max_age),
-        ("maxBytes", limit(desired.max_bytes) == limit(actual.max_bytes)),
-        ("maxMessages", limit(desired.max_messages) == limit(actual.max_messages)),
+        (
+            "maxBytes",
+            limit(desired.max_bytes) == limit(actual.max_bytes),
+        ),
+        (
+            "maxMessages",
+            limit(desired.max_messages) == limit(actual.max_messages),
+        ),
         (
             "maxMessageSize",
             limit(desired.max_message_size.into()) == limit(actual.max_message_size.into()),
@@ -137,16 +154,28 @@ pub fn differences(desired: &StreamConfig, actual: &StreamConfig) -> Vec<&'stati
             "maxMessagesPerSubject",
             limit(desired.max_messages_per_subject) == limit(actual.max_messages_per_subject),
         ),
-        ("maxConsumers", limit(desired.max_consumers.into()) == limit(actual.max_consumers.into())),
+        (
+            "maxConsumers",
+            limit(desired.max_consumers.into()) == limit(actual.max_consumers.into()),
+        ),
         ("discard", desired.discard == actual.discard),
-        ("duplicateWindow", desired.duplicate_window == actual.duplicate_window),
-        ("partitions", desired.subject_transform == actual.subject_transform),
+        (
+            "duplicateWindow",
+            desired.duplicate_window == actual.duplicate_window,
+        ),
+        (
+            "partitions",
+            desired.subject_transform == actual.subject_transform,
+        ),
         ("denyDelete", desired.deny_delete == actual.deny_delete),
         ("denyPurge", desired.deny_purge == actual.deny_purge),
         ("sealed", desired.sealed == actual.sealed),
         ("allowRollup", desired.allow_rollup == actual.allow_rollup),
         ("noAck", desired.no_ack == actual.no_ack),
-        ("metadata", owned_metadata(desired) == owned_metadata(actual)),
+        (
+            "metadata",
+            owned_metadata(desired) == owned_metadata(actual),
+        ),
     ];
     checks
         .into_iter()
@@ -192,7 +221,10 @@ mod tests {
     #[test]
     fn server_normalising_is_not_drift() {
         let d = desired("subjects: [shop.a.>, shop.b.>]\nmaxAge: 1h", 1);
-        assert_eq!(plan(&d, Some(&as_server_returns(&d)), false), StreamPlan::InSync);
+        assert_eq!(
+            plan(&d, Some(&as_server_returns(&d)), false),
+            StreamPlan::InSync
+        );
     }
 
     #[test]
@@ -222,7 +254,10 @@ mod tests {
         let d = desired("{}", 1);
         let mut foreign = as_server_returns(&d);
         foreign.metadata.remove(metadata::OWNER);
-        assert_eq!(plan(&d, Some(&foreign), false), StreamPlan::NotOwned { owner: None });
+        assert_eq!(
+            plan(&d, Some(&foreign), false),
+            StreamPlan::NotOwned { owner: None }
+        );
         foreign
             .metadata
             .insert(metadata::OWNER.into(), "Topic/other/orders".into());
@@ -245,7 +280,11 @@ mod tests {
     fn changes_jetstream_refuses_are_refused() {
         let cases = [
             ("storage: Memory", "storage: File", "spec.storage"),
-            ("retention: WorkQueue", "retention: Limits", "spec.retention"),
+            (
+                "retention: WorkQueue",
+                "retention: Limits",
+                "spec.retention",
+            ),
             ("denyDelete: true", "denyDelete: false", "spec.denyDelete"),
             ("denyPurge: true", "denyPurge: false", "spec.denyPurge"),
             ("partitions: 4", "partitions: 2", "spec.partitions"),
@@ -274,7 +313,10 @@ mod tests {
         ] {
             let actual = as_server_returns(&desired(was, 1));
             assert!(
-                matches!(plan(&desired(wants, 2), Some(&actual), false), StreamPlan::Update { .. }),
+                matches!(
+                    plan(&desired(wants, 2), Some(&actual), false),
+                    StreamPlan::Update { .. }
+                ),
                 "{was} -> {wants}"
             );
         }

@@ -66,9 +66,13 @@ mod tests {
     fn pause_adds_and_resume_removes_the_condition() {
         let ready = Verdict::ready(Reason::StreamReady, "ok");
         let paused = next_status(None, &ready, true, "ns_t", None, Some(1), now());
-        assert!(conditions::find(&paused.conditions, ConditionType::ReconciliationPaused).is_some());
+        assert!(
+            conditions::find(&paused.conditions, ConditionType::ReconciliationPaused).is_some()
+        );
         let resumed = next_status(Some(&paused), &ready, false, "ns_t", None, Some(1), now());
-        assert!(conditions::find(&resumed.conditions, ConditionType::ReconciliationPaused).is_none());
+        assert!(
+            conditions::find(&resumed.conditions, ConditionType::ReconciliationPaused).is_none()
+        );
     }
 
     #[test]

@@ -73,9 +73,13 @@ impl fmt::Display for InvalidSpec {
 impl std::error::Error for InvalidSpec {}
 
 /// The stream configuration a Topic asks for.
-pub fn desired_stream(id: TopicIdentity<'_>, spec: &TopicSpec) -> Result<StreamConfig, InvalidSpec> {
+pub fn desired_stream(
+    id: TopicIdentity<'_>,
+    spec: &TopicSpec,
+) -> Result<StreamConfig, InvalidSpec> {
     let subjects = subjects(id, spec)?;
-    let max_age = optional_duration("spec.maxAge", spec.max_age.as_ref())?.unwrap_or(Duration::ZERO);
+    let max_age =
+        optional_duration("spec.maxAge", spec.max_age.as_ref())?.unwrap_or(Duration::ZERO);
     let duplicate_window = duplicate_window(spec, max_age)?;
     let subject_transform = spec
         .partitions
@@ -102,13 +106,23 @@ pub fn desired_stream(id: TopicIdentity<'_>, spec: &TopicSpec) -> Result<StreamC
         num_replicas: usize::try_from(spec.replicas)
             .ok()
             .filter(|r| (1..=5).contains(r))
-            .ok_or_else(|| InvalidSpec::new("spec.replicas", format!("{} is not between 1 and 5", spec.replicas)))?,
+            .ok_or_else(|| {
+                InvalidSpec::new(
+                    "spec.replicas",
+                    format!("{} is not between 1 and 5", spec.replicas),
+                )
+            })?,
         max_age,
         max_bytes: optional_size_i64("spec.maxBytes", spec.max_bytes.as_ref())?,
         max_messages: match spec.max_messages {
             None => -1,
             Some(n) if n >= 1 => n,
-            Some(n) => return Err(InvalidSpec::new("spec.maxMessages", format!("{n} is not a positive count"))),
+            Some(n) => {
+                return Err(InvalidSpec::new(
+                    "spec.maxMessages",
+                    format!("{n} is not a positive count"),
+                ));
+            }
         },
         max_message_size: optional_size_i32("spec.maxMessageSize", spec.max_message_size.as_ref())?,
         max_messages_per_subject: -1,
@@ -131,23 +145,31 @@ fn subjects(id: TopicIdentity<'_>, spec: &TopicSpec) -> Result<Vec<String>, Inva
         return Ok(vec![naming::default_subject(id.namespace, id.name)]);
     };
     if declared.is_empty() {
-        return Err(InvalidSpec::new("spec.subjects", "list at least one subject, or leave the field out for the default"));
+        return Err(InvalidSpec::new(
+            "spec.subjects",
+            "list at least one subject, or leave the field out for the default",
+        ));
     }
     let prefix = format!("{}.", id.namespace);
     for (i, subject) in declared.iter().enumerate() {
         let field = format!("spec.subjects[{i}]");
-        check_subject(subject).map_err(|why| InvalidSpec::new(&field, format!("{subject:?} {why}")))?;
+        check_subject(subject)
+            .map_err(|why| InvalidSpec::new(&field, format!("{subject:?} {why}")))?;
         if !subject.starts_with(&prefix) || subject.len() == prefix.len() {
             return Err(InvalidSpec::new(
                 field,
-                format!("{subject:?} must start with \"{prefix}\": a Topic may only own subjects of its own namespace"),
+                format!(
+                    "{subject:?} must start with \"{prefix}\": a Topic may only own subjects of its own namespace"
+                ),
             ));
         }
         for (j, earlier) in declared[..i].iter().enumerate() {
             if subjects_overlap(subject, earlier) {
                 return Err(InvalidSpec::new(
                     field,
-                    format!("{subject:?} overlaps spec.subjects[{j}] {earlier:?}; list each subject space once"),
+                    format!(
+                        "{subject:?} overlaps spec.subjects[{j}] {earlier:?}; list each subject space once"
+                    ),
                 ));
             }
         }
@@ -194,19 +216,37 @@ pub fn subjects_overlap(a: &str, b: &str) -> bool {
     }
 }
 
-fn optional_duration(field: &str, value: Option<&GoDuration>) -> Result<Option<Duration>, InvalidSpec> {
+fn optional_duration(
+    field: &str,
+    value: Option<&GoDuration>,
+) -> Result<Option<Duration>, InvalidSpec> {
     value
-        .map(|d| d.parse().map_err(|e| InvalidSpec::new(field, e.to_string())))
+        .map(|d| {
+            d.parse()
+                .map_err(|e| InvalidSpec::new(field, e.to_string()))
+        })
         .transpose()
 }
 
 fn duplicate_window(spec: &TopicSpec, max_age: Duration) -> Result<Duration, InvalidSpec> {
     let field = "spec.duplicateWindow";
     match optional_duration(field, spec.duplicate_window.as_ref())? {
-        Some(w) if w < MIN_DUPLICATE_WINDOW => Err(InvalidSpec::new(field, "must be at least 100ms")),
+        Some(w) if w < MIN_DUPLICATE_WINDOW => {
+            Err(InvalidSpec::new(field, "must be at least 100ms"))
+        }
         Some(w) if !max_age.is_zero() && w > max_age => Err(InvalidSpec::new(
             field,
-            format!("{} is longer than spec.maxAge ({}); shorten it or raise maxAge", spec.duplicate_window.as_ref().map(ToString::to_string).unwrap_or_default(), spec.max_age.as_ref().map(ToString::to_string).unwrap_or_default()),
+            format!(
+                "{} is longer than spec.maxAge ({}); shorten it or raise maxAge",
+                spec.duplicate_window
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                spec.max_age
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
         )),
         Some(w) => Ok(w),
         // The server refuses a window longer than maxAge, so a short maxAge shortens the default.
@@ -217,10 +257,15 @@ fn duplicate_window(spec: &TopicSpec, max_age: Duration) -> Result<Duration, Inv
 
 fn optional_size_i64(field: &str, value: Option<&ByteSize>) -> Result<i64, InvalidSpec> {
     let Some(size) = value else { return Ok(-1) };
-    let bytes = size.parse().map_err(|e| InvalidSpec::new(field, e.to_string()))?;
+    let bytes = size
+        .parse()
+        .map_err(|e| InvalidSpec::new(field, e.to_string()))?;
     match i64::try_from(bytes) {
         Ok(b) if b > 0 => Ok(b),
-        Ok(_) => Err(InvalidSpec::new(field, "must be larger than 0; leave it out for no limit")),
+        Ok(_) => Err(InvalidSpec::new(
+            field,
+            "must be larger than 0; leave it out for no limit",
+        )),
         Err(_) => Err(InvalidSpec::new(field, format!("{size} is too large"))),
     }
 }
@@ -228,15 +273,28 @@ fn optional_size_i64(field: &str, value: Option<&ByteSize>) -> Result<i64, Inval
 fn optional_size_i32(field: &str, value: Option<&ByteSize>) -> Result<i32, InvalidSpec> {
     let bytes = optional_size_i64(field, value)?;
     i32::try_from(bytes).map_err(|_| {
-        InvalidSpec::new(field, format!("{} is larger than JetStream's limit of 2Gi - 1 bytes", value.map(ToString::to_string).unwrap_or_default()))
+        InvalidSpec::new(
+            field,
+            format!(
+                "{} is larger than JetStream's limit of 2Gi - 1 bytes",
+                value.map(ToString::to_string).unwrap_or_default()
+            ),
+        )
     })
 }
 
 /// Events arrive on `<ns>.<topic>.<domain>.<entity>.<action>.<key>`; the stream stores them with the
 /// partition number (a hash of the key) inserted after the topic token.
-fn partition_transform(id: TopicIdentity<'_>, spec: &TopicSpec, partitions: i32) -> Result<SubjectTransform, InvalidSpec> {
+fn partition_transform(
+    id: TopicIdentity<'_>,
+    spec: &TopicSpec,
+    partitions: i32,
+) -> Result<SubjectTransform, InvalidSpec> {
     if !(1..=crate::api::topic::MAX_PARTITIONS).contains(&partitions) {
-        return Err(InvalidSpec::new("spec.partitions", format!("{partitions} is not between 1 and 1024")));
+        return Err(InvalidSpec::new(
+            "spec.partitions",
+            format!("{partitions} is not between 1 and 1024"),
+        ));
     }
     if spec.subjects.is_some() {
         return Err(InvalidSpec::new(
@@ -287,7 +345,10 @@ mod tests {
         assert_eq!(c.discard, DiscardPolicy::Old);
         assert_eq!(c.num_replicas, 1);
         assert_eq!(c.max_age, Duration::ZERO);
-        assert_eq!((c.max_bytes, c.max_messages, c.max_message_size), (-1, -1, -1));
+        assert_eq!(
+            (c.max_bytes, c.max_messages, c.max_message_size),
+            (-1, -1, -1)
+        );
         assert_eq!(c.duplicate_window, DEFAULT_DUPLICATE_WINDOW);
         assert_eq!(c.metadata[metadata::OWNER], "Topic/shop/orders");
         assert_eq!(c.metadata[metadata::GENERATION], "4");

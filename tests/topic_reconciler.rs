@@ -327,12 +327,16 @@ async fn hand_edited_stream_is_restored_and_an_event_records_it() {
 
     let mut edited = stream(&s.broker, &stream_name).await.unwrap().config;
     edited.max_age = Duration::from_secs(60);
+    edited.duplicate_window = Duration::from_secs(30);
     edited.max_messages = 7;
     s.broker.update_stream(&edited).await.expect("hand edit");
 
     wait_until("stream restored", || async {
         let c = stream(&s.broker, &stream_name).await?.config;
-        (c.max_age == Duration::from_secs(3600) && c.max_messages == 500).then_some(())
+        (c.max_age == Duration::from_secs(3600)
+            && c.max_messages == 500
+            && c.duplicate_window == Duration::from_secs(120))
+        .then_some(())
     })
     .await;
     let events = wait_until("DriftCorrected event", || async {
@@ -349,7 +353,7 @@ async fn hand_edited_stream_is_restored_and_an_event_records_it() {
         .unwrap();
     assert_eq!(kind, "Warning");
     assert!(
-        note.contains("maxAge") && note.contains("maxMessages"),
+        note.contains("maxAge") && note.contains("maxMessages") && note.contains("duplicateWindow"),
         "{note}"
     );
 }

@@ -29,7 +29,7 @@ pub const MAX_PARTITIONS: i32 = 1024;
     printcolumn = r#"{"name":"Messages","type":"integer","jsonPath":".status.messages"}"#,
     printcolumn = r#"{"name":"Retention","type":"string","priority":1,"jsonPath":".spec.retention"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 63").message("a Topic name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters) because it becomes a subject token and part of the stream name").reason(Reason::FieldValueInvalid),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 63").message("metadata.name: a Topic name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters) because it becomes a subject token and part of the stream name").reason(Reason::FieldValueInvalid),
 )]
 #[x_kube(
     validation = Rule::new("!has(oldSelf.partitions) || has(self.partitions)").message("spec.partitions cannot be removed once set: events are already spread over partitions; create a new Topic to change the layout").reason(Reason::FieldValueForbidden).field_path(".partitions"),

@@ -85,11 +85,6 @@ struct ApiError {
     description: String,
 }
 
-#[derive(Deserialize)]
-struct DeleteResponse {
-    success: bool,
-}
-
 impl Broker {
     /// Connects in the background: the call returns at once even when NATS is down, and the
     /// client keeps reconnecting for as long as the process lives.
@@ -187,13 +182,20 @@ impl Broker {
 
     /// Deletes a stream and its messages; `false` if it did not exist.
     pub async fn delete_stream(&self, name: &str) -> Result<bool, BrokerError> {
-        match self
-            .request::<_, DeleteResponse>(format!("STREAM.DELETE.{name}"), &())
-            .await
-        {
-            Ok(r) => Ok(r.success),
-            Err(e) if e.code() == Some(codes::STREAM_NOT_FOUND) => Ok(false),
-            Err(e) => Err(e),
+        use async_nats::jetstream::context::DeleteStreamErrorKind as Kind;
+        self.ensure_connected()?;
+        // The server insists on an empty payload here, which the typed call sends.
+        match self.jetstream.delete_stream(name).await {
+            Ok(status) => Ok(status.success),
+            Err(e) => match e.kind() {
+                Kind::JetStream(err) if err.error_code().0 == codes::STREAM_NOT_FOUND => Ok(false),
+                Kind::JetStream(err) => Err(BrokerError::Rejected {
+                    code: err.error_code().0,
+                    description: err.to_string(),
+                }),
+                Kind::Request => Err(BrokerError::Unavailable(e.to_string())),
+                _ => Err(BrokerError::Protocol(e.to_string())),
+            },
         }
     }
 

@@ -147,6 +147,7 @@ impl Operator {
         config.finalizer_timeout = Duration::from_secs(30);
         config.instance = format!("test-{namespace}");
         tweak(&mut config);
+        switchyard::telemetry::init(switchyard::telemetry::LogFormat::Pretty);
         let (tx, rx) = oneshot::channel();
         let client = client.clone();
         let task = tokio::spawn(async move {
@@ -235,11 +236,12 @@ pub async fn wait_for_ready(api: &Api<Topic>, name: &str, status: &str, reason: 
 
 /// Creates a Topic from YAML (server-side apply, as kubectl and GitOps tools do).
 pub async fn apply_topic(api: &Api<Topic>, yaml: &str) -> Result<Topic, kube::Error> {
-    let topic: Topic = serde_yaml::from_str(yaml).expect("test manifest parses");
-    let name = topic.name_any();
-    let mut value = serde_json::to_value(&topic).unwrap();
-    value["apiVersion"] = "switchyard.dev/v1alpha1".into();
-    value["kind"] = "Topic".into();
+    // Sent as written, untyped: bad values must reach the API server, not stop at our parser.
+    let value: serde_json::Value = serde_yaml::from_str(yaml).expect("test manifest is YAML");
+    let name = value["metadata"]["name"]
+        .as_str()
+        .expect("manifest has a name")
+        .to_string();
     api.patch(
         &name,
         &PatchParams::apply("switchyard-tests").force(),

@@ -104,8 +104,9 @@ pub async fn reconcile(
         .map(|c| c.reason.clone());
     let reason_changed = previous_reason.as_deref() != Some(outcome.ready.reason.as_str());
     if let Some((kind, reason, note)) = outcome.event {
-        // Failures repeat on every retry; record them only when they start.
-        if kind == EventType::Normal || reason_changed {
+        // Actions (created, updated, drift corrected) are recorded each time they happen; a
+        // failure repeats on every retry, so it is recorded only when it starts.
+        if outcome.ready.status || reason_changed {
             publish(&ctx, &topic.object_ref(&()), kind, reason, note).await;
         }
     }

@@ -515,3 +515,167 @@ async fn paused_topic_is_left_alone_until_resumed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_jetstream_cannot_apply_are_refused_at_apply_time() {
+    let s = setup("transitions").await;
+    let ns = &s.ns.name;
+    let cases = [
+        (
+            "parts",
+            "  partitions: 4\n",
+            "  partitions: 2\n",
+            "spec.partitions",
+        ),
+        (
+            "queue",
+            "  retention: Limits\n",
+            "  retention: WorkQueue\n",
+            "spec.retention",
+        ),
+        (
+            "locked",
+            "  denyDelete: true\n",
+            "  denyDelete: false\n",
+            "spec.denyDelete",
+        ),
+        (
+            "purge",
+            "  denyPurge: true\n",
+            "  denyPurge: false\n",
+            "spec.denyPurge",
+        ),
+        (
+            "shape",
+            "  partitions: 2\n",
+            "  partitions: 2\n  partitionTypeTokens: 3\n",
+            "spec.partitionTypeTokens",
+        ),
+    ];
+    for (name, before, after, field) in cases {
+        apply_topic(&s.topics, &topic_yaml(ns, name, before))
+            .await
+            .expect(name);
+        let err = apply_topic(&s.topics, &topic_yaml(ns, name, after))
+            .await
+            .expect_err(name);
+        let text = err.to_string();
+        assert!(
+            text.contains(field) && text.contains("cannot"),
+            "{name}: {text}"
+        );
+    }
+    // Growing the partition count is allowed.
+    apply_topic(&s.topics, &topic_yaml(ns, "parts", "  partitions: 8\n"))
+        .await
+        .expect("grow partitions");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_topic_stores_events_under_their_key_partition() {
+    let s = setup("partitions").await;
+    let ns = &s.ns.name;
+    apply_topic(&s.topics, &topic_yaml(ns, "orders", "  partitions: 4\n"))
+        .await
+        .unwrap();
+    wait_for_ready(&s.topics, "orders", "True", "StreamReady").await;
+    let stream_name = format!("{ns}_orders");
+    publish(
+        &s.broker,
+        format!("{ns}.orders.order.placed.customer-17"),
+        1,
+    )
+    .await;
+    let stored = s
+        .broker
+        .jetstream()
+        .get_stream(&stream_name)
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .expect("first event");
+    let tokens: Vec<&str> = stored.subject.split('.').collect();
+    assert_eq!(tokens.len(), 6, "{}", stored.subject);
+    let partition: u32 = tokens[2].parse().expect("partition token");
+    assert!(partition < 4, "{}", stored.subject);
+    assert_eq!(&tokens[3..], ["order", "placed", "customer-17"]);
+    // The same key always lands in the same partition.
+    publish(
+        &s.broker,
+        format!("{ns}.orders.order.shipped.customer-17"),
+        1,
+    )
+    .await;
+    let second = s
+        .broker
+        .jetstream()
+        .get_stream(&stream_name)
+        .await
+        .unwrap()
+        .get_raw_message(2)
+        .await
+        .unwrap();
+    assert_eq!(second.subject.split('.').nth(2), Some(tokens[2]));
+    // An event without a key matches no partition and is refused rather than stored apart.
+    let unkeyed = s
+        .broker
+        .jetstream()
+        .publish(format!("{ns}.orders.order.placed"), "no key".into())
+        .await;
+    let refused = match unkeyed {
+        Err(_) => true,
+        Ok(ack) => ack.await.is_err(),
+    };
+    assert!(refused, "an event without a key must not be stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_policy_never_wedges_when_nats_is_gone() {
+    let client = kube_client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "wedge").await;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns.name);
+    let mut nats = PrivateNats::start();
+    let operator = Operator::start_with(&client, &ns.name, &nats.url(), |c| {
+        c.finalizer_timeout = Duration::from_secs(4);
+    });
+    apply_topic(
+        &topics,
+        &topic_yaml(&ns.name, "doomed", "  deletionPolicy: Delete\n"),
+    )
+    .await
+    .unwrap();
+    wait_for_ready(&topics, "doomed", "True", "StreamReady").await;
+    wait_until("finalizer", || async {
+        let t = topics.get("doomed").await.ok()?;
+        t.metadata.finalizers.filter(|f| !f.is_empty()).map(|_| ())
+    })
+    .await;
+
+    nats.kill();
+    topics
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let waiting = wait_for_ready(&topics, "doomed", "False", "Deleting").await;
+    let (_, _, message) = ready_of(&waiting).unwrap();
+    assert!(message.contains("waiting for NATS"), "{message}");
+    wait_until("Topic released after the finalizer timeout", || async {
+        topics
+            .get_opt("doomed")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let events = events_for(&client, &ns.name, "doomed").await;
+    assert!(
+        events
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "StreamLeftBehind"),
+        "{events:?}"
+    );
+    operator.assert_alive();
+}

@@ -9,6 +9,8 @@ use super::common::{ByteSize, GoDuration, LocalObjectRef, ObjectRefWithVersion};
 
 /// Upper bound on `partitions`; each partition is a subject a consumer can be pinned to.
 pub const MAX_PARTITIONS: i32 = 1024;
+/// Event type tokens of a partitioned Topic's subjects unless `partitionTypeTokens` says otherwise.
+pub const DEFAULT_PARTITION_TYPE_TOKENS: i32 = 2;
 
 /// A Topic declares a subject space (by default `<namespace>.<name>.>`) and the JetStream stream
 /// that stores every event published into it. Events of CloudEvents type `a.b.c` travel on the
@@ -32,6 +34,8 @@ pub const MAX_PARTITIONS: i32 = 1024;
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 63").message("metadata.name: a Topic name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters) because it becomes a subject token and part of the stream name").reason(Reason::FieldValueInvalid),
 )]
 #[x_kube(
+    validation = Rule::new("!has(self.partitionTypeTokens) || has(self.partitions)").message("spec.partitionTypeTokens only applies together with spec.partitions").reason(Reason::FieldValueInvalid).field_path(".partitionTypeTokens"),
+    validation = Rule::new("(has(oldSelf.partitionTypeTokens) ? oldSelf.partitionTypeTokens : 2) == (has(self.partitionTypeTokens) ? self.partitionTypeTokens : 2) || !has(oldSelf.partitions)").message("spec.partitionTypeTokens cannot change once the Topic is partitioned: subjects would map to other partitions; create a new Topic instead").reason(Reason::FieldValueForbidden).field_path(".partitionTypeTokens"),
     validation = Rule::new("!has(oldSelf.partitions) || has(self.partitions)").message("spec.partitions cannot be removed once set: events are already spread over partitions; create a new Topic to change the layout").reason(Reason::FieldValueForbidden).field_path(".partitions"),
     validation = Rule::new("!has(oldSelf.retention) || (self.retention == 'WorkQueue') == (oldSelf.retention == 'WorkQueue')").message("spec.retention cannot change to or from WorkQueue (JetStream refuses it); create a new Topic instead").reason(Reason::FieldValueForbidden).field_path(".retention"),
     validation = Rule::new("!has(self.maxAge) || !has(self.duplicateWindow) || duration(self.duplicateWindow) <= duration(self.maxAge)").message("spec.duplicateWindow must not be longer than spec.maxAge").reason(Reason::FieldValueInvalid).field_path(".duplicateWindow"),
@@ -98,13 +102,21 @@ pub struct TopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_window: Option<GoDuration>,
 
-    /// Spread events over this many partitions by key, keeping per-key order. Events then travel on
-    /// `<namespace>.<name>.<domain>.<entity>.<action>.<key>` and are stored under
-    /// `<namespace>.<name>.<partition>.<domain>.<entity>.<action>.<key>`. May grow, never shrink.
+    /// Spread events over this many partitions by key, keeping per-key order. A partitioned Topic
+    /// accepts events on `<namespace>.<name>.<type>.<key>`, where `<type>` has exactly
+    /// partitionTypeTokens tokens (e.g. `order.placed`) and `<key>` is one token; the stream stores
+    /// them as `<namespace>.<name>.<partition>.<type>.<key>`. May grow, never shrink or be removed.
+    /// Needs the default subjects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new("self >= oldSelf").message("spec.partitions cannot decrease: keys would move to other partitions and lose their order; create a new Topic instead").reason(Reason::FieldValueForbidden))]
     pub partitions: Option<i32>,
+
+    /// Number of tokens of the event type in a partitioned Topic's subjects (default 2, as in
+    /// `order.placed`). Fixed once the Topic is partitioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 6))]
+    pub partition_type_tokens: Option<i32>,
 
     /// Forbid deleting single events from the stream. Once true, stays true.
     #[serde(default)]

@@ -99,6 +99,17 @@ fn refused_change(desired: &StreamConfig, actual: &StreamConfig) -> Option<(&'st
         partitions_of(actual.subject_transform.as_ref()),
         partitions_of(desired.subject_transform.as_ref()),
     );
+    if let (Some(before), Some(after)) = (&actual.subject_transform, &desired.subject_transform)
+        && before.source != after.source
+    {
+        return Some((
+            "spec.partitionTypeTokens",
+            format!(
+                "the stream partitions subjects of the shape {} and cannot switch to {}; restore spec.partitionTypeTokens or create a new Topic",
+                before.source, after.source
+            ),
+        ));
+    }
     if let Some(was) = was
         && wants.is_none_or(|w| w < was)
     {
@@ -289,6 +300,11 @@ mod tests {
             ("denyPurge: true", "denyPurge: false", "spec.denyPurge"),
             ("partitions: 4", "partitions: 2", "spec.partitions"),
             ("partitions: 4", "{}", "spec.partitions"),
+            (
+                "partitions: 4",
+                "partitions: 4\npartitionTypeTokens: 3",
+                "spec.partitionTypeTokens",
+            ),
         ];
         for (was, wants, field) in cases {
             let actual = as_server_returns(&desired(was, 1));

@@ -10,7 +10,9 @@ use async_nats::jetstream::stream::{
 use crate::{
     api::{
         ByteSize, GoDuration,
-        topic::{Discard, Retention, Storage, TopicSpec},
+        topic::{
+            DEFAULT_PARTITION_TYPE_TOKENS, Discard, MAX_PARTITIONS, Retention, Storage, TopicSpec,
+        },
     },
     naming,
 };
@@ -77,14 +79,16 @@ pub fn desired_stream(
     id: TopicIdentity<'_>,
     spec: &TopicSpec,
 ) -> Result<StreamConfig, InvalidSpec> {
-    let subjects = subjects(id, spec)?;
+    let base = format!("{}.{}", id.namespace, id.name);
+    let partitioning = Partitioning::from_spec(spec)?;
+    let subjects = match &partitioning {
+        Some(p) => vec![p.subject(&base)],
+        None => subjects(id, spec)?,
+    };
     let max_age =
         optional_duration("spec.maxAge", spec.max_age.as_ref())?.unwrap_or(Duration::ZERO);
     let duplicate_window = duplicate_window(spec, max_age)?;
-    let subject_transform = spec
-        .partitions
-        .map(|n| partition_transform(id, spec, n))
-        .transpose()?;
+    let subject_transform = partitioning.as_ref().map(|p| p.transform(&base));
 
     let mut metadata = HashMap::new();
     metadata.insert(metadata::OWNER.to_string(), id.owner_id());
@@ -283,32 +287,70 @@ fn optional_size_i32(field: &str, value: Option<&ByteSize>) -> Result<i32, Inval
     })
 }
 
-/// Events arrive on `<ns>.<topic>.<domain>.<entity>.<action>.<key>`; the stream stores them with the
-/// partition number (a hash of the key) inserted after the topic token.
-fn partition_transform(
-    id: TopicIdentity<'_>,
-    spec: &TopicSpec,
+/// The partition layout of a Topic: events arrive on `<ns>.<topic>.<type>.<key>` and are stored
+/// with the partition number (a hash of the key) inserted after the topic token.
+struct Partitioning {
     partitions: i32,
-) -> Result<SubjectTransform, InvalidSpec> {
-    if !(1..=crate::api::topic::MAX_PARTITIONS).contains(&partitions) {
-        return Err(InvalidSpec::new(
-            "spec.partitions",
-            format!("{partitions} is not between 1 and 1024"),
-        ));
+    type_tokens: i32,
+}
+
+impl Partitioning {
+    fn from_spec(spec: &TopicSpec) -> Result<Option<Self>, InvalidSpec> {
+        let Some(partitions) = spec.partitions else {
+            if spec.partition_type_tokens.is_some() {
+                return Err(InvalidSpec::new(
+                    "spec.partitionTypeTokens",
+                    "only applies together with spec.partitions",
+                ));
+            }
+            return Ok(None);
+        };
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(InvalidSpec::new(
+                "spec.partitions",
+                format!("{partitions} is not between 1 and {MAX_PARTITIONS}"),
+            ));
+        }
+        if spec.subjects.is_some() {
+            return Err(InvalidSpec::new(
+                "spec.partitions",
+                "partitioning needs the default subject layout; remove spec.subjects or spec.partitions",
+            ));
+        }
+        let type_tokens = spec
+            .partition_type_tokens
+            .unwrap_or(DEFAULT_PARTITION_TYPE_TOKENS);
+        if !(1..=6).contains(&type_tokens) {
+            return Err(InvalidSpec::new(
+                "spec.partitionTypeTokens",
+                format!("{type_tokens} is not between 1 and 6"),
+            ));
+        }
+        Ok(Some(Self {
+            partitions,
+            type_tokens,
+        }))
     }
-    if spec.subjects.is_some() {
-        return Err(InvalidSpec::new(
-            "spec.partitions",
-            "partitioning needs the default subject layout; remove spec.subjects or spec.partitions",
-        ));
+
+    /// The only subjects a partitioned Topic accepts: publishing anything else fails at once
+    /// instead of landing outside every partition.
+    fn subject(&self, base: &str) -> String {
+        format!("{base}{}", ".*".repeat(self.type_tokens as usize + 1))
     }
-    let base = format!("{}.{}", id.namespace, id.name);
-    Ok(SubjectTransform {
-        source: format!("{base}.*.*.*.*"),
-        destination: format!(
-            "{base}.{{{{partition({partitions},4)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}.{{{{wildcard(4)}}}}"
-        ),
-    })
+
+    fn transform(&self, base: &str) -> SubjectTransform {
+        let wildcards = self.type_tokens + 1;
+        let moved: String = (1..=wildcards)
+            .map(|i| format!(".{{{{wildcard({i})}}}}"))
+            .collect();
+        SubjectTransform {
+            source: self.subject(base),
+            destination: format!(
+                "{base}.{{{{partition({},{wildcards})}}}}{moved}",
+                self.partitions
+            ),
+        }
+    }
 }
 
 /// The partition count a stored transform encodes, if any.
@@ -401,12 +443,16 @@ denyPurge: true
     #[test]
     fn partitions_become_a_subject_transform() {
         let c = desired_stream(id(), &spec("partitions: 8")).unwrap();
+        assert_eq!(c.subjects, vec!["shop.orders.*.*.*"]);
         let t = c.subject_transform.as_ref().unwrap();
-        assert_eq!(t.source, "shop.orders.*.*.*.*");
+        assert_eq!(t.source, "shop.orders.*.*.*");
         assert_eq!(
             t.destination,
-            "shop.orders.{{partition(8,4)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}"
+            "shop.orders.{{partition(8,3)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}"
         );
+        let three = desired_stream(id(), &spec("partitions: 2\npartitionTypeTokens: 3")).unwrap();
+        assert_eq!(three.subjects, vec!["shop.orders.*.*.*.*"]);
+        assert_eq!(partitions_of(three.subject_transform.as_ref()), Some(2));
         assert_eq!(partitions_of(Some(t)), Some(8));
         assert_eq!(partitions_of(None), None);
     }
@@ -430,6 +476,11 @@ denyPurge: true
             ("subjects: [\"shop.a.>\", \"shop.a.b\"]", "spec.subjects[1]"),
             ("subjects: [\"shop.a.>\"]\npartitions: 2", "spec.partitions"),
             ("partitions: 0", "spec.partitions"),
+            ("partitionTypeTokens: 3", "spec.partitionTypeTokens"),
+            (
+                "partitions: 2\npartitionTypeTokens: 9",
+                "spec.partitionTypeTokens",
+            ),
         ];
         for (yaml, field) in cases {
             let err = desired_stream(id(), &spec(yaml)).expect_err(yaml);

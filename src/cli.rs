@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Name of this instance in Events (defaults to the pod name).
     #[arg(long, env = "POD_NAME", default_value = "switchyard")]
     pub instance: String,
+    /// Address for /metrics, /healthz and /readyz; "off" disables the server.
+    #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
     #[command(flatten)]
     pub nats: NatsArgs,
 }
@@ -182,7 +185,18 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let http_addr = match args.http_addr.as_str() {
+        "off" => None,
+        addr => match addr.parse() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                tracing::error!("invalid --http-addr {addr:?}: {e} (write host:port, or off)");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let config = OperatorConfig {
+        http_addr,
         namespace: args.namespace,
         resync_interval: args.resync_interval,
         broker_retry_interval: args.broker_retry_interval,

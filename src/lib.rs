@@ -12,6 +12,7 @@ pub mod broker;
 pub mod cli;
 pub mod conditions;
 pub mod crdgen;
+pub mod metrics;
 pub mod naming;
 pub mod reconcile;
 pub mod telemetry;

@@ -679,3 +679,31 @@ async fn delete_policy_never_wedges_when_nats_is_gone() {
     );
     operator.assert_alive();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_serves_metrics_and_health_probes() {
+    let client = kube_client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "metrics").await;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns.name);
+    let addr = free_addr();
+    let _operator = Operator::start_with(&client, &ns.name, &nats_url(), |c| {
+        c.http_addr = Some(addr);
+    });
+    apply_topic(&topics, &topic_yaml(&ns.name, "counted", "  maxAge: 1h\n"))
+        .await
+        .unwrap();
+    wait_for_ready(&topics, "counted", "True", "StreamReady").await;
+
+    for probe in ["/healthz", "/readyz"] {
+        let (code, _) = wait_until(probe, || http_get(addr, probe)).await;
+        assert_eq!(code, 200, "{probe}");
+    }
+    let (code, body) = wait_until("/metrics", || http_get(addr, "/metrics")).await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#"switchyard_reconciles_total{kind="Topic",reason="StreamReady"}"#),
+        "{body}"
+    );
+    assert!(body.contains("switchyard_broker_connected 1"), "{body}");
+}

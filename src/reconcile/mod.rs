@@ -21,6 +21,7 @@ use crate::{
     api::Topic,
     broker::{Broker, BrokerError, BrokerOptions},
     conditions::{Clock, SystemClock},
+    metrics::{self, Metrics},
 };
 
 /// The field manager Switchyard writes with; server-side apply attributes fields to it.
@@ -43,6 +44,8 @@ pub struct OperatorConfig {
     pub concurrency: u16,
     /// Names this operator instance in Events.
     pub instance: String,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` serves nothing.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl OperatorConfig {
@@ -55,6 +58,7 @@ impl OperatorConfig {
             finalizer_timeout: Duration::from_secs(300),
             concurrency: 16,
             instance: "switchyard".into(),
+            http_addr: None,
         }
     }
 }
@@ -66,6 +70,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub clock: Arc<dyn Clock>,
     pub config: OperatorConfig,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Failures that abort a reconcile; the controller retries them with a delay.
@@ -114,12 +119,25 @@ pub async fn run(
             instance: Some(config.instance.clone()),
         },
     );
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = config.http_addr {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                // Without probes the pod would be restarted anyway; say why.
+                tracing::error!(%addr, error = %e, "cannot serve metrics and health endpoints");
+                std::process::exit(1);
+            }
+        });
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         broker,
         recorder,
         clock: Arc::new(SystemClock),
         config: config.clone(),
+        metrics,
     });
     let topics: Api<DeserializeGuard<Topic>> = api_for(&client, config.namespace.as_deref());
     info!(
@@ -140,11 +158,28 @@ pub async fn run(
     Ok(())
 }
 
+/// The kind as a static label; the Kubernetes kind strings are static for our types.
+fn kind_label<K: kube::Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Topic" => "Topic",
+        "Subscription" => "Subscription",
+        "DeadLetterPolicy" => "DeadLetterPolicy",
+        "EventSchema" => "EventSchema",
+        _ => "Other",
+    }
+}
+
 fn log_controller_error<E: std::error::Error>(e: &E) {
     warn!(error = %e, "reconcile failed");
 }
 
-fn error_policy<K>(_: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    _: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     warn!(category = error.category(), error = %error, "reconcile error, retrying");
+    ctx.metrics
+        .observe_error(kind_label::<K>(), error.category());
     Action::requeue(ctx.config.broker_retry_interval)
 }

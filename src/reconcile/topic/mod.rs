@@ -58,6 +58,10 @@ pub async fn reconcile(
     guard: Arc<DeserializeGuard<Topic>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    ctx.metrics
+        .broker_connected
+        .set(i64::from(ctx.broker.is_connected()));
     let topic = match &guard.0 {
         Ok(topic) => topic,
         Err(invalid) => {
@@ -129,6 +133,8 @@ pub async fn reconcile(
     if topic.status.as_ref() != Some(&next) {
         write_status(&api, topic, &next).await?;
     }
+    ctx.metrics
+        .observe_reconcile("Topic", outcome.ready.reason.as_str(), started.elapsed());
 
     Ok(match outcome.ready.reason {
         _ if paused => Action::await_change(),

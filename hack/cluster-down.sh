@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Stops what hack/cluster-up.sh started, by recorded PID: SIGTERM, wait up to
-# 15 s, then SIGKILL. Removes the PID files and keeps the logs (and, unless
+# 15 s, then SIGKILL. Any other target/dev-env/pids/NAME.pid whose process is
+# still an executable called NAME (e.g. the operator hack/demo.sh starts) is
+# stopped first, the same way. Removes the PID files and keeps the logs (and, unless
 # --purge, the data: etcd, the JetStream store, the PKI, the ports).
 #
 # Usage:
@@ -21,7 +23,7 @@ DEV="$REPO_ROOT/target/dev-env"
 PID_DIR="$DEV/pids"
 GRACE_SECONDS=15
 
-# shellcheck source=hack/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$HACK_DIR/lib.sh"
 
 QUIET=0
@@ -72,12 +74,24 @@ main() {
     echo "cluster-down: --purge stops everything; do not name components" >&2; return 2
   fi
 
+  # Other processes that recorded a PID file here (e.g. the operator started
+  # by hack/demo.sh as pids/switchyard.pid) are clients of the cluster: stop
+  # them first. Same rule: the file is named after the executable.
+  local f extra
+  if (( ${#names[@]} == ${#ALL_COMPONENTS[@]} )) && [[ -d "$PID_DIR" ]]; then
+    for f in "$PID_DIR"/*.pid; do
+      [[ -e "$f" ]] || continue
+      extra="$(basename "$f" .pid)"
+      if [[ " ${ALL_COMPONENTS[*]} " != *" $extra "* ]]; then stop_component "$extra"; fi
+    done
+  fi
+
   # Reverse start order: kwok and the controllers before the apiserver, the
   # apiserver before etcd.
   local i
   for ((i = ${#ALL_COMPONENTS[@]} - 1; i >= 0; i--)); do
     local c="${ALL_COMPONENTS[$i]}"
-    [[ " ${names[*]} " == *" $c "* ]] && stop_component "$c"
+    if [[ " ${names[*]} " == *" $c "* ]]; then stop_component "$c"; fi
   done
 
   if (( purge )) && [[ -d "$DEV" ]]; then

@@ -47,7 +47,7 @@ SERVICE_CIDR=10.96.0.0/16
 SERVICE_FIRST_IP=10.96.0.1
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
 
-# shellcheck source=hack/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$HACK_DIR/lib.sh"
 
 START_TS=$SECONDS
@@ -62,7 +62,7 @@ ensure_tools() {
   KWOK_STAGES="$("$HACK_DIR/tools.sh" --print-cache-dir)/share/kwok/stages.yaml"
   # --check is fast (hashes a few files); only build when something is missing.
   if ! "$HACK_DIR/tools.sh" --check >/dev/null 2>&1; then
-    log "tools missing or outdated; running hack/tools.sh (a cold build takes ~20-30 min)"
+    log "tools missing or outdated; running hack/tools.sh (a cold build takes ~10-15 min)"
     "$HACK_DIR/tools.sh"
   fi
   local b
@@ -105,7 +105,7 @@ load_ports() {
   if [[ -f "$DEV/ports.env" ]]; then
     local k v
     while IFS='=' read -r k v; do
-      [[ -n "$k" && -n "$v" ]] && PORT[$k]="$v"
+      if [[ -n "$k" && -n "$v" ]]; then PORT[$k]="$v"; fi
     done <"$DEV/ports.env"
   fi
   # Ports saved for components never go to another component.
@@ -125,7 +125,7 @@ assign_port() {
   if [[ -n "${PORT[$key]:-}" ]] && ! port_in_use "${PORT[$key]}"; then
     return 0
   fi
-  [[ -n "${PORT[$key]:-}" ]] && log "port ${PORT[$key]} ($key) is taken now; picking another"
+  if [[ -n "${PORT[$key]:-}" ]]; then log "port ${PORT[$key]} ($key) is taken now; picking another"; fi
   pick_port
   PORT[$key]="$PICKED"
 }
@@ -138,9 +138,13 @@ assign_port() {
 # the terminal that ran `make` does not reach it), logs to logs/NAME.log.
 start() {
   local name="$1"; shift
+  # One log per run (the previous run's is kept as NAME.log.1), so the tail
+  # printed on failure is this run's.
+  if [[ -s "$LOG_DIR/$name.log" ]]; then mv -f "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"; fi
   # A background job of a non-interactive shell is not a process group
   # leader, so setsid execs in place and $! is the component's own PID.
-  setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  # 8>&-: the component must not inherit (and so hold) this script's lock.
+  setsid "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 8>&- &
   echo $! >"$PID_DIR/$name.pid"
   STARTED+=("$name")
 }
@@ -187,7 +191,7 @@ fail() {
 # PKI (generated once, kept until `cluster-down.sh --purge`)
 # ---------------------------------------------------------------------------
 gen_pki() {
-  [[ -f "$PKI/.complete" ]] && return 0
+  if [[ -f "$PKI/.complete" && -f "$PKI/front-proxy-client.crt" ]]; then return 0; fi
   log "generating PKI in $PKI"
   rm -rf "$PKI"; mkdir -p "$PKI"
   (
@@ -222,10 +226,21 @@ EOF
     openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
       -days 3650 -extfile admin.ext -out admin.crt 2>/dev/null
 
+    # Front proxy (aggregation layer): a separate CA whose client certificate
+    # the apiserver presents to aggregated API servers. Configuring it also
+    # gives the controller-manager and scheduler the request-header CA they
+    # look up for delegated authentication (else they log errors forever).
+    openssl req -x509 "${ec[@]}" -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 3650 \
+      -subj "/CN=switchyard-dev-front-proxy-ca" 2>/dev/null
+    openssl req "${ec[@]}" -keyout front-proxy-client.key -out front-proxy-client.csr \
+      -subj "/CN=front-proxy-client" 2>/dev/null
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+      -CAcreateserial -days 3650 -extfile admin.ext -out front-proxy-client.crt 2>/dev/null
+
     # Service-account token signing key pair.
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
     openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ./*.csr ./*.ext ca.srl
+    rm -f ./*.csr ./*.ext ./*.srl
     chmod 600 ./*.key
   )
   touch "$PKI/.complete"
@@ -303,12 +318,13 @@ start_etcd() {
 start_apiserver() {
   assign_port apiserver; save_ports
   log "starting kube-apiserver on 127.0.0.1:${PORT[apiserver]}"
-  # Admission: the default plugin set stays on, including ServiceAccount.
-  # It rejects a pod until the namespace's "default" ServiceAccount exists;
-  # the controller-manager creates that within a second of the namespace, and
-  # controllers (ReplicaSet, Job, ...) retry, so Deployments just work. This
-  # keeps the cluster close to a real one. (envtest/kwokctl disable it because
-  # they may run without a controller-manager.)
+  # Admission: the default plugin set stays on, including ServiceAccount, so
+  # the cluster behaves like a real one (pods get the token volume, a missing
+  # named ServiceAccount is refused). It needs each namespace's "default"
+  # ServiceAccount, which the controller-manager creates within a second of
+  # the namespace; a pod created right after its namespace was admitted in
+  # every try here, and controllers retry anyway. envtest and kwokctl turn
+  # the plugin off because they may run without a controller-manager.
   #
   # --endpoint-reconciler-type=none: the "kubernetes" Service's Endpoints
   # would otherwise get 127.0.0.1, which Endpoints validation rejects.
@@ -319,6 +335,13 @@ start_apiserver() {
     --cert-dir="$PKI" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --service-account-issuer="$SA_ISSUER" \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
@@ -485,6 +508,14 @@ main() {
   fi
 
   mkdir -p "$PID_DIR" "$LOG_DIR"
+  # Two cluster-up runs at once (e.g. two make targets) would race for the
+  # same ports and directories: the second waits for the first, then finds
+  # everything up.
+  exec 8>"$DEV/.lock"
+  if ! flock -n 8; then
+    log "another cluster-up is running; waiting for it"
+    flock 8
+  fi
   load_ports
 
   local nats_up=1 kube_up=1 c

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by hack/cluster-up.sh and hack/cluster-down.sh (sourced, not run).
 # Expects PID_DIR to be set.
 
@@ -14,12 +15,17 @@ component_pid() {
 
 # True if the recorded PID is alive AND is still that component (the kernel
 # may have reused the PID after a reboot or a crash). /proc/PID/comm holds the
-# first 15 characters of the executable's name.
+# first 15 characters of the executable's name. A zombie counts as dead: the
+# components are reparented to PID 1 when the starting shell exits, and an
+# init that reaps lazily can leave them as zombies for seconds.
 pid_is_component() {
-  local pid="$1" name="$2" comm
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  local pid="$1" name="$2" comm stat state
+  [[ -n "$pid" && -r "/proc/$pid/stat" ]] || return 1
   comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-  [[ "$comm" == "${name:0:15}" ]]
+  [[ "$comm" == "${name:0:15}" ]] || return 1
+  stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  state="${stat##*) }"; state="${state%% *}"
+  [[ "$state" != Z && "$state" != X ]]
 }
 
 component_alive() {

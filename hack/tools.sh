@@ -38,13 +38,14 @@ set -euo pipefail
 # the installed Go 1.26.x builds all of them without a toolchain download.
 # ---------------------------------------------------------------------------
 
-# NATS server with JetStream. 2.15.2 is the newest release the module proxy
-# serves; the project needs >= 2.12 (JetStream API level used by async-nats).
+# NATS server with JetStream. The project needs >= 2.12; 2.15.2 is the newest
+# release the module proxy serves (JetStream API level 5).
 NATS_SERVER_VERSION=v2.15.2
 
-# etcd for kube-apiserver. Kubernetes 1.34+ wants etcd >= 3.5.13 for
-# consistent reads from the watch cache; 3.6 is the line Kubernetes 1.37 is
-# tested against. v3.6.16 is the newest 3.6 patch the proxy serves.
+# etcd for kube-apiserver. Kubernetes 1.37 accepts etcd >= 3.5.24 (kubeadm's
+# MinExternalEtcdVersion) and its own integration tests use 3.7.0; the 3.6
+# line is the long-supported stable one, and v3.6.16 is its newest patch on
+# the proxy. (v3.7.x builds the same way if ever wanted.)
 ETCD_VERSION=v3.6.16
 
 # Kubernetes control plane + kubectl. 1.37.2 matches the Rust side's
@@ -54,8 +55,8 @@ ETCD_VERSION=v3.6.16
 KUBERNETES_VERSION=v1.37.2
 
 # kwok simulates nodes and pod lifecycles (no kubelet, no containers).
-# v0.8.0 is the newest release; it is built against k8s 1.36 client libraries,
-# which talk to a 1.37 apiserver fine (one minor of skew).
+# v0.8.0 is the newest release on the proxy; it is built against k8s 1.36
+# client libraries, which talk to a 1.37 apiserver fine (one minor of skew).
 KWOK_VERSION=v0.8.0
 
 # Helm 3 (for the demo chart). v3.22.0 is the newest 3.x the proxy serves and
@@ -110,14 +111,17 @@ kube_ldflags() {
   # `kubectl version` skew checks, helm's kubeVersion checks and any client
   # that gates features on /version. buildDate is the release tag's time as
   # recorded by the module proxy, so the build stays reproducible.
-  local major minor patch build_date
-  read -r major minor patch <<<"$(semver_parts "$KUBERNETES_VERSION")"
-  build_date="$(module_time "k8s.io/kubernetes" "$KUBERNETES_VERSION")"
+  local major minor build_date
+  read -r major minor _ <<<"$(semver_parts "$KUBERNETES_VERSION")"
+  build_date="$(module_time "k8s.io/kubernetes" "$KUBERNETES_VERSION")" || return 1
   local flags="$BASE_LDFLAGS" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     flags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION"
     flags+=" -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
     flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+    # The release commit is not known from the module; leave it empty rather
+    # than the "$Format:%H$" placeholder.
+    flags+=" -X $pkg.gitCommit="
   done
   echo "$flags"
 }
@@ -132,19 +136,27 @@ ldflags_for() {
   esac
 }
 
-# Release time of a module version, from the proxy's .info (e.g. 2026-10-27T12:01:04Z).
+# Release time of a module version as the proxy records it, e.g.
+# 2026-10-27T12:01:04Z.
 module_time() {
-  go mod download -json "$1@$2" | sed -n 's/.*"Time": "\([^"]*\)".*/\1/p' | head -n1 | sed 's/\.[0-9]*Z$/Z/'
+  local t
+  t="$(cd / && go list -m -json "$1@$2" | sed -n 's/.*"Time": "\([^"]*\)".*/\1/p' | head -n1)"
+  [[ -n "$t" ]] || die "could not get the release time of $1@$2 from the module proxy"
+  echo "$t"
 }
 
 module_dir() {
-  go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p' | head -n1
+  (cd / && go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p' | head -n1)
 }
 
 # ---------------------------------------------------------------------------
 # Go toolchain checks
 # ---------------------------------------------------------------------------
 check_go() {
+  # Go's default install location, in case a non-login shell lacks it on PATH.
+  if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="/usr/local/go/bin:$PATH"
+  fi
   command -v go >/dev/null 2>&1 || die "Go is not installed (need Go >= 1.26; see https://go.dev/doc/install)"
   # Respect an explicit GOTOOLCHAIN (e.g. go1.27.3), otherwise never let the go
   # command try to fetch another toolchain behind our back.
@@ -260,8 +272,9 @@ build_tool() {
     etcd)
       check_wrapper_mod etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
       build_wrapper etcd "$prefix" go.etcd.io/etcd/server/v3
-      # The package is named after its directory ("v3"); give it its real name.
-      mv "$prefix/bin/v3" "$prefix/bin/etcd" ;;
+      # go names the binary after the module path without its /v3 suffix
+      # ("server"); give it its real name.
+      mv "$prefix/bin/server" "$prefix/bin/etcd" ;;
     kubernetes)
       check_wrapper_mod kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
       build_wrapper kubernetes "$prefix" \
@@ -298,13 +311,13 @@ recipe_hash() {
   local tool="$1"
   {
     echo "$tool $(version_for "$tool")"
-    # ldflags for kubernetes need the proxy (build date); the version already
-    # determines it, so hash the static part only.
-    [[ "$tool" == kubernetes ]] || ldflags_for "$tool"
+    # The Kubernetes ldflags need the proxy (build date), which the version
+    # determines anyway; hash a recipe revision instead.
+    if [[ "$tool" == kubernetes ]]; then echo "kube-ldflags-v2"; else ldflags_for "$tool"; fi
     if [[ -d "$HACK_DIR/gomod/$tool" ]]; then
       cat "$HACK_DIR/gomod/$tool/go.mod" "$HACK_DIR/gomod/$tool/go.sum"
     fi
-    [[ "$tool" == kwok ]] && echo "stages-v1"
+    if [[ "$tool" == kwok ]]; then echo "stages-v1"; fi
   } | sha256sum | cut -c1-16
 }
 
@@ -356,7 +369,7 @@ run_build() {
   rc=$?
   set -e
   if (( rc == 0 )); then
-    recipe_hash "$tool" >"$prefix/.stamp"
+    recipe_hash "$tool" >"$prefix/.stamp" || rc=1
   fi
   echo "$rc $((SECONDS - start))" >"$STATUS_DIR/$tool"
 }
@@ -398,8 +411,8 @@ main() {
   STATUS_DIR="$(mktemp -d)"
   trap 'rm -rf "$STATUS_DIR"' EXIT
 
-  # Kubernetes first: it is the long pole (~15-25 min cold on 2 cores), the
-  # others build alongside it.
+  # Kubernetes first: it is the long pole (~7 min cold on 2 cores, most of
+  # the total), the others build alongside it.
   local -a todo=() t
   for t in kubernetes etcd nats-server kwok helm; do
     [[ " ${want[*]} " == *" $t "* ]] || continue
@@ -420,7 +433,7 @@ main() {
     flock 9
   fi
 
-  log "building ${todo[*]} (logs in $LOG_DIR; cold Kubernetes build takes ~15-25 min)"
+  log "building ${todo[*]} (logs in $LOG_DIR; a cold build of everything takes ~10-15 min on 2 cores)"
   local -a pids=()
   local running=0 failed=0
   for t in "${todo[@]}"; do

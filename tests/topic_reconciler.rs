@@ -22,6 +22,23 @@ struct Setup {
     operator: Operator,
 }
 
+impl Setup {
+    /// Applies a Topic in the test namespace; the API server must accept it.
+    async fn apply(&self, name: &str, spec: impl AsRef<str>) {
+        apply_topic(
+            &self.topics,
+            &topic_yaml(&self.ns.name, name, spec.as_ref()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying Topic {name}: {e}"));
+    }
+
+    /// Waits until the Topic is Ready for its current generation.
+    async fn ready(&self, name: &str) -> Topic {
+        wait_for_ready(&self.topics, name, "True", "StreamReady").await
+    }
+}
+
 async fn setup(prefix: &str) -> Setup {
     let client = kube_client().await;
     install_crds(&client).await;
@@ -69,7 +86,7 @@ async fn applied_topic_becomes_a_stream_with_exactly_the_declared_config() {
         .await
         .expect("apply");
 
-    let topic = wait_for_ready(&s.topics, "orders", "True", "StreamReady").await;
+    let topic = s.ready("orders").await;
     let status = topic.status.as_ref().unwrap();
     assert_eq!(status.observed_generation, topic.metadata.generation);
     let stream_name = format!("{ns}_orders");
@@ -111,10 +128,8 @@ async fn applied_topic_becomes_a_stream_with_exactly_the_declared_config() {
 async fn changing_max_age_updates_the_stream_and_status_follows() {
     let s = setup("update").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "payments", "  maxAge: 1h\n"))
-        .await
-        .expect("apply");
-    let before = wait_for_ready(&s.topics, "payments", "True", "StreamReady").await;
+    s.apply("payments", "  maxAge: 1h\n").await;
+    let before = s.ready("payments").await;
     let stream_name = format!("{ns}_payments");
     assert_eq!(
         stream(&s.broker, &stream_name)
@@ -125,10 +140,8 @@ async fn changing_max_age_updates_the_stream_and_status_follows() {
         Duration::from_secs(3600)
     );
 
-    apply_topic(&s.topics, &topic_yaml(ns, "payments", "  maxAge: 2h\n"))
-        .await
-        .expect("apply");
-    let after = wait_for_ready(&s.topics, "payments", "True", "StreamReady").await;
+    s.apply("payments", "  maxAge: 2h\n").await;
+    let after = s.ready("payments").await;
     assert!(after.metadata.generation > before.metadata.generation);
     assert_eq!(
         after.status.unwrap().observed_generation,
@@ -158,7 +171,7 @@ async fn changing_storage_is_refused_by_the_api_server_naming_the_field() {
     let file = topic_yaml(ns, "audit", "  storage: File\n");
     let (ok, out) = kubectl(&["apply", "--server-side", "-f", "-"], Some(&file));
     assert!(ok, "{out}");
-    wait_for_ready(&s.topics, "audit", "True", "StreamReady").await;
+    s.ready("audit").await;
 
     let memory = topic_yaml(ns, "audit", "  storage: Memory\n");
     let (ok, out) = kubectl(&["apply", "--server-side", "-f", "-"], Some(&memory));
@@ -192,9 +205,7 @@ async fn foreign_stream_is_left_untouched_until_adopted() {
         .expect("create foreign stream");
     publish(&s.broker, format!("{ns}.legacy.order.placed"), 2).await;
 
-    apply_topic(&s.topics, &topic_yaml(ns, "legacy", "  maxAge: 1h\n"))
-        .await
-        .expect("apply");
+    s.apply("legacy", "  maxAge: 1h\n").await;
     let topic = wait_for_ready(&s.topics, "legacy", "False", "StreamNotOwned").await;
     let (_, _, message) = ready_of(&topic).unwrap();
     assert!(
@@ -214,7 +225,7 @@ async fn foreign_stream_is_left_untouched_until_adopted() {
         .patch("legacy", &PatchParams::default(), &Patch::Merge(&adopt))
         .await
         .unwrap();
-    wait_for_ready(&s.topics, "legacy", "True", "StreamReady").await;
+    s.ready("legacy").await;
     let info = stream(&s.broker, &stream_name).await.unwrap();
     assert_eq!(info.config.max_age, Duration::from_secs(3600));
     assert_eq!(
@@ -228,20 +239,10 @@ async fn foreign_stream_is_left_untouched_until_adopted() {
 async fn deleting_with_retain_keeps_the_stream_and_with_delete_removes_it() {
     let s = setup("deletion").await;
     let ns = &s.ns.name;
-    apply_topic(
-        &s.topics,
-        &topic_yaml(ns, "kept", "  deletionPolicy: Retain\n"),
-    )
-    .await
-    .unwrap();
-    apply_topic(
-        &s.topics,
-        &topic_yaml(ns, "dropped", "  deletionPolicy: Delete\n"),
-    )
-    .await
-    .unwrap();
-    wait_for_ready(&s.topics, "kept", "True", "StreamReady").await;
-    let dropped = wait_for_ready(&s.topics, "dropped", "True", "StreamReady").await;
+    s.apply("kept", "  deletionPolicy: Retain\n").await;
+    s.apply("dropped", "  deletionPolicy: Delete\n").await;
+    s.ready("kept").await;
+    let dropped = s.ready("dropped").await;
     wait_until("finalizer on the Delete topic", || async {
         let t = s.topics.get("dropped").await.ok()?;
         t.metadata
@@ -316,13 +317,9 @@ async fn broker_outage_reports_unavailable_and_heals_without_restart() {
 async fn hand_edited_stream_is_restored_and_an_event_records_it() {
     let s = setup("drift").await;
     let ns = &s.ns.name;
-    apply_topic(
-        &s.topics,
-        &topic_yaml(ns, "inventory", "  maxAge: 1h\n  maxMessages: 500\n"),
-    )
-    .await
-    .unwrap();
-    wait_for_ready(&s.topics, "inventory", "True", "StreamReady").await;
+    s.apply("inventory", "  maxAge: 1h\n  maxMessages: 500\n")
+        .await;
+    s.ready("inventory").await;
     let stream_name = format!("{ns}_inventory");
 
     let mut edited = stream(&s.broker, &stream_name).await.unwrap().config;
@@ -361,11 +358,8 @@ async fn hand_edited_stream_is_restored_and_an_event_records_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_topic_is_not_rewritten_by_later_resyncs() {
     let s = setup("idle").await;
-    let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "quiet", "  maxAge: 1h\n"))
-        .await
-        .unwrap();
-    let ready = wait_for_ready(&s.topics, "quiet", "True", "StreamReady").await;
+    s.apply("quiet", "  maxAge: 1h\n").await;
+    let ready = s.ready("quiet").await;
     // The resync interval in tests is 2 s: this spans several full reconciles.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let later = s.topics.get("quiet").await.unwrap();
@@ -416,12 +410,8 @@ async fn values_only_the_reconciler_can_judge_get_a_precise_reason() {
     let s = setup("semantic").await;
     let ns = &s.ns.name;
     // Subjects outside the Topic's namespace would let one team read another's events.
-    apply_topic(
-        &s.topics,
-        &topic_yaml(ns, "outside", "  subjects: [\"elsewhere.orders.>\"]\n"),
-    )
-    .await
-    .unwrap();
+    s.apply("outside", "  subjects: [\"elsewhere.orders.>\"]\n")
+        .await;
     let topic = wait_for_ready(&s.topics, "outside", "False", "InvalidSpec").await;
     let (_, _, message) = ready_of(&topic).unwrap();
     assert!(
@@ -430,13 +420,9 @@ async fn values_only_the_reconciler_can_judge_get_a_precise_reason() {
     );
 
     // Two Topics claiming the same subjects: the first keeps them, the second says who has them.
-    apply_topic(
-        &s.topics,
-        &topic_yaml(ns, "first", &format!("  subjects: [\"{ns}.shared.>\"]\n")),
-    )
-    .await
-    .unwrap();
-    wait_for_ready(&s.topics, "first", "True", "StreamReady").await;
+    s.apply("first", format!("  subjects: [\"{ns}.shared.>\"]\n"))
+        .await;
+    s.ready("first").await;
     apply_topic(
         &s.topics,
         &topic_yaml(
@@ -456,13 +442,9 @@ async fn values_only_the_reconciler_can_judge_get_a_precise_reason() {
     assert!(stream(&s.broker, &format!("{ns}_second")).await.is_none());
 
     // Fixing the spec heals the Topic.
-    apply_topic(
-        &s.topics,
-        &topic_yaml(ns, "second", &format!("  subjects: [\"{ns}.second.>\"]\n")),
-    )
-    .await
-    .unwrap();
-    wait_for_ready(&s.topics, "second", "True", "StreamReady").await;
+    s.apply("second", format!("  subjects: [\"{ns}.second.>\"]\n"))
+        .await;
+    s.ready("second").await;
     s.operator.assert_alive();
 }
 
@@ -470,10 +452,8 @@ async fn values_only_the_reconciler_can_judge_get_a_precise_reason() {
 async fn paused_topic_is_left_alone_until_resumed() {
     let s = setup("pause").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "held", "  maxAge: 1h\n"))
-        .await
-        .unwrap();
-    wait_for_ready(&s.topics, "held", "True", "StreamReady").await;
+    s.apply("held", "  maxAge: 1h\n").await;
+    s.ready("held").await;
     let pause = serde_json::json!({"metadata": {"annotations": {"switchyard.dev/paused": "true"}}});
     s.topics
         .patch("held", &PatchParams::default(), &Patch::Merge(&pause))
@@ -489,9 +469,7 @@ async fn paused_topic_is_left_alone_until_resumed() {
         .map(|_| ())
     })
     .await;
-    apply_topic(&s.topics, &topic_yaml(ns, "held", "  maxAge: 3h\n"))
-        .await
-        .unwrap();
+    s.apply("held", "  maxAge: 3h\n").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stream_name = format!("{ns}_held");
     assert_eq!(
@@ -508,7 +486,7 @@ async fn paused_topic_is_left_alone_until_resumed() {
         .patch("held", &PatchParams::default(), &Patch::Merge(&resume))
         .await
         .unwrap();
-    wait_for_ready(&s.topics, "held", "True", "StreamReady").await;
+    s.ready("held").await;
     wait_until("stream follows the spec after resume", || async {
         (stream(&s.broker, &stream_name).await?.config.max_age == Duration::from_secs(3 * 3600))
             .then_some(())
@@ -575,10 +553,8 @@ async fn changes_jetstream_cannot_apply_are_refused_at_apply_time() {
 async fn partitioned_topic_stores_events_under_their_key_partition() {
     let s = setup("partitions").await;
     let ns = &s.ns.name;
-    apply_topic(&s.topics, &topic_yaml(ns, "orders", "  partitions: 4\n"))
-        .await
-        .unwrap();
-    wait_for_ready(&s.topics, "orders", "True", "StreamReady").await;
+    s.apply("orders", "  partitions: 4\n").await;
+    s.ready("orders").await;
     let stream_name = format!("{ns}_orders");
     publish(
         &s.broker,

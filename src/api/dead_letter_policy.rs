@@ -211,38 +211,18 @@ pub struct ReplayStatus {
 
 #[cfg(test)]
 mod tests {
-    use kube::CustomResourceExt;
-
     use super::*;
-    use crate::api::subscription::crd_test_support::*;
+    use crate::api::test_support::*;
 
     #[test]
     fn crd_names_and_columns() {
-        let crd = DeadLetterPolicy::crd();
-        assert_eq!(
-            crd.metadata.name.as_deref(),
-            Some("deadletterpolicies.switchyard.dev")
-        );
-        assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.kind, "DeadLetterPolicy");
-        assert_eq!(crd.spec.names.short_names, Some(vec!["dlp".to_string()]));
-        assert_eq!(
-            crd.spec.names.categories,
-            Some(vec!["switchyard".to_string()])
-        );
-        assert!(
-            crd.spec.versions[0]
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
+        assert_kind_basics::<DeadLetterPolicy>(
+            "deadletterpolicies",
+            "DeadLetterPolicy",
+            "dlp",
+            &["Ready", "Reason", "Dead letters", "Last", "Stream", "Age"],
         );
         let columns = printer_columns::<DeadLetterPolicy>();
-        let names: Vec<_> = columns.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["Ready", "Reason", "Dead letters", "Last", "Stream", "Age"]
-        );
         assert!(columns.contains(&("Dead letters".into(), ".status.deadLetters".into())));
         assert!(columns.contains(&("Last".into(), ".status.lastDeadLetterTime".into())));
     }

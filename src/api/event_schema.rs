@@ -146,11 +146,10 @@ pub struct EventSchemaStatus {
 
 #[cfg(test)]
 mod tests {
-    use kube::CustomResourceExt;
     use serde_json::json;
 
     use super::*;
-    use crate::api::subscription::crd_test_support::*;
+    use crate::api::test_support::*;
 
     const MINIMAL: &str = r#"
 apiVersion: switchyard.dev/v1alpha1
@@ -169,39 +168,21 @@ spec:
 
     #[test]
     fn crd_names_and_columns() {
-        let crd = EventSchema::crd();
-        assert_eq!(
-            crd.metadata.name.as_deref(),
-            Some("eventschemas.switchyard.dev")
-        );
-        assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.kind, "EventSchema");
-        assert_eq!(crd.spec.names.short_names, Some(vec!["evs".to_string()]));
-        assert_eq!(
-            crd.spec.names.categories,
-            Some(vec!["switchyard".to_string()])
-        );
-        assert!(
-            crd.spec.versions[0]
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
-        );
-        let columns = printer_columns::<EventSchema>();
-        let names: Vec<_> = columns.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
+        assert_kind_basics::<EventSchema>(
+            "eventschemas",
+            "EventSchema",
+            "evs",
+            &[
                 "Ready",
                 "Reason",
                 "Type",
                 "Version",
                 "Latest",
                 "Compatibility",
-                "Age"
-            ]
+                "Age",
+            ],
         );
+        let columns = printer_columns::<EventSchema>();
         assert!(columns.contains(&("Type".into(), ".spec.eventType".into())));
         assert!(columns.contains(&("Version".into(), ".spec.version".into())));
     }

@@ -4,6 +4,8 @@ mod common;
 pub mod dead_letter_policy;
 pub mod event_schema;
 pub mod subscription;
+#[cfg(test)]
+mod test_support;
 pub mod topic;
 
 pub use common::{

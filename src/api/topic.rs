@@ -208,3 +208,58 @@ pub struct TopicStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_count: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+    use crate::api::test_support::*;
+
+    #[test]
+    fn crd_names_and_columns() {
+        assert_kind_basics::<Topic>(
+            "topics",
+            "Topic",
+            "top",
+            &["Ready", "Reason", "Stream", "Messages", "Retention", "Age"],
+        );
+    }
+
+    #[test]
+    fn schema_is_structural_and_fully_described() {
+        let schema = schema_of::<Topic>();
+        assert_eq!(schema_problems(&schema), Vec::<String>::new());
+        assert!(root_rules_with_field_path(&schema).is_empty());
+    }
+
+    #[test]
+    fn immutable_and_one_way_fields_carry_transition_rules() {
+        let schema = schema_of::<Topic>();
+        assert!(has_rule(at(&schema, "spec.storage"), "self == oldSelf"));
+        assert!(has_rule(at(&schema, "spec.partitions"), "self >= oldSelf"));
+        assert!(has_rule(at(&schema, "spec.denyDelete"), "!oldSelf"));
+        assert!(has_rule(at(&schema, "spec.denyPurge"), "!oldSelf"));
+        let spec = at(&schema, "spec");
+        assert!(has_rule(spec, "WorkQueue"));
+        assert!(has_rule(spec, "has(self.partitions)"));
+        assert!(has_rule(spec, "partitionTypeTokens"));
+        assert!(has_rule(&schema, "self.metadata.name.matches"));
+    }
+
+    #[test]
+    fn minimal_manifest_gets_safe_defaults() {
+        let spec: TopicSpec = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(spec.storage, Storage::File);
+        assert_eq!(spec.retention, Retention::Limits);
+        assert_eq!(spec.discard, Discard::Old);
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(spec.replicas, 1);
+        assert!(!spec.deny_delete && !spec.deny_purge);
+        let crd = serde_json::to_value(Topic::crd()).unwrap();
+        let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        assert_eq!(props["storage"]["default"], "File");
+        assert_eq!(props["deletionPolicy"]["default"], "Retain");
+    }
+}

@@ -186,7 +186,7 @@ pub struct DeadLetterPolicyStatus {
     pub stream_name: Option<String>,
     /// Dead letters currently held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letters: Option<u64>,
+    pub dead_letters: Option<i64>,
     /// When the most recent dead letter was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_dead_letter_time: Option<Time>,
@@ -202,7 +202,7 @@ pub struct ReplayStatus {
     /// When the replay finished.
     pub time: Time,
     /// Dead letters republished.
-    pub count: u64,
+    pub count: i64,
     /// Value of the replay annotation this replay answered, so one request is never replayed
     /// twice. Unset for replays started with `switchyard dlq replay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -404,16 +404,16 @@ pub struct SubscriptionStatus {
     pub consumer_name: Option<String>,
     /// Events matching the Subscription not yet delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<u64>,
+    pub pending: Option<i64>,
     /// Events delivered and not yet acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ack_pending: Option<u64>,
+    pub ack_pending: Option<i64>,
     /// Events currently delivered more than once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redelivered: Option<u64>,
+    pub redelivered: Option<i64>,
     /// Events still to handle: pending plus ackPending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag: Option<u64>,
+    pub lag: Option<i64>,
     /// Worker pods wanted now (fixed replicas, or the autoscaler's choice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_workers: Option<i32>,

@@ -194,19 +194,19 @@ pub struct TopicStatus {
     pub stream_name: Option<String>,
     /// Events currently stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<u64>,
+    pub messages: Option<i64>,
     /// Bytes currently stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
+    pub bytes: Option<i64>,
     /// Sequence number of the oldest stored event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_sequence: Option<u64>,
+    pub first_sequence: Option<i64>,
     /// Sequence number of the newest stored event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_sequence: Option<u64>,
+    pub last_sequence: Option<i64>,
     /// Durable consumers reading the stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_count: Option<u64>,
+    pub consumer_count: Option<i64>,
 }
 
 #[cfg(test)]

@@ -36,13 +36,18 @@ pub fn next_status(
     status.stream_name = Some(stream_name.to_string());
     if let Some(info) = info {
         let state = &info.state;
-        status.messages = Some(state.messages);
-        status.bytes = Some(state.bytes);
-        status.first_sequence = Some(state.first_sequence);
-        status.last_sequence = Some(state.last_sequence);
-        status.consumer_count = Some(state.consumer_count as u64);
+        status.messages = Some(count(state.messages));
+        status.bytes = Some(count(state.bytes));
+        status.first_sequence = Some(count(state.first_sequence));
+        status.last_sequence = Some(count(state.last_sequence));
+        status.consumer_count = Some(count(state.consumer_count as u64));
     }
     status
+}
+
+/// Kubernetes APIs carry counts as int64; JetStream's never come near its limit.
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

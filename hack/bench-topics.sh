@@ -22,8 +22,16 @@ cargo build --locked --release --bin switchyard 2>&1 | tail -n 1
 
 operator_pid=""
 cleanup() {
+  # Leave nothing behind in a kept environment: switch the Topics to deletionPolicy Delete so the
+  # still-running operator removes their streams as the namespace goes.
+  if [[ -n $operator_pid && -n ${manifest:-} ]] && kill -0 "$operator_pid" 2>/dev/null; then
+    sed 's/^  maxAge: 1h$/  maxAge: 1h\n  deletionPolicy: Delete/' "$manifest" |
+      kubectl apply --server-side --force-conflicts -f - >/dev/null 2>&1 || true
+    kubectl delete namespace "$NS" --timeout=120s >/dev/null 2>&1 || true
+  fi
   [[ -n $operator_pid ]] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null || true
   kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  rm -f "${manifest:-}"
   if (( started_here )); then hack/cluster-down.sh --quiet || true; fi
 }
 trap cleanup EXIT
@@ -59,7 +67,7 @@ for ((i = 0; i < N; i++)); do
   printf 'apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: t%04d\n  namespace: %s\nspec:\n  maxAge: 1h\n---\n' "$i" "$NS"
 done >"$manifest"
 
-target/release/switchyard run --namespace "$NS" --resync-interval "${RESYNC}s" --log-format json \
+target/release/switchyard run --namespace "$NS" --resync-interval "${RESYNC}s" --log-format json --http-addr off \
   >"$DEV/logs/bench-operator.log" 2>&1 &
 operator_pid=$!
 sleep 1

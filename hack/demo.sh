@@ -18,10 +18,11 @@ if [[ -f $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
   kill "$(cat "$pid_file")" && sleep 1
 fi
 mkdir -p "$DEV/logs" "$DEV/pids"
-nohup target/debug/switchyard run --log-format json --nats-url "$NATS_URL" \
+http_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+nohup target/debug/switchyard run --log-format json --nats-url "$NATS_URL" --http-addr "127.0.0.1:$http_port" \
   >"$DEV/logs/switchyard.log" 2>&1 &
 echo $! >"$pid_file"
-echo "operator running (pid $(cat "$pid_file")), logs in $DEV/logs/switchyard.log"
+echo "operator running (pid $(cat "$pid_file")), logs in $DEV/logs/switchyard.log, metrics on http://127.0.0.1:$http_port/metrics"
 
 kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml
 if ! kubectl -n shop wait --for=condition=Ready topic --all --timeout=60s; then

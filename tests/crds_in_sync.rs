@@ -43,15 +43,28 @@ fn printed_crds_are_the_files_joined() {
         .expect("run switchyard crd");
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<serde_yaml::Value> = printed
-        .split("\n---\n")
-        .map(|d| serde_yaml::from_str(d).expect("each document is YAML"))
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&printed)
+        .map(|d| serde::Deserialize::deserialize(d).expect("each document is YAML"))
         .collect();
     assert_eq!(docs.len(), switchyard::crdgen::all().len());
     for doc in docs {
         assert_eq!(doc["kind"], "CustomResourceDefinition");
         assert_eq!(doc["spec"]["group"], "switchyard.dev");
     }
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let mut files: Vec<_> = fs::read_dir(&committed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let joined: String = files
+        .iter()
+        .map(|f| fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(
+        printed == joined,
+        "`switchyard crd` must print crds/*.yaml concatenated; run `make crds`"
+    );
 }
 
 fn tempdir() -> std::path::PathBuf {

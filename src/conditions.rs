@@ -43,13 +43,28 @@ pub enum Reason {
     BrokerRejected,
     /// The `switchyard.dev/paused` annotation is set.
     Paused,
-    /// Reconciliation resumed after a pause.
-    Resumed,
     /// The object is being deleted and the broker object is being cleaned up.
     Deleting,
 }
 
 impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Self::StreamReady,
+        Self::InvalidSpec,
+        Self::BrokerUnavailable,
+        Self::StreamNotOwned,
+        Self::ChangeRefused,
+        Self::SubjectsOverlap,
+        Self::BrokerRejected,
+        Self::Paused,
+        Self::Deleting,
+    ];
+
+    /// The reason a stored condition names, if it is one of ours.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::StreamReady => "StreamReady",
@@ -60,7 +75,6 @@ impl Reason {
             Self::SubjectsOverlap => "SubjectsOverlap",
             Self::BrokerRejected => "BrokerRejected",
             Self::Paused => "Paused",
-            Self::Resumed => "Resumed",
             Self::Deleting => "Deleting",
         }
     }
@@ -165,6 +179,14 @@ mod tests {
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()
+    }
+
+    #[test]
+    fn reasons_round_trip_through_their_names() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("SomethingElse"), None);
     }
 
     #[test]

@@ -45,7 +45,8 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn failed(ready: Verdict) -> Self {
+    /// An outcome that did not look at the stream.
+    fn without_stream(ready: Verdict) -> Self {
         Self {
             ready,
             info: None,
@@ -152,7 +153,7 @@ fn paused_outcome(topic: &Topic) -> Outcome {
         .map(|c| Verdict {
             type_: ConditionType::Ready,
             status: c.status == "True",
-            reason: reason_from_str(&c.reason),
+            reason: Reason::parse(&c.reason).unwrap_or(Reason::Paused),
             message: c.message.clone(),
         })
         .unwrap_or_else(|| {
@@ -161,23 +162,7 @@ fn paused_outcome(topic: &Topic) -> Outcome {
                 "reconciliation is paused before the stream was ever synced",
             )
         });
-    Outcome::failed(ready)
-}
-
-fn reason_from_str(s: &str) -> Reason {
-    [
-        Reason::StreamReady,
-        Reason::InvalidSpec,
-        Reason::BrokerUnavailable,
-        Reason::StreamNotOwned,
-        Reason::ChangeRefused,
-        Reason::SubjectsOverlap,
-        Reason::BrokerRejected,
-        Reason::Deleting,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == s)
-    .unwrap_or(Reason::Paused)
+    Outcome::without_stream(ready)
 }
 
 async fn sync_stream(topic: &Topic, namespace: &str, ctx: &Context) -> Outcome {

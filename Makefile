@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 DEV_ENV := target/dev-env/env
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo demo-down bench-topics
+.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-schema-compat
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ demo: tools ## Local cluster + NATS + operator + sample Topics, then show their 
 
 bench-topics: tools ## Apply N Topics (N=500) and measure time to Ready, API writes and operator RSS
 	hack/bench-topics.sh $(N)
+
+bench-schema-compat: ## Time schema compatibility checks (realistic and 5,000-property pairs) → BENCHMARKS.md
+	hack/bench-schema-compat.sh

@@ -15,4 +15,5 @@ pub mod crdgen;
 pub mod metrics;
 pub mod naming;
 pub mod reconcile;
+pub mod schema;
 pub mod telemetry;

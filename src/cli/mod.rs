@@ -1,5 +1,7 @@
 //! The `switchyard` command line.
 
+mod schema_check;
+
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
@@ -35,12 +37,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator.
     Run(Box<RunArgs>),
+    /// Work with event schemas without a cluster.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crd {
         /// Write `<name>.yaml` files into this directory instead of printing.
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Check a candidate schema against earlier versions under a compatibility mode.
+    /// Exit code 0: compatible; 1: incompatible; 2: invalid input.
+    Check(schema_check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +161,9 @@ impl NatsArgs {
 pub async fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd { out_dir } => print_crds(out_dir),
+        Command::Schema {
+            command: SchemaCommand::Check(args),
+        } => schema_check::run(&args),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
             run_operator(*args).await

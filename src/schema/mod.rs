@@ -1,0 +1,36 @@
+//! The JSON Schema compatibility engine behind `EventSchema`: which differences separate two
+//! versions of an event's schema, and whether a new version keeps events readable under a
+//! compatibility mode.
+//!
+//! The rules are Confluent Schema Registry's for JSON Schema, so teams moving from it get the
+//! same verdicts: a version is first compared with another ([`diff`]) into a list of
+//! [`Difference`]s, each of a [`ChangeKind`] that is compatible or not, then [`check`] judges a
+//! candidate against the history by mode. Pure code: no I/O, nothing fetched.
+//!
+//! - [`document`]: parsing, meta-schema validation and compilation into a [`Schema`].
+//! - [`change`]: the kinds of difference and their verdicts.
+//! - `diff`: the comparison, one module per schema family.
+//! - [`compat`]: verdicts per mode.
+
+pub mod change;
+pub mod compat;
+pub mod document;
+pub mod error;
+
+mod build;
+mod canonical;
+mod diff;
+mod model;
+mod refs;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::{
+    change::{ChangeKind, Difference},
+    compat::{Direction, PairCheck, Report, check},
+    diff::{MAX_LISTED, diff},
+    document::{Draft, MAX_DEPTH, Schema},
+    error::SchemaError,
+};
+pub use crate::api::event_schema::Compatibility;

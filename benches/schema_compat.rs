@@ -14,8 +14,12 @@ use switchyard::schema::{Compatibility, Schema, check};
 /// One leaf property of a generated schema; `evolved` relaxes or extends it compatibly.
 fn leaf(i: usize, evolved: bool) -> Value {
     match i % 6 {
-        0 => json!({"type": "string", "maxLength": if evolved { 256 } else { 128 }, "description": format!("field {i}")}),
-        1 => json!({"type": "integer", "minimum": 0, "maximum": if evolved { 10_000 } else { 1_000 }}),
+        0 => {
+            json!({"type": "string", "maxLength": if evolved { 256 } else { 128 }, "description": format!("field {i}")})
+        }
+        1 => {
+            json!({"type": "integer", "minimum": 0, "maximum": if evolved { 10_000 } else { 1_000 }})
+        }
         2 => {
             let mut values = vec!["new", "paid", "shipped"];
             if evolved {
@@ -47,7 +51,10 @@ fn generated(groups: usize, per_group: usize, evolved: bool) -> Value {
         );
     }
     properties.insert("address".into(), json!({"$ref": "#/$defs/address"}));
-    let mut payment = vec![json!({"$ref": "#/$defs/card"}), json!({"$ref": "#/$defs/invoice"})];
+    let mut payment = vec![
+        json!({"$ref": "#/$defs/card"}),
+        json!({"$ref": "#/$defs/invoice"}),
+    ];
     if evolved {
         payment.push(json!({"type": "object", "properties": {"voucher": {"type": "string"}}}));
     }
@@ -69,7 +76,10 @@ fn generated(groups: usize, per_group: usize, evolved: bool) -> Value {
 fn count_properties(v: &Value) -> usize {
     match v {
         Value::Object(map) => {
-            let here = map.get("properties").and_then(Value::as_object).map_or(0, Map::len);
+            let here = map
+                .get("properties")
+                .and_then(Value::as_object)
+                .map_or(0, Map::len);
             here + map.values().map(count_properties).sum::<usize>()
         }
         Value::Array(items) => items.iter().map(count_properties).sum(),
@@ -90,7 +100,10 @@ fn time(iterations: usize, mut f: impl FnMut()) -> (Duration, Duration) {
         })
         .collect();
     samples.sort();
-    (samples[samples.len() / 2], samples[samples.len() * 95 / 100])
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 95 / 100],
+    )
 }
 
 fn pair(groups: usize, per_group: usize) -> (Schema, Schema, usize) {
@@ -126,12 +139,18 @@ fn main() {
     }
     let modes = [Compatibility::Backward, Compatibility::Full];
     let mut lines = Vec::new();
-    for (label, groups, per_group, iterations) in [("realistic", 12, 16, 2_000), ("large", 100, 50, 50)] {
+    for (label, groups, per_group, iterations) in
+        [("realistic", 12, 16, 2_000), ("large", 100, 50, 50)]
+    {
         let (old, new, props) = pair(groups, per_group);
         for mode in modes {
             let report = check(mode, std::slice::from_ref(&old), &new);
             let (median, p95) = time(iterations, || {
-                black_box(check(mode, black_box(std::slice::from_ref(&old)), black_box(&new)));
+                black_box(check(
+                    mode,
+                    black_box(std::slice::from_ref(&old)),
+                    black_box(&new),
+                ));
             });
             lines.push(format!(
                 "- {label} pair ({props} properties), {mode:?}: median **{:.3} ms**, p95 {:.3} ms over {iterations} runs (verdict: {})",
@@ -156,16 +175,26 @@ fn main() {
             .args(["--memory-probe", &groups.to_string()])
             .output()
             .expect("memory probe runs");
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("probe prints KiB")
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("probe prints KiB")
     };
     let baseline = probe(0);
     let mut memory = Vec::new();
     for groups in [25, 50, 100, 200] {
         let props = count_properties(&generated(groups, 50, false));
         let kib = probe(groups).saturating_sub(baseline);
-        memory.push(format!("{props} properties: {:.1} MiB ({} bytes/property)", kib as f64 / 1024.0, kib * 1024 / props as u64));
+        memory.push(format!(
+            "{props} properties: {:.1} MiB ({} bytes/property)",
+            kib as f64 / 1024.0,
+            kib * 1024 / props as u64
+        ));
     }
-    lines.push(format!("- Peak memory (RSS above baseline) for parsing two versions and a Full check: {}", memory.join("; ")));
+    lines.push(format!(
+        "- Peak memory (RSS above baseline) for parsing two versions and a Full check: {}",
+        memory.join("; ")
+    ));
     for line in lines {
         println!("{line}");
     }

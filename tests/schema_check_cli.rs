@@ -3,7 +3,10 @@
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/schemas/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/schemas/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn check(args: &[&str]) -> Output {
@@ -28,7 +31,12 @@ fn compatible_evolution_exits_zero_and_lists_each_difference() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
-    for expected in ["TYPE_EXTENDED", "#/properties/amount", "ENUM_ARRAY_EXTENDED", "is compatible under Backward"] {
+    for expected in [
+        "TYPE_EXTENDED",
+        "#/properties/amount",
+        "ENUM_ARRAY_EXTENDED",
+        "is compatible under Backward",
+    ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     assert!(!text.contains("BREAKS"), "{text}");
@@ -44,7 +52,10 @@ fn incompatible_evolution_exits_one_and_names_the_breaking_changes() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let text = stdout(&out);
-    assert!(text.contains("BREAKS") && text.contains("ENUM_ARRAY_NARROWED"), "{text}");
+    assert!(
+        text.contains("BREAKS") && text.contains("ENUM_ARRAY_NARROWED"),
+        "{text}"
+    );
     assert!(text.contains("NOT compatible under Forward"), "{text}");
 }
 
@@ -68,7 +79,11 @@ fn transitive_mode_checks_every_earlier_version() {
         .iter()
         .map(|c| c["against"].as_u64().unwrap())
         .collect();
-    assert_eq!(against.len(), 2, "checked against both earlier versions: {report}");
+    assert_eq!(
+        against.len(),
+        2,
+        "checked against both earlier versions: {report}"
+    );
     assert!(against.contains(&0) && against.contains(&1));
     assert_eq!(report["previous"].as_array().unwrap().len(), 2);
 }
@@ -102,6 +117,9 @@ fn invalid_input_exits_two_with_the_file_and_the_reason() {
         assert_eq!(out.status.code(), Some(2), "{file}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(file) && err.contains(reason), "{file}: {err}");
-        assert!(out.stdout.is_empty(), "nothing is judged when an input is bad");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing is judged when an input is bad"
+        );
     }
 }

@@ -88,18 +88,25 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 /// Reads one schema: a JSON or YAML file holding either the schema itself or an EventSchema
 /// manifest. Every failure names the file and what is wrong.
 pub fn load(path: &Path) -> Result<Schema, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let document: serde_json::Value = if is_json {
-        serde_json::from_str(&text).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?
     } else {
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: not valid YAML: {e}", path.display()))?
+        serde_yaml::from_str(&text)
+            .map_err(|e| format!("{}: not valid YAML: {e}", path.display()))?
     };
     let document = match document.get("kind").and_then(|k| k.as_str()) {
-        Some("EventSchema") => document
-            .pointer("/spec/schema")
-            .cloned()
-            .ok_or_else(|| format!("{}: EventSchema manifest has no spec.schema", path.display()))?,
+        Some("EventSchema") => document.pointer("/spec/schema").cloned().ok_or_else(|| {
+            format!(
+                "{}: EventSchema manifest has no spec.schema",
+                path.display()
+            )
+        })?,
         _ => document,
     };
     Schema::parse(document).map_err(|e| format!("{}: not a valid JSON Schema: {e}", path.display()))
@@ -131,7 +138,10 @@ fn render_text(report: &Report, names: &[String]) -> String {
     if report.compatible {
         let _ = writeln!(out, "{candidate} is compatible under {mode}");
     } else {
-        let _ = writeln!(out, "{candidate} is NOT compatible under {mode}: {breaking} breaking change(s)");
+        let _ = writeln!(
+            out,
+            "{candidate} is NOT compatible under {mode}: {breaking} breaking change(s)"
+        );
     }
     out
 }
@@ -145,7 +155,10 @@ struct JsonReport<'a> {
 }
 
 fn render_json(report: &Report, names: &[String]) -> String {
-    let (candidate, previous) = names.split_last().map(|(c, p)| (c.as_str(), p)).unwrap_or(("", &[]));
+    let (candidate, previous) = names
+        .split_last()
+        .map(|(c, p)| (c.as_str(), p))
+        .unwrap_or(("", &[]));
     let json = JsonReport {
         candidate,
         previous,

@@ -204,4 +204,3 @@ fn unmatchable_patterns_are_refused_not_panicked() {
         "{error:?}"
     );
 }
-

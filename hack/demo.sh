@@ -34,6 +34,10 @@ fi
 echo
 kubectl get switchyard -n shop -o wide
 echo
+echo "Schema evolution, judged before anything reaches the cluster:"
+target/debug/switchyard schema check --compatibility backward \
+  config/samples/schemas/order-placed-v1.yaml config/samples/schemas/order-placed-v2.yaml || true
+echo
 cat <<MSG
 Try:
   source $DEV/env

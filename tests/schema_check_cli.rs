@@ -57,6 +57,10 @@ fn incompatible_evolution_exits_one_and_names_the_breaking_changes() {
         "{text}"
     );
     assert!(text.contains("NOT compatible under Forward"), "{text}");
+    assert!(
+        text.contains("all modes: None yes, Backward yes, BackwardTransitive yes, Forward no"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -86,6 +90,9 @@ fn transitive_mode_checks_every_earlier_version() {
     );
     assert!(against.contains(&0) && against.contains(&1));
     assert_eq!(report["previous"].as_array().unwrap().len(), 2);
+    assert_eq!(report["verdicts"]["BackwardTransitive"], false);
+    assert_eq!(report["verdicts"]["None"], true);
+    assert_eq!(report["verdicts"].as_object().unwrap().len(), 7);
 }
 
 #[test]

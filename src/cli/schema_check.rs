@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::schema::{self, Compatibility, Direction, Report, Schema};
 
+/// Every mode with its verdict, shown beside the verdict of the chosen mode.
+type Verdicts = Vec<(Compatibility, bool)>;
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The compatibility mode to judge by.
@@ -72,10 +75,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     };
     let candidate = schemas.pop().expect("clap requires at least one file");
     let report = schema::check(args.compatibility.into(), &schemas, &candidate);
+    let verdicts = schema::verdicts(&schemas, &candidate);
     let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let rendered = match args.output {
-        Output::Text => render_text(&report, &names),
-        Output::Json => render_json(&report, &names),
+        Output::Text => render_text(&report, &verdicts, &names),
+        Output::Json => render_json(&report, &verdicts, &names),
     };
     print!("{rendered}");
     if report.compatible {
@@ -119,7 +123,7 @@ fn direction_text(direction: Direction) -> &'static str {
     }
 }
 
-fn render_text(report: &Report, names: &[String]) -> String {
+fn render_text(report: &Report, verdicts: &Verdicts, names: &[String]) -> String {
     let mut out = String::new();
     let candidate = names.last().map(String::as_str).unwrap_or_default();
     for check in &report.checks {
@@ -133,6 +137,11 @@ fn render_text(report: &Report, names: &[String]) -> String {
             let _ = writeln!(out, "  {verdict} {:<48} {}", d.kind.as_str(), d.pointer);
         }
     }
+    let all: Vec<String> = verdicts
+        .iter()
+        .map(|(mode, ok)| format!("{mode:?} {}", if *ok { "yes" } else { "no" }))
+        .collect();
+    let _ = writeln!(out, "all modes: {}", all.join(", "));
     let mode = format!("{:?}", report.mode);
     let breaking = report.breaking().count();
     if report.compatible {
@@ -152,9 +161,11 @@ struct JsonReport<'a> {
     previous: &'a [String],
     #[serde(flatten)]
     report: &'a Report,
+    /// Every mode's verdict, keyed by mode name.
+    verdicts: std::collections::BTreeMap<String, bool>,
 }
 
-fn render_json(report: &Report, names: &[String]) -> String {
+fn render_json(report: &Report, verdicts: &Verdicts, names: &[String]) -> String {
     let (candidate, previous) = names
         .split_last()
         .map(|(c, p)| (c.as_str(), p))
@@ -163,6 +174,10 @@ fn render_json(report: &Report, names: &[String]) -> String {
         candidate,
         previous,
         report,
+        verdicts: verdicts
+            .iter()
+            .map(|(mode, ok)| (format!("{mode:?}"), *ok))
+            .collect(),
     };
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
     text.push('\n');

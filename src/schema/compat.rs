@@ -99,3 +99,38 @@ pub fn check(mode: Compatibility, history: &[Schema], candidate: &Schema) -> Rep
         checks,
     }
 }
+
+/// Every mode with its verdict, for callers that show them all. Each earlier version is diffed
+/// at most once per direction, however many modes need it.
+pub fn verdicts(history: &[Schema], candidate: &Schema) -> Vec<(Compatibility, bool)> {
+    // Index 0 is the latest earlier version: the only one the non-transitive modes look at.
+    let pairs = |forward: bool| -> Vec<bool> {
+        history
+            .iter()
+            .rev()
+            .map(|previous| {
+                let differences = if forward {
+                    diff(candidate, previous)
+                } else {
+                    diff(previous, candidate)
+                };
+                differences.iter().all(|d| d.compatible)
+            })
+            .collect()
+    };
+    let (backward, forward) = (pairs(false), pairs(true));
+    let latest = |checks: &[bool]| checks.first().copied().unwrap_or(true);
+    let every = |checks: &[bool]| checks.iter().all(|ok| *ok);
+    vec![
+        (Compatibility::None, true),
+        (Compatibility::Backward, latest(&backward)),
+        (Compatibility::BackwardTransitive, every(&backward)),
+        (Compatibility::Forward, latest(&forward)),
+        (Compatibility::ForwardTransitive, every(&forward)),
+        (Compatibility::Full, latest(&backward) && latest(&forward)),
+        (
+            Compatibility::FullTransitive,
+            every(&backward) && every(&forward),
+        ),
+    ]
+}

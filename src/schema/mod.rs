@@ -28,7 +28,7 @@ mod tests;
 
 pub use self::{
     change::{ChangeKind, Difference},
-    compat::{Direction, PairCheck, Report, check},
+    compat::{Direction, PairCheck, Report, check, verdicts},
     diff::{MAX_LISTED, diff},
     document::{Draft, MAX_DEPTH, Schema},
     error::SchemaError,

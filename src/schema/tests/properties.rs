@@ -7,7 +7,7 @@ use proptest::{collection::vec, option, prelude::*};
 use serde_json::{Map, Value, json};
 
 use super::rules::MODES;
-use crate::schema::{Compatibility, Schema, check, diff};
+use crate::schema::{Compatibility, Schema, check, diff, verdicts};
 
 fn names() -> impl Strategy<Value = String> {
     prop_oneof![Just("a"), Just("b"), Just("c"), Just("x-d")].prop_map(str::to_string)
@@ -190,6 +190,15 @@ proptest! {
         let forward = check(Compatibility::Forward, std::slice::from_ref(&b), &a);
         prop_assert_eq!(backward.compatible, forward.compatible);
         prop_assert_eq!(&backward.checks[0].differences, &forward.checks[0].differences);
+    }
+
+    #[test]
+    fn all_mode_verdicts_agree_with_checking_each_mode(history in vec(schema(), 0..4), candidate in schema()) {
+        let all = verdicts(&history, &candidate);
+        prop_assert_eq!(all.len(), MODES.len());
+        for (mode, compatible) in all {
+            prop_assert_eq!(compatible, check(mode, &history, &candidate).compatible, "{:?}", mode);
+        }
     }
 
     #[test]

@@ -1,9 +1,8 @@
-//! The one place that speaks to NATS. Everything above it talks in streams and typed errors;
-//! nothing above it sees subjects of the JetStream API or raw server error codes.
+//! The one place that speaks to NATS. Everything above it talks in streams and typed errors
+//! (with the few server error codes worth reacting to named in [`codes`]); nothing above it
+//! builds JetStream API subjects or payloads.
 
 mod connect;
-
-use std::time::Duration;
 
 use async_nats::{
     connection::State,
@@ -102,23 +101,9 @@ impl Broker {
         self.client.connection_state() == State::Connected
     }
 
-    /// The raw client, for publishing and subscribing.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
     /// The JetStream context, for the callers (tests, tools) that need the full API.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
-    }
-
-    /// Flushes pending writes; fails fast when disconnected.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), BrokerError> {
-        self.ensure_connected()?;
-        tokio::time::timeout(timeout, self.client.flush())
-            .await
-            .map_err(|_| BrokerError::Unavailable("no answer to a flush".into()))?
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))
     }
 
     fn ensure_connected(&self) -> Result<(), BrokerError> {

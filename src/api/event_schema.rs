@@ -87,7 +87,10 @@ fn json_schema_document(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// Which earlier versions a new version is checked against, and in which direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Also the `--compatibility` values of `switchyard schema check` (kebab-case there).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 pub enum Compatibility {
     None,
     #[default]

@@ -18,7 +18,7 @@ type Verdicts = Vec<(Compatibility, bool)>;
 pub struct CheckArgs {
     /// The compatibility mode to judge by.
     #[arg(long, value_enum, default_value = "backward")]
-    pub compatibility: Mode,
+    pub compatibility: Compatibility,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
@@ -26,32 +26,6 @@ pub struct CheckArgs {
     /// document, or an EventSchema manifest (its spec.schema is used).
     #[arg(required = true, num_args = 1.., value_name = "PREVIOUS... CANDIDATE")]
     pub files: Vec<PathBuf>,
-}
-
-/// The modes as they are written on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    None,
-    Backward,
-    BackwardTransitive,
-    Forward,
-    ForwardTransitive,
-    Full,
-    FullTransitive,
-}
-
-impl From<Mode> for Compatibility {
-    fn from(mode: Mode) -> Self {
-        match mode {
-            Mode::None => Self::None,
-            Mode::Backward => Self::Backward,
-            Mode::BackwardTransitive => Self::BackwardTransitive,
-            Mode::Forward => Self::Forward,
-            Mode::ForwardTransitive => Self::ForwardTransitive,
-            Mode::Full => Self::Full,
-            Mode::FullTransitive => Self::FullTransitive,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,7 +48,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     };
     let candidate = schemas.pop().expect("clap requires at least one file");
-    let report = schema::check(args.compatibility.into(), &schemas, &candidate);
+    let report = schema::check(args.compatibility, &schemas, &candidate);
     let verdicts = schema::verdicts(&schemas, &candidate);
     let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let rendered = match args.output {

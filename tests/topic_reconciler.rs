@@ -544,9 +544,7 @@ async fn changes_jetstream_cannot_apply_are_refused_at_apply_time() {
         );
     }
     // Growing the partition count is allowed.
-    apply_topic(&s.topics, &topic_yaml(ns, "parts", "  partitions: 8\n"))
-        .await
-        .expect("grow partitions");
+    s.apply("parts", "  partitions: 8\n").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

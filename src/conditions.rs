@@ -1,5 +1,11 @@
-//! The condition vocabulary every kind reports, and the one rule for updating a condition list:
+//! The condition vocabulary, and the one rule for updating a condition list:
 //! `lastTransitionTime` moves only when a condition's status changes.
+//!
+//! Condition types are shared; reasons are per kind ([`ReasonCode`]), so a Subscription can never
+//! report a Topic's `StreamReady`. Every kind's reason enum is declared with [`condition_reasons!`],
+//! which adds the reasons the shared runtime itself reports ([`CommonReason`]).
+
+use std::fmt::Debug;
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -24,78 +30,100 @@ impl ConditionType {
     }
 }
 
-/// Why a condition has its status. Low cardinality: also used as metric label and Event reason.
+/// Reasons the shared runtime reports for any kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The stream exists and matches the spec.
-    StreamReady,
-    /// The spec contains a value Switchyard cannot translate.
+pub enum CommonReason {
+    /// The spec contains a value Switchyard cannot translate; the message names the field.
     InvalidSpec,
     /// NATS cannot be reached, or JetStream does not answer.
     BrokerUnavailable,
-    /// A stream with this name exists and was not created for this object.
-    StreamNotOwned,
-    /// The spec asks for a change JetStream cannot apply in place.
-    ChangeRefused,
-    /// The subjects overlap those of another stream, which keeps them.
-    SubjectsOverlap,
-    /// JetStream refused the request for another reason; the message quotes the server.
+    /// JetStream refused the request; the message quotes the server.
     BrokerRejected,
     /// The `switchyard.dev/paused` annotation is set.
     Paused,
-    /// The object is being deleted and the broker object is being cleaned up.
+    /// The object is being deleted and its broker objects are being cleaned up.
     Deleting,
 }
 
-impl Reason {
-    pub const ALL: [Reason; 9] = [
-        Self::StreamReady,
-        Self::InvalidSpec,
-        Self::BrokerUnavailable,
-        Self::StreamNotOwned,
-        Self::ChangeRefused,
-        Self::SubjectsOverlap,
-        Self::BrokerRejected,
-        Self::Paused,
-        Self::Deleting,
-    ];
+/// A kind's reason vocabulary. Low cardinality: reasons double as metric labels.
+pub trait ReasonCode: Copy + Eq + Debug + Send + Sync + 'static {
+    /// Every reason of the kind, common ones included.
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn common(reason: CommonReason) -> Self;
 
-    /// The reason a stored condition names, if it is one of ours.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    /// The reason a stored condition names, if it is one of this kind's.
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == s)
     }
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::StreamReady => "StreamReady",
-            Self::InvalidSpec => "InvalidSpec",
-            Self::BrokerUnavailable => "BrokerUnavailable",
-            Self::StreamNotOwned => "StreamNotOwned",
-            Self::ChangeRefused => "ChangeRefused",
-            Self::SubjectsOverlap => "SubjectsOverlap",
-            Self::BrokerRejected => "BrokerRejected",
-            Self::Paused => "Paused",
-            Self::Deleting => "Deleting",
+/// Declares a kind's reason enum: the listed reasons plus every [`CommonReason`].
+#[macro_export]
+macro_rules! condition_reasons {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// The spec contains a value Switchyard cannot translate; the message names the field.
+            InvalidSpec,
+            /// NATS cannot be reached, or JetStream does not answer.
+            BrokerUnavailable,
+            /// JetStream refused the request; the message quotes the server.
+            BrokerRejected,
+            /// The `switchyard.dev/paused` annotation is set.
+            Paused,
+            /// The object is being deleted and its broker objects are being cleaned up.
+            Deleting,
         }
-    }
+
+        impl $crate::conditions::ReasonCode for $name {
+            const ALL: &'static [Self] = &[
+                $(Self::$variant,)+
+                Self::InvalidSpec,
+                Self::BrokerUnavailable,
+                Self::BrokerRejected,
+                Self::Paused,
+                Self::Deleting,
+            ];
+
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant),)+
+                    Self::InvalidSpec => "InvalidSpec",
+                    Self::BrokerUnavailable => "BrokerUnavailable",
+                    Self::BrokerRejected => "BrokerRejected",
+                    Self::Paused => "Paused",
+                    Self::Deleting => "Deleting",
+                }
+            }
+
+            fn common(reason: $crate::conditions::CommonReason) -> Self {
+                use $crate::conditions::CommonReason as C;
+                match reason {
+                    C::InvalidSpec => Self::InvalidSpec,
+                    C::BrokerUnavailable => Self::BrokerUnavailable,
+                    C::BrokerRejected => Self::BrokerRejected,
+                    C::Paused => Self::Paused,
+                    C::Deleting => Self::Deleting,
+                }
+            }
+        }
+    };
 }
 
 /// A condition as the reconciler decides it, before times are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict<R> {
     pub type_: ConditionType,
     pub status: bool,
-    pub reason: Reason,
+    pub reason: R,
     pub message: String,
 }
 
-impl Verdict {
-    pub fn new(
-        type_: ConditionType,
-        status: bool,
-        reason: Reason,
-        message: impl Into<String>,
-    ) -> Self {
+impl<R: ReasonCode> Verdict<R> {
+    pub fn new(type_: ConditionType, status: bool, reason: R, message: impl Into<String>) -> Self {
         Self {
             type_,
             status,
@@ -104,12 +132,30 @@ impl Verdict {
         }
     }
 
-    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
+    pub fn ready(reason: R, message: impl Into<String>) -> Self {
         Self::new(ConditionType::Ready, true, reason, message)
     }
 
-    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
+    pub fn not_ready(reason: R, message: impl Into<String>) -> Self {
         Self::new(ConditionType::Ready, false, reason, message)
+    }
+
+    /// Not ready for a reason the runtime reports for every kind.
+    pub fn common(reason: CommonReason, message: impl Into<String>) -> Self {
+        Self::not_ready(R::common(reason), message)
+    }
+
+    /// The verdict a stored condition records, if its reason is one of this kind's.
+    pub fn from_condition(condition: &Condition) -> Option<Self> {
+        let type_ = [ConditionType::Ready, ConditionType::ReconciliationPaused]
+            .into_iter()
+            .find(|t| t.as_str() == condition.type_)?;
+        Some(Self::new(
+            type_,
+            condition.status == "True",
+            R::parse(&condition.reason)?,
+            condition.message.clone(),
+        ))
     }
 }
 
@@ -130,9 +176,9 @@ impl Clock for SystemClock {
 
 /// Returns `current` with `verdict` applied: the condition of that type is replaced, keeping its
 /// `lastTransitionTime` unless the status flips; other conditions are kept in order.
-pub fn apply(
+pub fn apply<R: ReasonCode>(
     current: &[Condition],
-    verdict: &Verdict,
+    verdict: &Verdict<R>,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Condition> {
@@ -177,25 +223,36 @@ pub fn find(current: &[Condition], type_: ConditionType) -> Option<&Condition> {
 mod tests {
     use super::*;
 
+    condition_reasons! {
+        enum TestReason {
+            /// Everything matches.
+            Fine,
+        }
+    }
+
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()
     }
 
     #[test]
     fn reasons_round_trip_through_their_names() {
-        for reason in Reason::ALL {
-            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        for reason in TestReason::ALL {
+            assert_eq!(TestReason::parse(reason.as_str()), Some(*reason));
         }
-        assert_eq!(Reason::parse("SomethingElse"), None);
+        assert_eq!(TestReason::parse("SomethingElse"), None);
+        assert_eq!(
+            TestReason::common(CommonReason::BrokerUnavailable).as_str(),
+            "BrokerUnavailable"
+        );
     }
 
     #[test]
     fn new_condition_gets_the_current_time() {
-        let v = Verdict::ready(Reason::StreamReady, "ok");
+        let v = Verdict::ready(TestReason::Fine, "ok");
         let out = apply(&[], &v, Some(3), at(100));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].status, "True");
-        assert_eq!(out[0].reason, "StreamReady");
+        assert_eq!(out[0].reason, "Fine");
         assert_eq!(out[0].observed_generation, Some(3));
         assert_eq!(out[0].last_transition_time, Time(at(100)));
     }
@@ -204,13 +261,13 @@ mod tests {
     fn same_status_keeps_transition_time_even_when_reason_changes() {
         let first = apply(
             &[],
-            &Verdict::not_ready(Reason::BrokerUnavailable, "down"),
+            &Verdict::not_ready(TestReason::BrokerUnavailable, "down"),
             Some(1),
             at(100),
         );
         let second = apply(
             &first,
-            &Verdict::not_ready(Reason::InvalidSpec, "bad"),
+            &Verdict::not_ready(TestReason::InvalidSpec, "bad"),
             Some(2),
             at(200),
         );
@@ -223,13 +280,13 @@ mod tests {
     fn status_flip_moves_transition_time() {
         let first = apply(
             &[],
-            &Verdict::not_ready(Reason::BrokerUnavailable, "down"),
+            &Verdict::not_ready(TestReason::BrokerUnavailable, "down"),
             Some(1),
             at(100),
         );
         let second = apply(
             &first,
-            &Verdict::ready(Reason::StreamReady, "ok"),
+            &Verdict::ready(TestReason::Fine, "ok"),
             Some(1),
             at(200),
         );
@@ -241,11 +298,11 @@ mod tests {
         let paused = Verdict::new(
             ConditionType::ReconciliationPaused,
             true,
-            Reason::Paused,
+            TestReason::Paused,
             "paused",
         );
         let both = apply(
-            &apply(&[], &Verdict::ready(Reason::StreamReady, "ok"), None, at(1)),
+            &apply(&[], &Verdict::ready(TestReason::Fine, "ok"), None, at(1)),
             &paused,
             None,
             at(2),

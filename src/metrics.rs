@@ -1,13 +1,17 @@
-//! Prometheus metrics, and the small HTTP server that serves them with the health probes.
+//! Prometheus metrics: what the operator counts, labelled by kind.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -22,13 +26,25 @@ pub struct ErrorLabels {
     pub category: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: &'static str,
+    /// What was written: `status`, `finalizers` or `event`.
+    pub write: &'static str,
+}
+
+type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
+
 /// Everything Switchyard counts.
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
-    pub reconcile_seconds: Histogram,
+    pub reconcile_seconds: HistogramFamily,
+    pub retry_delay_seconds: HistogramFamily,
+    pub kube_writes: Family<WriteLabels, Counter>,
     pub broker_connected: Gauge,
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,13 +62,31 @@ impl Default for Metrics {
             "Reconciles aborted by an error, by kind and category",
             reconcile_errors.clone(),
         );
-        let reconcile_seconds = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
+        let reconcile_seconds: HistogramFamily = Family::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
         registry.register(
             "reconcile_duration_seconds",
-            "Time one reconcile took",
+            "Time one reconcile took, by kind",
             reconcile_seconds.clone(),
+        );
+        let retry_delay_seconds: HistogramFamily = Family::new_with_constructor(|| {
+            Histogram::new([
+                0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 300.0,
+            ])
+        });
+        registry.register(
+            "retry_delay_seconds",
+            "Delays chosen before retrying a failed reconcile (exponential with jitter), by kind",
+            retry_delay_seconds.clone(),
+        );
+        let kube_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "kube_writes",
+            "Writes to the Kubernetes API, by kind and what was written",
+            kube_writes.clone(),
         );
         let broker_connected = Gauge::default();
         registry.register(
@@ -60,12 +94,21 @@ impl Default for Metrics {
             "1 while the NATS connection is up",
             broker_connected.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this instance holds the leader Lease (or runs without election)",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
             reconcile_errors,
             reconcile_seconds,
+            retry_delay_seconds,
+            kube_writes,
             broker_connected,
+            leader,
         }
     }
 }
@@ -75,12 +118,26 @@ impl Metrics {
         self.reconciles
             .get_or_create(&ReconcileLabels { kind, reason })
             .inc();
-        self.reconcile_seconds.observe(took.as_secs_f64());
+        self.reconcile_seconds
+            .get_or_create(&KindLabels { kind })
+            .observe(took.as_secs_f64());
     }
 
     pub fn observe_error(&self, kind: &'static str, category: &'static str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels { kind, category })
+            .inc();
+    }
+
+    pub fn observe_retry(&self, kind: &'static str, delay: Duration) {
+        self.retry_delay_seconds
+            .get_or_create(&KindLabels { kind })
+            .observe(delay.as_secs_f64());
+    }
+
+    pub fn observe_write(&self, kind: &'static str, write: &'static str) {
+        self.kube_writes
+            .get_or_create(&WriteLabels { kind, write })
             .inc();
     }
 
@@ -91,27 +148,6 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (the controllers run).
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
-}
-
-async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.render(),
-    )
 }
 
 #[cfg(test)]
@@ -134,7 +170,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("switchyard_reconcile_duration_seconds_count 2"),
+            text.contains(r#"switchyard_reconcile_duration_seconds_count{kind="Topic"} 2"#),
+            "{text}"
+        );
+        m.observe_write("Topic", "status");
+        m.observe_retry("Topic", Duration::from_secs(3));
+        let text = m.render();
+        assert!(
+            text.contains(r#"switchyard_kube_writes_total{kind="Topic",write="status"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchyard_retry_delay_seconds_bucket{le="4.0",kind="Topic"} 1"#),
             "{text}"
         );
     }

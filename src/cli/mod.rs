@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     broker::{BrokerAuth, BrokerOptions, BrokerTls},
     crdgen,
-    reconcile::{self, OperatorConfig},
+    runtime::{self, OperatorConfig},
     telemetry::{self, LogFormat},
 };
 
@@ -65,9 +65,13 @@ pub struct RunArgs {
     /// How often objects in sync are checked again for drift on the broker.
     #[arg(long, env = "SWITCHYARD_RESYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
-    /// How soon to retry while NATS is unavailable.
-    #[arg(long, env = "SWITCHYARD_BROKER_RETRY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub broker_retry_interval: Duration,
+    /// First delay before retrying a failed reconcile (NATS or the API server unavailable);
+    /// later retries of the same object back off exponentially, with jitter.
+    #[arg(long, env = "SWITCHYARD_RETRY_INITIAL_DELAY", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_initial_delay: Duration,
+    /// Longest delay between retries of a failing object.
+    #[arg(long, env = "SWITCHYARD_RETRY_MAX_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Duration,
     /// How long a deletion waits for NATS before releasing the object and leaving the stream.
     #[arg(long, env = "SWITCHYARD_FINALIZER_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub finalizer_timeout: Duration,
@@ -216,7 +220,8 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         http_addr,
         namespace: args.namespace,
         resync_interval: args.resync_interval,
-        broker_retry_interval: args.broker_retry_interval,
+        retry_initial_delay: args.retry_initial_delay,
+        retry_max_delay: args.retry_max_delay,
         finalizer_timeout: args.finalizer_timeout,
         concurrency: args.concurrency,
         instance: args.instance,
@@ -225,7 +230,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match reconcile::run(client, config, shutdown_signal(shutdown)).await {
+    match runtime::run(client, config, shutdown_signal(shutdown)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("operator stopped: {e}");

@@ -1,6 +1,9 @@
 //! Shared harness for integration tests: a real kube-apiserver (KUBECONFIG) and a real
-//! nats-server (NATS_URL), both started by `make cluster-up`. Every test gets a fresh namespace
-//! and its own operator instance watching only that namespace, so tests run in parallel.
+//! nats-server (NATS_URL), both started by `make cluster-up`. Every test gets a fresh namespace,
+//! unique per run, and its own operator instance watching only that namespace, so tests run in
+//! parallel. The namespace and every broker object named after it are removed when the test
+//! ends, also when it fails. Helpers are generic over the kinds: apply any manifest, wait for
+//! any condition by watching.
 
 #![allow(dead_code)]
 
@@ -13,21 +16,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use k8s_openapi::{
     api::{core::v1::Namespace, events::v1::Event},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    core::NamespaceResourceScope,
     runtime::wait::{await_condition, conditions},
 };
+use serde::{Serialize, de::DeserializeOwned};
 use switchyard::{
-    api::Topic,
+    api::{DeadLetterPolicy, EventSchema, Subscription, Topic},
     broker::{Broker, BrokerOptions},
-    conditions::ConditionType,
     crdgen,
-    reconcile::{self, OperatorConfig},
+    runtime::{self, OperatorConfig},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -79,46 +84,122 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-/// A namespace that exists for one test and is deleted afterwards.
+/// A namespace that exists for one test. When dropped (the test passed or panicked) it removes
+/// every broker stream named after it, releases the finalizers Switchyard put on its objects (the
+/// operator under test may be gone) and deletes the namespace, waiting until it is gone.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Identifies this test run, so namespaces of an earlier run never clash with this one's.
+fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff))
+}
+
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let suffix = format!(
-            "{:x}{n}",
-            std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
-        );
-        let name = format!("{prefix}-{suffix}");
+        let name = format!("{prefix}-{}-{n}", run_id());
         let api: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
         api.create(&PostParams::default(), &ns)
             .await
             .expect("create namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Self { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
         let name = self.name.clone();
-        // Best effort: the test is over either way, and the environment is torn down after the run.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = api.delete(&name, &DeleteParams::background()).await;
-            });
+        // A thread with its own runtime and clients: the test's runtime may be unwinding, and
+        // its clients' background tasks may no longer be polled.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(remove_namespace(&name))
+        });
+        if let Ok(Err(problem)) = cleanup.join() {
+            eprintln!("test cleanup: {problem}");
         }
     }
+}
+
+async fn remove_namespace(name: &str) -> Result<(), String> {
+    let client = Client::try_default().await.map_err(|e| e.to_string())?;
+    release_finalizers::<Topic>(&client, name).await;
+    release_finalizers::<Subscription>(&client, name).await;
+    release_finalizers::<DeadLetterPolicy>(&client, name).await;
+    release_finalizers::<EventSchema>(&client, name).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::background()).await;
+    let gone = tokio::time::timeout(
+        PATIENCE,
+        await_condition(namespaces, name, conditions::is_deleted("")),
+    )
+    .await;
+    // Streams last: an operator still running could otherwise recreate one for a Topic that
+    // was not deleted yet.
+    let streams = delete_streams_of(name).await;
+    match (gone, streams) {
+        (Ok(Ok(_)), Ok(())) => Ok(()),
+        (Ok(Err(e)), _) => Err(format!("watching namespace {name}: {e}")),
+        (Err(_), _) => Err(format!("namespace {name} still exists after {PATIENCE:?}")),
+        (_, Err(e)) => Err(e),
+    }
+}
+
+async fn release_finalizers<K>(client: &Client, namespace: &str)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return;
+    };
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    for obj in list.items.iter().filter(|o| !o.finalizers().is_empty()) {
+        let _ = api
+            .patch(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await;
+    }
+}
+
+/// Deletes every stream of the shared NATS server named after the namespace (`<ns>_…`).
+async fn delete_streams_of(namespace: &str) -> Result<(), String> {
+    let Ok(url) = std::env::var("NATS_URL") else {
+        return Ok(());
+    };
+    let client = async_nats::connect(&url)
+        .await
+        .map_err(|e| format!("connecting to NATS for cleanup: {e}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    let prefix = format!("{namespace}_");
+    let names: Vec<String> = jetstream
+        .stream_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    for stream in names.iter().filter(|n| n.starts_with(&prefix)) {
+        jetstream
+            .delete_stream(stream)
+            .await
+            .map_err(|e| format!("deleting stream {stream}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// An operator running inside the test process, scoped to one namespace.
@@ -143,7 +224,8 @@ impl Operator {
         let mut config = OperatorConfig::new(broker);
         config.namespace = Some(namespace.to_string());
         config.resync_interval = Duration::from_secs(2);
-        config.broker_retry_interval = Duration::from_secs(1);
+        config.retry_initial_delay = Duration::from_millis(500);
+        config.retry_max_delay = Duration::from_secs(2);
         config.finalizer_timeout = Duration::from_secs(30);
         config.instance = format!("test-{namespace}");
         tweak(&mut config);
@@ -154,7 +236,7 @@ impl Operator {
             let shutdown = async {
                 let _ = rx.await;
             };
-            reconcile::run(client, config, shutdown)
+            runtime::run(client, config, shutdown)
                 .await
                 .expect("operator run");
         });
@@ -200,42 +282,88 @@ where
     }
 }
 
-/// The Ready condition as (status, reason, message), if the Topic has one.
-pub fn ready_of(topic: &Topic) -> Option<(String, String, String)> {
-    let status = topic.status.as_ref()?;
-    let c = switchyard::conditions::find(&status.conditions, ConditionType::Ready)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+/// A condition of any kind's object as (status, reason, message), if it has one.
+pub fn condition_of<K: Serialize>(obj: &K, type_: &str) -> Option<(String, String, String)> {
+    let value = serde_json::to_value(obj).ok()?;
+    let condition = value
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?;
+    let text = |field: &str| condition[field].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
 }
 
-/// Waits until the Topic's Ready condition has `status` and `reason` for its current generation.
-pub async fn wait_for_ready(api: &Api<Topic>, name: &str, status: &str, reason: &str) -> Topic {
-    let what = format!("Topic {name} Ready={status}/{reason}");
-    let mut last = None;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(topic) = api.get(name).await {
-            let ready = ready_of(&topic);
-            let current = topic.status.as_ref().and_then(|s| s.observed_generation)
-                == topic.metadata.generation;
-            if current
-                && ready
-                    .as_ref()
-                    .is_some_and(|(s, r, _)| s == status && r == reason)
-            {
-                return topic;
-            }
-            last = ready;
+/// The Ready condition as (status, reason, message), if the object has one.
+pub fn ready_of<K: Serialize>(obj: &K) -> Option<(String, String, String)> {
+    condition_of(obj, "Ready")
+}
+
+fn observed_generation<K: Serialize>(obj: &K) -> Option<i64> {
+    serde_json::to_value(obj)
+        .ok()?
+        .pointer("/status/observedGeneration")?
+        .as_i64()
+}
+
+/// Waits, by watching the object, until `accept` holds, and returns the object then. Fails
+/// after [`PATIENCE`] with the last state seen.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, accept: impl Fn(&K) -> bool) -> K
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let last = std::sync::Mutex::new(None::<K>);
+    let condition = |obj: Option<&K>| {
+        if let Some(obj) = obj {
+            *last.lock().unwrap() = Some(obj.clone());
+            return accept(obj);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last Ready condition: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        false
+    };
+    match tokio::time::timeout(PATIENCE, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
+        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+        Err(_) => panic!(
+            "timed out after {PATIENCE:?} waiting for {what}; last seen: {:?}",
+            last.lock().unwrap().as_ref()
+        ),
     }
 }
 
-/// Creates a Topic from YAML (server-side apply, as kubectl and GitOps tools do).
-pub async fn apply_topic(api: &Api<Topic>, yaml: &str) -> Result<Topic, kube::Error> {
+/// Waits until the object's Ready condition has `status` and `reason` for its current
+/// generation.
+pub async fn wait_for_ready<K>(api: &Api<K>, name: &str, status: &str, reason: &str) -> K
+where
+    K: Resource + Serialize + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let what = format!("{name} Ready={status}/{reason}");
+    wait_for(api, name, &what, |obj| {
+        observed_generation(obj) == obj.meta().generation
+            && ready_of(obj).is_some_and(|(s, r, _)| s == status && r == reason)
+    })
+    .await
+}
+
+/// Waits until the object is gone.
+pub async fn wait_until_deleted<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    tokio::time::timeout(
+        PATIENCE,
+        await_condition(api.clone(), name, conditions::is_deleted("")),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} still exists after {PATIENCE:?}"))
+    .unwrap_or_else(|e| panic!("watching {name}: {e}"));
+}
+
+/// Applies a manifest of any kind from YAML (server-side apply, as kubectl and GitOps tools do).
+pub async fn apply<K>(api: &Api<K>, yaml: &str) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     // Sent as written, untyped: bad values must reach the API server, not stop at our parser.
     let value: serde_json::Value = serde_yaml::from_str(yaml).expect("test manifest is YAML");
     let name = value["metadata"]["name"]
@@ -248,6 +376,11 @@ pub async fn apply_topic(api: &Api<Topic>, yaml: &str) -> Result<Topic, kube::Er
         &Patch::Apply(&value),
     )
     .await
+}
+
+/// Creates a Topic from YAML.
+pub async fn apply_topic(api: &Api<Topic>, yaml: &str) -> Result<Topic, kube::Error> {
+    apply(api, yaml).await
 }
 
 /// Events recorded for an object, as (type, reason, note).

@@ -1,38 +1,12 @@
-//! The status a Topic should show. Pure.
+//! What a Topic's status shows besides its conditions. Pure.
 
 use async_nats::jetstream::stream::Info as StreamInfo;
-use k8s_openapi::jiff::Timestamp;
 
-use crate::{
-    api::TopicStatus,
-    conditions::{self, ConditionType, Reason, Verdict},
-};
+use crate::api::TopicStatus;
 
-/// Builds the next status from the previous one. Stream figures come from `info` when the
-/// broker answered, and are otherwise kept as last seen.
-pub fn next_status(
-    previous: Option<&TopicStatus>,
-    ready: &Verdict,
-    paused: bool,
-    stream_name: &str,
-    info: Option<&StreamInfo>,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> TopicStatus {
-    let mut status = previous.cloned().unwrap_or_default();
-    status.conditions = conditions::apply(&status.conditions, ready, generation, now);
-    status.conditions = if paused {
-        let verdict = Verdict::new(
-            ConditionType::ReconciliationPaused,
-            true,
-            Reason::Paused,
-            "the switchyard.dev/paused annotation is \"true\"; remove it to resume",
-        );
-        conditions::apply(&status.conditions, &verdict, generation, now)
-    } else {
-        conditions::remove(&status.conditions, ConditionType::ReconciliationPaused)
-    };
-    status.observed_generation = generation;
+/// Writes the stream name and, when the broker answered, the stream's figures; without an
+/// answer the figures stay as last seen.
+pub fn project(status: &mut TopicStatus, stream_name: &str, info: Option<&StreamInfo>) {
     status.stream_name = Some(stream_name.to_string());
     if let Some(info) = info {
         let state = &info.state;
@@ -42,7 +16,6 @@ pub fn next_status(
         status.last_sequence = Some(count(state.last_sequence));
         status.consumer_count = Some(count(state.consumer_count as u64));
     }
-    status
 }
 
 /// Kubernetes APIs carry counts as int64; JetStream's never come near its limit.
@@ -54,40 +27,39 @@ fn count(value: u64) -> i64 {
 mod tests {
     use super::*;
 
-    fn now() -> Timestamp {
-        Timestamp::from_second(1_000).unwrap()
+    fn info(messages: u64) -> StreamInfo {
+        let config = async_nats::jetstream::stream::Config {
+            name: "ns_t".into(),
+            ..Default::default()
+        };
+        serde_json::from_value(serde_json::json!({
+            "config": config,
+            "created": "2026-11-24T00:00:00Z",
+            "state": {
+                "messages": messages, "bytes": 10 * messages, "first_seq": 1, "last_seq": messages,
+                "first_ts": "2026-11-24T00:00:00Z", "last_ts": "2026-11-24T00:00:00Z",
+                "consumer_count": 2
+            }
+        }))
+        .expect("a stream info")
     }
 
     #[test]
-    fn same_inputs_give_an_identical_status() {
-        let ready = Verdict::ready(Reason::StreamReady, "ok");
-        let first = next_status(None, &ready, false, "ns_t", None, Some(1), now());
-        let later = Timestamp::from_second(2_000).unwrap();
-        let second = next_status(Some(&first), &ready, false, "ns_t", None, Some(1), later);
-        assert_eq!(first, second);
-    }
-
-    #[test]
-    fn pause_adds_and_resume_removes_the_condition() {
-        let ready = Verdict::ready(Reason::StreamReady, "ok");
-        let paused = next_status(None, &ready, true, "ns_t", None, Some(1), now());
-        assert!(
-            conditions::find(&paused.conditions, ConditionType::ReconciliationPaused).is_some()
-        );
-        let resumed = next_status(Some(&paused), &ready, false, "ns_t", None, Some(1), now());
-        assert!(
-            conditions::find(&resumed.conditions, ConditionType::ReconciliationPaused).is_none()
-        );
+    fn figures_come_from_the_broker() {
+        let mut status = TopicStatus::default();
+        project(&mut status, "ns_t", Some(&info(42)));
+        assert_eq!(status.stream_name.as_deref(), Some("ns_t"));
+        assert_eq!(status.messages, Some(42));
+        assert_eq!(status.bytes, Some(420));
+        assert_eq!(status.last_sequence, Some(42));
+        assert_eq!(status.consumer_count, Some(2));
     }
 
     #[test]
     fn figures_survive_an_unanswered_broker() {
-        let ready = Verdict::ready(Reason::StreamReady, "ok");
-        let mut before = next_status(None, &ready, false, "ns_t", None, Some(1), now());
-        before.messages = Some(42);
-        let down = Verdict::not_ready(Reason::BrokerUnavailable, "down");
-        let after = next_status(Some(&before), &down, false, "ns_t", None, Some(1), now());
-        assert_eq!(after.messages, Some(42));
-        assert_eq!(after.conditions[0].status, "False");
+        let mut status = TopicStatus::default();
+        project(&mut status, "ns_t", Some(&info(42)));
+        project(&mut status, "ns_t", None);
+        assert_eq!(status.messages, Some(42));
     }
 }

@@ -1,0 +1,272 @@
+//! The controller runtime every kind runs on: one driver ([`driver`]) that a kind plugs its
+//! stages into, the watches that feed it ([`watch`]), the single writer to the Kubernetes API
+//! ([`writer`]), retry timing ([`retry`]), leader election ([`lease`]), health and metrics over
+//! HTTP ([`http`], [`health`]) and one shutdown signal for all of it ([`shutdown`]).
+
+pub mod driver;
+pub mod health;
+pub mod http;
+pub mod kube_events;
+pub mod lease;
+pub mod relations;
+pub mod retry;
+pub mod shutdown;
+pub mod watch;
+pub mod writer;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client,
+    core::{DeserializeGuard, NamespaceResourceScope},
+    runtime::{
+        Controller, controller,
+        events::{Recorder, Reporter},
+    },
+};
+use tracing::{info, warn};
+
+use self::{
+    driver::{Driven, Reconciler},
+    health::Health,
+    lease::Leadership,
+    retry::Backoff,
+    shutdown::Shutdown,
+    writer::Writer,
+};
+use crate::{
+    broker::{Broker, BrokerError, BrokerOptions},
+    conditions::{Clock, SystemClock},
+    metrics::Metrics,
+    reconcile::topic::TopicReconciler,
+};
+
+/// The field manager Switchyard writes with; server-side apply attributes fields to it.
+pub const FIELD_MANAGER: &str = "switchyard";
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    /// Watch only this namespace; `None` watches all namespaces.
+    pub namespace: Option<String>,
+    pub broker: BrokerOptions,
+    /// How often an object in sync is looked at again, to catch drift on the broker and refresh
+    /// its live figures.
+    pub resync_interval: Duration,
+    /// The first retry delay after a failure; later retries back off exponentially with jitter.
+    pub retry_initial_delay: Duration,
+    /// The longest retry delay.
+    pub retry_max_delay: Duration,
+    /// How long a deletion waits for NATS before the finalizer lets go and leaves the broker
+    /// object behind, so an unreachable broker never wedges a namespace.
+    pub finalizer_timeout: Duration,
+    /// Objects of one kind reconciled at the same time.
+    pub concurrency: u16,
+    /// Names this operator instance in Events and in the leader Lease.
+    pub instance: String,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; `None` serves nothing.
+    pub http_addr: Option<SocketAddr>,
+    /// Leader election; `None` runs as the only writer.
+    pub election: Option<lease::LeaseConfig>,
+}
+
+impl OperatorConfig {
+    pub fn new(broker: BrokerOptions) -> Self {
+        Self {
+            namespace: None,
+            broker,
+            resync_interval: Duration::from_secs(60),
+            retry_initial_delay: Duration::from_secs(2),
+            retry_max_delay: Duration::from_secs(60),
+            finalizer_timeout: Duration::from_secs(300),
+            concurrency: 16,
+            instance: "switchyard".into(),
+            http_addr: None,
+            election: None,
+        }
+    }
+
+    pub fn retry_backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.retry_initial_delay,
+            max: self.retry_max_delay.max(self.retry_initial_delay),
+        }
+    }
+}
+
+/// What every reconcile of every kind shares.
+pub struct Context {
+    pub client: Client,
+    pub broker: Broker,
+    pub clock: Arc<dyn Clock>,
+    pub config: OperatorConfig,
+    pub metrics: Arc<Metrics>,
+    pub writer: Writer,
+}
+
+/// Failures that abort a reconcile; the driver retries them with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error(transparent)]
+    NotLeader(#[from] lease::NotLeader),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("leader election: {0}")]
+    Election(String),
+}
+
+impl Error {
+    /// Low-cardinality label for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Broker(_) => "broker",
+            Self::MissingField(_) => "invalid_object",
+            Self::NotLeader(_) => "not_leader",
+            Self::Http { .. } => "http",
+            Self::Election(_) => "election",
+        }
+    }
+}
+
+/// Runs the operator until `signal` resolves: the HTTP server, leader election, and every
+/// controller while this instance leads.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let shutdown = Shutdown::default();
+    shutdown.trigger_on(signal);
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let http = match config.http_addr {
+        Some(addr) => {
+            let task = http::serve(addr, metrics.clone(), health.clone(), shutdown.clone())
+                .await
+                .map_err(|source| Error::Http { addr, source })?;
+            info!(%addr, "serving /metrics, /healthz and /readyz");
+            Some(task)
+        }
+        None => None,
+    };
+    let broker = Broker::connect(&config.broker).await?;
+    let leadership = match &config.election {
+        None => Leadership::always(),
+        Some(lease) => lease::spawn(client.clone(), lease.clone(), shutdown.clone())
+            .map_err(|e| Error::Election(e.to_string()))?,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "switchyard".into(),
+            instance: Some(config.instance.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        writer: Writer::new(client, recorder, leadership.clone(), metrics.clone()),
+        broker,
+        clock: Arc::new(SystemClock),
+        config,
+        metrics,
+    });
+    let mut leading = leadership.watch();
+    loop {
+        tokio::select! {
+            () = shutdown.triggered() => break,
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+        }
+        info!(instance = %ctx.config.instance, "leading: starting controllers");
+        ctx.metrics.leader.set(1);
+        health.set_leading(true);
+        let term = {
+            let shutdown = shutdown.clone();
+            let mut leading = leadership.watch();
+            async move {
+                tokio::select! {
+                    () = shutdown.triggered() => {},
+                    _ = leading.wait_for(|l| !*l) => {},
+                }
+            }
+        };
+        run_controllers(&ctx, &health, term).await;
+        ctx.metrics.leader.set(0);
+        health.set_leading(false);
+        if shutdown.is_triggered() {
+            break;
+        }
+        warn!(instance = %ctx.config.instance, "lost leadership: controllers stopped, standing by");
+    }
+    if let Some(task) = http {
+        let _ = task.await;
+    }
+    info!("operator stopped");
+    Ok(())
+}
+
+/// Runs every kind's controller until `term` resolves (shutdown or lost leadership).
+async fn run_controllers(
+    ctx: &Arc<Context>,
+    health: &Arc<Health>,
+    term: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let term = futures::future::FutureExt::shared(Box::pin(term));
+    tokio::join!(run_controller(TopicReconciler, ctx, health, term.clone()));
+}
+
+/// Runs one kind's controller on the lifecycle-filtered watch until `term` resolves.
+async fn run_controller<R>(
+    reconciler: R,
+    ctx: &Arc<Context>,
+    health: &Arc<Health>,
+    term: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    R: Reconciler,
+{
+    let api: Api<DeserializeGuard<R::Kind>> = api_for(&ctx.client, ctx.config.namespace.as_deref());
+    let (store, stream) = watch::lifecycle_stream(api);
+    health.set_synced(R::KIND, false);
+    let synced = {
+        let (health, store) = (health.clone(), store.clone());
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                health.set_synced(R::KIND, true);
+            }
+        })
+    };
+    info!(
+        kind = R::KIND,
+        namespace = ctx.config.namespace.as_deref().unwrap_or("<all>"),
+        "starting controller"
+    );
+    let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
+    Controller::for_stream(stream, store)
+        .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+        .graceful_shutdown_on(term)
+        .run(driver::reconcile::<R>, driver::error_policy::<R>, driven)
+        .for_each(|_| async {})
+        .await;
+    synced.abort();
+    info!(kind = R::KIND, "controller stopped");
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}

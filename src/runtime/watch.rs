@@ -1,0 +1,156 @@
+//! How a controller sees its objects: a watch whose events reach the reconciler only when
+//! something a reconcile acts on changed, and a cache that keeps only what reconciles read.
+//!
+//! The operator's own status writes are watch events too. Were they to trigger reconciles, a
+//! Topic whose figures move (events flowing) would be rewritten in a loop. So only changes of
+//! the spec (`generation`), of Switchyard's annotations, of finalizers and of the deletion
+//! timestamp pass; live figures are refreshed by the periodic resync instead.
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+};
+
+use futures::{Stream, StreamExt};
+use kube::{
+    Api, Resource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        utils::PredicateConfig,
+        watcher,
+    },
+};
+
+/// Prefix of the annotations that steer reconciles (pause, adopt, and those to come).
+pub const LIFECYCLE_ANNOTATION_PREFIX: &str = "switchyard.dev/";
+/// Written by `kubectl apply` (client-side); a copy of the spec no reconcile reads.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A hash of everything whose change must reach the reconciler. `generation` alone would miss
+/// annotations, finalizers and the start of a deletion (which does not bump it for objects
+/// without finalizers).
+pub fn lifecycle_hash<K: Resource>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    if let Some(annotations) = &meta.annotations {
+        // BTreeMap: iteration order is stable.
+        annotations
+            .iter()
+            .filter(|(key, _)| key.starts_with(LIFECYCLE_ANNOTATION_PREFIX))
+            .for_each(|entry| entry.hash(&mut hasher));
+    }
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Drops what no reconcile reads before an object enters the cache: managed fields and the
+/// last-applied copy of the spec are often larger than the object itself.
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The watch stream a controller runs on, and the cache behind it: the cache sees every change
+/// (so a reconcile reads the latest status), the stream only lifecycle changes.
+pub fn lifecycle_stream<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K: serde::de::DeserializeOwned,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(lifecycle_hash, PredicateConfig::default())
+        .boxed();
+    (reader, stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::{
+        api::core::v1::ConfigMap,
+        apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time},
+        jiff::Timestamp,
+    };
+
+    use super::*;
+
+    fn object() -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.generation = Some(1);
+        cm.metadata.annotations = Some(BTreeMap::from([
+            (LAST_APPLIED.to_string(), "{...}".to_string()),
+            ("team".to_string(), "shop".to_string()),
+        ]));
+        cm
+    }
+
+    #[test]
+    fn status_and_foreign_metadata_changes_do_not_count() {
+        let before = object();
+        let mut after = before.clone();
+        after.metadata.resource_version = Some("42".into());
+        after.metadata.labels = Some(BTreeMap::from([("x".into(), "y".into())]));
+        after
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "payments".into());
+        after.data = Some(BTreeMap::from([("figures".into(), "moved".into())]));
+        assert_eq!(lifecycle_hash(&before), lifecycle_hash(&after));
+    }
+
+    #[test]
+    fn spec_lifecycle_annotations_finalizers_and_deletion_count() {
+        let base = object();
+        let changes: [fn(&mut ConfigMap); 4] = [
+            |o| o.metadata.generation = Some(2),
+            |o| {
+                o.metadata
+                    .annotations
+                    .as_mut()
+                    .unwrap()
+                    .insert("switchyard.dev/paused".into(), "true".into());
+            },
+            |o| o.metadata.finalizers = Some(vec!["switchyard.dev/stream-cleanup".into()]),
+            |o| o.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH)),
+        ];
+        for change in changes {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(
+                lifecycle_hash(&base),
+                lifecycle_hash(&changed),
+                "{changed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn slimming_drops_managed_fields_and_the_last_applied_copy_only() {
+        let mut obj = object();
+        obj.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        slim(&mut obj);
+        assert!(obj.metadata.managed_fields.is_none());
+        let annotations = obj.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(annotations["team"], "shop");
+    }
+}

@@ -7,7 +7,10 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -181,6 +184,7 @@ async fn consumers_are_created_refused_updated_listed_and_deleted() {
         broker.consumer_info("bat-no-such-stream", "orders").await,
         codes::STREAM_NOT_FOUND,
     );
+    assert!(!broker.delete_stream("bat-no-such-stream").await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -529,17 +533,62 @@ async fn connection_state_follows_the_server() {
     assert!(broker.stream_info("anything").await.unwrap().is_none());
 }
 
+/// Log lines written by the test process, for tests about what the adapter logs.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures every log line of this test binary from now on (connection events are logged
+    /// from the client's own task, so a thread-local subscriber would miss them).
+    fn capture() -> Self {
+        let logs = Self::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unreachable_server_leaves_the_broker_disconnected() {
+async fn an_unreachable_server_is_logged_once_without_credentials() {
+    let logs = Logs::capture();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let broker = Broker::connect(&BrokerOptions::new(format!("nats://127.0.0.1:{port}")))
+    let url = format!("nats://operator:hunter2@127.0.0.1:{port}");
+    let broker = Broker::connect(&BrokerOptions::new(url))
         .await
         .expect("connect returns while the server is down");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Long enough for several reconnect attempts, shorter than the 30 s between reminders.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!*broker.connection_state().borrow());
     assert!(!broker.is_connected());
+
+    let text = logs.text();
+    let shown = format!("url=nats://<redacted>@127.0.0.1:{port}");
+    let failures = text
+        .lines()
+        .filter(|l| l.contains("cannot connect to NATS") && l.contains(&shown))
+        .count();
+    assert_eq!(failures, 1, "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
 }

@@ -275,7 +275,7 @@ mod tests {
         );
 
         let options = BrokerOptions::new("nats://user:secret@[::1");
-        let error = options.connect().await.err().expect("invalid URL refused");
+        let error = options.connect().await.expect_err("invalid URL refused");
         assert_eq!(error.category(), "config");
         assert!(!error.to_string().contains("secret"), "{error}");
     }

@@ -1,9 +1,41 @@
-//! How Kubernetes names map onto broker names. Stream names join namespace and name with `_`,
-//! which neither can contain, so two different objects can never map to the same stream.
+//! How Kubernetes names map onto broker names, chosen so that no two objects can share one.
+//!
+//! The parts come from Kubernetes: namespaces are DNS labels (lowercase letters, digits, `-`,
+//! at most 63), and the kinds that own broker objects (Topic, DeadLetterPolicy, Subscription)
+//! have DNS-label names too. None of them contains `_`, `.`, a wildcard, whitespace or an
+//! uppercase letter, so:
+//! - per-object names join their parts with `_`, and the number of `_`-separated fields plus a
+//!   fixed kind marker tell the kinds apart: a Topic stream is `<namespace>_<name>` (two fields),
+//!   a dead-letter stream `<namespace>_<name>_dlq` (three);
+//! - names of objects that exist once per account are uppercase (`SWITCHYARD_…`), which no
+//!   per-object name starts with;
+//! - a key-value bucket `B` is stored in the stream `KV_B`, uppercase as well.
+//!
+//! Consumer names only need to be unique per stream; Subscription consumers still carry a kind
+//! marker so that consumers Switchyard adds later cannot take their names.
 
 /// The JetStream stream backing the Topic `namespace/name`.
 pub fn stream_name(namespace: &str, name: &str) -> String {
     format!("{namespace}_{name}")
+}
+
+/// The dead-letter stream Switchyard creates for the DeadLetterPolicy `namespace/name` when its
+/// target is `managed`.
+pub fn dead_letter_stream_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}_{name}_dlq")
+}
+
+/// The stream capturing consumer advisories (max deliveries, terminated messages). Its subjects
+/// are the account's advisory subjects, which only one stream may hold, so there is one.
+pub const ADVISORY_STREAM: &str = "SWITCHYARD_ADVISORIES";
+
+/// The key-value bucket of the schema registry (stored in the stream `KV_SWITCHYARD_SCHEMAS`).
+pub const SCHEMA_BUCKET: &str = "SWITCHYARD_SCHEMAS";
+
+/// The durable consumer through which the Subscription `namespace/name` reads its Topic's
+/// stream. At most 4 + 63 + 1 + 63 = 131 characters, well within JetStream's 255.
+pub fn subscription_consumer_name(namespace: &str, name: &str) -> String {
+    format!("sub_{namespace}_{name}")
 }
 
 /// The subject space a Topic owns unless it declares its own subjects.
@@ -19,6 +51,113 @@ pub fn owner_id(kind: &str, namespace: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The broker objects a stream name can belong to, recovered from the name alone.
+    #[derive(Debug, PartialEq)]
+    enum StreamOwner {
+        Topic(String, String),
+        DeadLetters(String, String),
+        Advisories,
+        Bucket(String),
+    }
+
+    fn is_label(part: &str) -> bool {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    }
+
+    /// Reads a stream name back. That every name Switchyard makes reads back to exactly the
+    /// object it was made for proves the names injective, within a kind and across kinds.
+    fn owner_of_stream(stream: &str) -> Option<StreamOwner> {
+        if stream == ADVISORY_STREAM {
+            return Some(StreamOwner::Advisories);
+        }
+        if let Some(bucket) = stream.strip_prefix("KV_") {
+            return Some(StreamOwner::Bucket(bucket.to_string()));
+        }
+        let fields: Vec<&str> = stream.split('_').collect();
+        match fields[..] {
+            [ns, name] if is_label(ns) && is_label(name) => {
+                Some(StreamOwner::Topic(ns.into(), name.into()))
+            }
+            [ns, name, "dlq"] if is_label(ns) && is_label(name) => {
+                Some(StreamOwner::DeadLetters(ns.into(), name.into()))
+            }
+            _ => None,
+        }
+    }
+
+    fn namespace() -> impl Strategy<Value = String> {
+        "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+    }
+
+    fn object_name() -> impl Strategy<Value = String> {
+        "[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+    }
+
+    fn valid_nats_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 255
+            && !name
+                .chars()
+                .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+    }
+
+    proptest! {
+        #[test]
+        fn topic_streams_read_back(ns in namespace(), name in object_name()) {
+            let stream = stream_name(&ns, &name);
+            prop_assert!(valid_nats_name(&stream));
+            prop_assert_eq!(owner_of_stream(&stream), Some(StreamOwner::Topic(ns, name)));
+        }
+
+        #[test]
+        fn dead_letter_streams_read_back(ns in namespace(), name in object_name()) {
+            let stream = dead_letter_stream_name(&ns, &name);
+            prop_assert!(valid_nats_name(&stream));
+            prop_assert_eq!(owner_of_stream(&stream), Some(StreamOwner::DeadLetters(ns, name)));
+        }
+
+        #[test]
+        fn subscription_consumers_are_valid_and_injective(
+            a in (namespace(), object_name()),
+            b in (namespace(), object_name()),
+        ) {
+            let consumer = subscription_consumer_name(&a.0, &a.1);
+            prop_assert!(valid_nats_name(&consumer));
+            let rest = consumer.strip_prefix("sub_").expect("kind marker");
+            prop_assert_eq!(rest.split_once('_'), Some((a.0.as_str(), a.1.as_str())));
+            prop_assert_eq!(consumer == subscription_consumer_name(&b.0, &b.1), a == b);
+        }
+    }
+
+    #[test]
+    fn account_wide_objects_read_back() {
+        assert_eq!(
+            owner_of_stream(ADVISORY_STREAM),
+            Some(StreamOwner::Advisories)
+        );
+        let schema_stream = format!("KV_{SCHEMA_BUCKET}");
+        assert_eq!(
+            owner_of_stream(&schema_stream),
+            Some(StreamOwner::Bucket(SCHEMA_BUCKET.into()))
+        );
+        assert_ne!(ADVISORY_STREAM, schema_stream);
+        for name in [ADVISORY_STREAM, SCHEMA_BUCKET] {
+            assert!(valid_nats_name(name));
+        }
+    }
+
+    #[test]
+    fn longest_names_stay_within_limits() {
+        let long = "a".repeat(63);
+        assert_eq!(subscription_consumer_name(&long, &long).len(), 131);
+        assert_eq!(dead_letter_stream_name(&long, &long).len(), 131);
+    }
 
     #[test]
     fn stream_names_are_injective_across_dashes() {

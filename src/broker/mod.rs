@@ -1,71 +1,43 @@
-//! The one place that speaks to NATS. Everything above it talks in streams and typed errors
-//! (with the few server error codes worth reacting to named in [`codes`]); nothing above it
-//! builds JetStream API subjects or payloads.
+//! The one place that speaks to NATS. Everything above it talks in streams, consumers, buckets,
+//! advisories and typed errors (with the few server error codes worth reacting to named in
+//! [`codes`]); nothing above it builds JetStream API subjects or payloads.
+//!
+//! One module per job: [`connect`] turns settings into a logged, observable connection,
+//! [`streams`], [`consumers`] and [`kv`] wrap the JetStream API calls, [`advisories`] delivers
+//! live server advisories, [`error`] classifies failures. This module holds the [`Broker`] handle
+//! and the JetStream request every API call goes through.
 
+mod advisories;
 mod connect;
+mod consumers;
+mod error;
+mod kv;
+mod streams;
+mod throttle;
 
 use async_nats::{
     connection::State,
-    jetstream::{
-        self,
-        context::RequestErrorKind,
-        stream::{Config as StreamConfig, Info as StreamInfo},
-    },
+    jetstream::{self, context::RequestErrorKind},
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
+pub use advisories::{Advisory, AdvisoryBody, MaxDeliveries, MsgTerminated};
 pub use connect::{BrokerAuth, BrokerOptions, BrokerTls};
+pub use error::{BrokerError, codes};
+pub use kv::{Entry, Kv};
 
-/// JetStream error codes Switchyard reacts to.
-pub mod codes {
-    pub const STREAM_NOT_FOUND: u64 = 10059;
-    pub const STREAM_NAME_EXISTS: u64 = 10058;
-    pub const STREAM_SUBJECT_OVERLAP: u64 = 10065;
-    pub const STREAM_INVALID_CONFIG: u64 = 10052;
-}
-
-/// What went wrong talking to the broker, classified by what the caller can do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BrokerError {
-    /// NATS cannot be reached or JetStream did not answer in time: retry later.
-    #[error("NATS is unavailable: {0}")]
-    Unavailable(String),
-    /// JetStream answered with an error: the request must change.
-    #[error("JetStream refused the request: {description} (error {code})")]
-    Rejected { code: u64, description: String },
-    /// JetStream answered something that could not be understood.
-    #[error("unexpected answer from JetStream: {0}")]
-    Protocol(String),
-}
-
-impl BrokerError {
-    pub fn code(&self) -> Option<u64> {
-        match self {
-            Self::Rejected { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
+/// Byte buffers as the NATS client hands them out (the `bytes` crate's type; reached through
+/// axum's re-export so the crate needs no direct dependency on `bytes`).
+pub use axum::body::Bytes;
 
 /// A connection to NATS JetStream.
 #[derive(Clone)]
 pub struct Broker {
     client: async_nats::Client,
     jetstream: jetstream::Context,
-}
-
-#[derive(Serialize)]
-struct StreamNamesRequest<'a> {
-    subject: &'a str,
-    offset: usize,
-}
-
-#[derive(Deserialize)]
-struct StreamNamesResponse {
-    #[serde(default)]
-    streams: Option<Vec<String>>,
-    #[serde(default)]
-    total: usize,
+    connected: watch::Receiver<bool>,
+    request_timeout: std::time::Duration,
 }
 
 /// A JetStream API answer. Our own type because the library's error type hides its description.
@@ -84,21 +56,49 @@ struct ApiError {
     description: String,
 }
 
+/// The empty JSON object some API calls (deletes) insist on; `()` would send `null`.
+#[derive(Serialize)]
+struct Empty {}
+
+/// The answer of API calls that only report success (deletes).
+#[derive(Deserialize)]
+struct Success {
+    success: bool,
+}
+
+/// One page of a paged name listing (`STREAM.NAMES`, `CONSUMER.NAMES`).
+#[derive(Serialize)]
+struct NamesRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    offset: usize,
+}
+
 impl Broker {
     /// Connects in the background: the call returns at once even when NATS is down, and the
-    /// client keeps reconnecting for as long as the process lives.
+    /// client keeps reconnecting for as long as the process lives, logging what happens.
     pub async fn connect(options: &BrokerOptions) -> Result<Self, BrokerError> {
-        let client = options.connect().await?;
+        let (client, connected) = options.connect().await?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(options.request_timeout)
             .build(client.clone());
-        Ok(Self { client, jetstream })
+        Ok(Self {
+            client,
+            jetstream,
+            connected,
+            request_timeout: options.request_timeout,
+        })
     }
 
     /// Whether the client currently holds a connection. Requests made while it does not would
     /// only wait for their timeout, so callers check this first.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+    }
+
+    /// Follows the connection: `true` while connected. For readiness probes and metrics.
+    pub fn connection_state(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
     }
 
     /// The JetStream context, for the callers (tests, tools) that need the full API.
@@ -116,6 +116,7 @@ impl Broker {
         }
     }
 
+    /// Sends one JetStream API request (`$JS.API.<subject>`) and types its answer.
     async fn request<T, V>(&self, subject: String, payload: &T) -> Result<V, BrokerError>
     where
         T: ?Sized + Serialize,
@@ -144,65 +145,34 @@ impl Broker {
         }
     }
 
-    /// The stream's configuration and state, or `None` if it does not exist.
-    pub async fn stream_info(&self, name: &str) -> Result<Option<StreamInfo>, BrokerError> {
-        match self.request(format!("STREAM.INFO.{name}"), &()).await {
-            Ok(info) => Ok(Some(info)),
-            Err(e) if e.code() == Some(codes::STREAM_NOT_FOUND) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Creates a stream; fails if one with that name exists with another configuration.
-    pub async fn create_stream(&self, config: &StreamConfig) -> Result<StreamInfo, BrokerError> {
-        self.request(format!("STREAM.CREATE.{}", config.name), config)
-            .await
-    }
-
-    /// Replaces the configuration of an existing stream.
-    pub async fn update_stream(&self, config: &StreamConfig) -> Result<StreamInfo, BrokerError> {
-        self.request(format!("STREAM.UPDATE.{}", config.name), config)
-            .await
-    }
-
-    /// Deletes a stream and its messages; `false` if it did not exist.
-    pub async fn delete_stream(&self, name: &str) -> Result<bool, BrokerError> {
-        use async_nats::jetstream::context::DeleteStreamErrorKind as Kind;
-        self.ensure_connected()?;
-        // The server insists on an empty payload here, which the typed call sends.
-        match self.jetstream.delete_stream(name).await {
-            Ok(status) => Ok(status.success),
-            Err(e) => match e.kind() {
-                Kind::JetStream(err) if err.error_code().0 == codes::STREAM_NOT_FOUND => Ok(false),
-                Kind::JetStream(err) => Err(BrokerError::Rejected {
-                    code: err.error_code().0,
-                    description: err.to_string(),
-                }),
-                Kind::Request => Err(BrokerError::Unavailable(e.to_string())),
-                _ => Err(BrokerError::Protocol(e.to_string())),
-            },
-        }
-    }
-
-    /// Names of the streams whose subjects overlap `subject`.
-    pub async fn streams_overlapping(&self, subject: &str) -> Result<Vec<String>, BrokerError> {
+    /// Collects a paged name listing; `page` extracts (names, total) from one answer.
+    async fn names<P>(
+        &self,
+        subject: String,
+        filter: Option<&str>,
+        page: impl Fn(P) -> (Option<Vec<String>>, usize),
+    ) -> Result<Vec<String>, BrokerError>
+    where
+        P: serde::de::DeserializeOwned,
+    {
         let mut names = Vec::new();
         loop {
-            let page: StreamNamesResponse = self
+            let answer: P = self
                 .request(
-                    "STREAM.NAMES".to_string(),
-                    &StreamNamesRequest {
-                        subject,
+                    subject.clone(),
+                    &NamesRequest {
+                        subject: filter,
                         offset: names.len(),
                     },
                 )
                 .await?;
-            let batch = page.streams.unwrap_or_default();
+            let (batch, total) = page(answer);
+            let batch = batch.unwrap_or_default();
             if batch.is_empty() {
                 return Ok(names);
             }
             names.extend(batch);
-            if names.len() >= page.total {
+            if names.len() >= total {
                 return Ok(names);
             }
         }

@@ -669,9 +669,12 @@ async fn operator_serves_metrics_and_health_probes() {
         .unwrap();
     wait_for_ready(&topics, "counted", "True", "StreamReady").await;
 
-    for probe in ["/healthz", "/readyz"] {
-        let (code, _) = wait_until(probe, || http_get(addr, probe)).await;
-        assert_eq!(code, 200, "{probe}");
+    let (code, _) = wait_until("/healthz", || http_get(addr, "/healthz")).await;
+    assert_eq!(code, 200);
+    let (code, body) = wait_until("/readyz", || http_get(addr, "/readyz")).await;
+    assert_eq!(code, 200, "{body}");
+    for line in ["leader: yes", "watch Topic: synced", "nats: connected"] {
+        assert!(body.contains(line), "{body}");
     }
     let (code, body) = wait_until("/metrics", || http_get(addr, "/metrics")).await;
     assert_eq!(code, 200);

@@ -29,7 +29,7 @@ pub use kv::{Entry, Kv};
 
 /// Byte buffers as the NATS client hands them out (the `bytes` crate's type; reached through
 /// axum's re-export so the crate needs no direct dependency on `bytes`).
-pub use axum::body::Bytes;
+pub use bytes::Bytes;
 
 /// A connection to NATS JetStream.
 #[derive(Clone)]

@@ -161,6 +161,7 @@ pub async fn run(
         None => None,
     };
     let broker = Broker::connect(&config.broker).await?;
+    follow_broker(&broker, &metrics, &health, &shutdown);
     let leadership = match &config.election {
         None => Leadership::always(),
         Some(lease) => lease::spawn(client.clone(), lease.clone(), shutdown.clone())
@@ -215,6 +216,46 @@ pub async fn run(
     Ok(())
 }
 
+/// Mirrors the NATS connection state into metrics and readiness until shutdown.
+fn follow_broker(
+    broker: &Broker,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    shutdown: &Shutdown,
+) {
+    let mut state = broker.connection_state();
+    let (metrics, health, stop) = (metrics.clone(), health.clone(), shutdown.triggered());
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            let connected = *state.borrow_and_update();
+            metrics.broker_connected.set(i64::from(connected));
+            health.set_broker_connected(connected);
+            tokio::select! {
+                () = &mut stop => return,
+                changed = state.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+/// Resolves to `()` each time the NATS connection comes back, so every object whose reconcile
+/// waits out a backoff for the broker is reconciled at once.
+fn broker_reconnects(broker: &Broker) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let state = broker.connection_state();
+    futures::stream::unfold((state, false), |(mut state, mut was)| async move {
+        loop {
+            state.changed().await.ok()?;
+            let now = *state.borrow_and_update();
+            let reconnected = now && !was;
+            was = now;
+            if reconnected {
+                return Some(((), (state, was)));
+            }
+        }
+    })
+}
+
 /// Runs every kind's controller until `term` resolves (shutdown or lost leadership).
 async fn run_controllers(
     ctx: &Arc<Context>,
@@ -235,15 +276,10 @@ async fn run_controller<R>(
     R: Reconciler,
 {
     let api: Api<DeserializeGuard<R::Kind>> = api_for(&ctx.client, ctx.config.namespace.as_deref());
-    let (store, stream) = watch::lifecycle_stream(api);
     health.set_synced(R::KIND, false);
-    let synced = {
-        let (health, store) = (health.clone(), store.clone());
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                health.set_synced(R::KIND, true);
-            }
-        })
+    let (store, stream) = {
+        let health = health.clone();
+        watch::lifecycle_stream(api, move || health.set_synced(R::KIND, true))
     };
     info!(
         kind = R::KIND,
@@ -253,11 +289,11 @@ async fn run_controller<R>(
     let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
     Controller::for_stream(stream, store)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
+        .reconcile_all_on(broker_reconnects(&ctx.broker))
         .graceful_shutdown_on(term)
         .run(driver::reconcile::<R>, driver::error_policy::<R>, driven)
         .for_each(|_| async {})
         .await;
-    synced.abort();
     info!(kind = R::KIND, "controller stopped");
 }
 

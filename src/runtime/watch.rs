@@ -57,9 +57,11 @@ pub fn slim<K: Resource>(obj: &mut K) {
 }
 
 /// The watch stream a controller runs on, and the cache behind it: the cache sees every change
-/// (so a reconcile reads the latest status), the stream only lifecycle changes.
+/// (so a reconcile reads the latest status), the stream only lifecycle changes. `on_synced` is
+/// called each time the watch has listed every object (at start, and after a re-list).
 pub fn lifecycle_stream<K>(
     api: Api<K>,
+    on_synced: impl Fn() + Send + 'static,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -71,6 +73,11 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                on_synced();
+            }
+        })
         .modify(slim)
         .reflect(writer)
         .applied_objects()

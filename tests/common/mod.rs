@@ -535,3 +535,83 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_string()))
 }
+
+/// A TCP forwarder to the API server that can be cut and restored, so an operator sees the API
+/// server become unreachable while the test itself keeps talking to it directly.
+pub struct ApiProxy {
+    pub addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ApiProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let state = up.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut up = state.subscribe();
+                if !*up.borrow() {
+                    continue; // dropped: the connection is refused
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {},
+                        _ = up.wait_for(|up| !*up) => {},
+                    }
+                });
+            }
+        });
+        Self { addr, up, task }
+    }
+
+    /// Cuts every open connection and refuses new ones, or lets them through again.
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+
+    /// A client of the API server that goes through this proxy.
+    pub async fn client(&self) -> Client {
+        let mut config = kube::Config::infer().await.expect("kubeconfig");
+        config.cluster_url = format!("https://{}", self.addr).parse().unwrap();
+        Client::try_from(config).expect("client through the proxy")
+    }
+
+    /// The API server's address from the kubeconfig.
+    pub async fn api_server_addr() -> std::net::SocketAddr {
+        let config = kube::Config::infer().await.expect("kubeconfig");
+        let host = config
+            .cluster_url
+            .host()
+            .expect("API server host")
+            .to_string();
+        let port = config.cluster_url.port_u16().unwrap_or(443);
+        format!("{host}:{port}")
+            .parse()
+            .expect("API server on an IP address")
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.set_up(false);
+        self.task.abort();
+    }
+}
+
+/// A metric's value from an OpenMetrics text, summed over the series matching all `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| {
+            line[name.len()..].starts_with(['{', ' '])
+                && labels.iter().all(|label| line.contains(label))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

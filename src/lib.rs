@@ -15,5 +15,6 @@ pub mod crdgen;
 pub mod metrics;
 pub mod naming;
 pub mod reconcile;
+pub mod runtime;
 pub mod schema;
 pub mod telemetry;

@@ -8,10 +8,10 @@
 //!
 //! Why no two replicas ever write at once, without trusting anyone's wall clock:
 //!
-//! - The leader may write only until `valid_until = (instant its last successful renewal was sent)
-//!   + renew_deadline`. [`Leadership::is_leader`] compares against the clock on every call, so a
-//!   leader whose renewals fail, hang, or that was frozen (SIGSTOP, a stalled runtime) is refused as
-//!   soon as the deadline has passed, before any network round trip.
+//! - The leader may write only until its deadline: the instant it sent its last successful
+//!   renewal plus `renew_deadline`. [`Leadership::is_leader`] compares against the clock on every
+//!   call, so a leader whose renewals fail, hang, or that was frozen (SIGSTOP, a stalled runtime)
+//!   is refused as soon as the deadline has passed, before any network round trip.
 //! - A candidate judges a foreign Lease expired only after `leaseDurationSeconds` (the holder's own
 //!   promise) have passed on the candidate's own clock since it last saw the record change. It saw
 //!   that change after the holder sent it, so the takeover comes at least

@@ -490,21 +490,24 @@ impl Elector {
         self.release().await;
     }
 
-    /// One round every retry period. While leading, every wait is cut short at the renew deadline
-    /// so watchers hear of the loss on time even if the API server does not answer.
+    /// One round every retry period. Every round and wait is cut short at the renew deadline while
+    /// leading, so watchers hear of the loss on time even if the API server does not answer.
     async fn campaign(&mut self) -> Infallible {
         loop {
             let next_round = tokio::time::Instant::now() + self.config.retry_period;
-            match self.shared.valid_until() {
-                Some(until) => {
-                    if tokio::time::timeout_at(until.into(), self.round())
-                        .await
-                        .is_err()
-                    {
-                        self.expire();
-                    }
-                }
-                None => self.round().await,
+            let valid_until = self.shared.valid_until();
+            // A candidate gives up on an unanswered request too, and reads afresh.
+            let limit = valid_until.map_or(
+                tokio::time::Instant::now() + self.config.renew_deadline,
+                tokio::time::Instant::from_std,
+            );
+            if tokio::time::timeout_at(limit, self.round()).await.is_err() {
+                warn!(
+                    identity = %self.config.identity,
+                    leading = valid_until.is_some(),
+                    "the API server did not answer before the renew deadline"
+                );
+                self.expire();
             }
             if let Some(until) = self.shared.valid_until() {
                 let until = tokio::time::Instant::from_std(until);
@@ -885,6 +888,121 @@ mod tests {
         assert_eq!(spec.holder_identity, None);
         assert_eq!(spec.renew_time, Some(MicroTime(now)));
         assert_eq!(spec.lease_transitions, Some(4));
+    }
+
+    /// An API server that creates the Lease and then never answers again, as when a network
+    /// partition cuts the leader off.
+    async fn server_that_goes_silent() -> Client {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answered = answered.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some((head, body)) = read_request(&mut stream, &mut buf).await else {
+                            return;
+                        };
+                        let (code, json) =
+                            match answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                                0 => (
+                                    "404 Not Found",
+                                    serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                                        "status": "Failure", "reason": "NotFound", "code": 404}),
+                                ),
+                                1 => {
+                                    assert!(head.starts_with("POST "), "{head}");
+                                    let mut lease: serde_json::Value =
+                                        serde_json::from_slice(&body).unwrap();
+                                    lease["metadata"]["resourceVersion"] = "1".into();
+                                    ("201 Created", lease)
+                                }
+                                _ => std::future::pending().await,
+                            };
+                        let body = json.to_string();
+                        let response = format!(
+                            "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        stream.write_all(response.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+
+        /// One HTTP/1.1 request as (head, body); `None` when the client hung up.
+        async fn read_request(
+            stream: &mut tokio::net::TcpStream,
+            buf: &mut Vec<u8>,
+        ) -> Option<(String, Vec<u8>)> {
+            let mut chunk = [0; 4096];
+            loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        let body = buf[end + 4..end + 4 + length].to_vec();
+                        buf.drain(..end + 4 + length);
+                        return Some((head, body));
+                    }
+                }
+                let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+
+        let config = kube::Config::new(url.parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_renewals_go_unanswered_stops_at_its_deadline() {
+        let client = server_that_goes_silent().await;
+        let mut c = config();
+        c.lease_duration = SECOND;
+        c.renew_deadline = Duration::from_millis(600);
+        c.retry_period = Duration::from_millis(200);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (l, task) = spawn(client, c, async {
+            let _ = stopped.await;
+        })
+        .unwrap();
+        let mut watch = l.watch();
+        tokio::time::timeout(5 * SECOND, l.leading())
+            .await
+            .expect("the Lease is created and held");
+        let acquired = Instant::now();
+        assert_eq!(l.holder().as_deref(), Some(ME));
+
+        // The renewals hang; the timer alone wakes the watchers, at the deadline.
+        tokio::time::timeout(5 * SECOND, watch.wait_for(|leading| !leading))
+            .await
+            .expect("watchers hear of the loss")
+            .unwrap();
+        let after = acquired.elapsed();
+        assert!(!l.is_leader());
+        assert!(
+            after < Duration::from_millis(600) + Duration::from_millis(400),
+            "loss announced {after:?} after acquiring, deadline 600 ms"
+        );
+        assert!(!task.is_finished(), "the elector keeps campaigning");
+
+        // The release gets no answer either; shutdown still completes.
+        stop.send(()).unwrap();
+        tokio::time::timeout(5 * SECOND, task)
+            .await
+            .expect("the elector stops though the API server is silent")
+            .unwrap();
     }
 
     fn leading_until(until: Instant) -> Leadership {

@@ -20,8 +20,8 @@
 //!
 //! Instants are [`std::time::Instant`], which on Linux is `CLOCK_MONOTONIC`: wall-clock changes do
 //! not move it, and it keeps counting while the process is stopped, so a process continued after
-//! SIGSTOP sees at once that its deadline has passed. It does not count while the whole machine is
-//! suspended, which does not happen to a cluster node that stays a member.
+//! SIGSTOP sees at once that its deadline has passed. It stands still while the machine itself is
+//! suspended (unlike `CLOCK_BOOTTIME`), so the guarantee assumes nodes are not suspended.
 //!
 //! A write already on the wire when the deadline passes may still land; callers check
 //! [`Leadership::ensure`] right before each write, as with any lease-based election.

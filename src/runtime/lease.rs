@@ -505,7 +505,7 @@ impl Elector {
                 warn!(
                     identity = %self.config.identity,
                     leading = valid_until.is_some(),
-                    "the API server did not answer before the renew deadline"
+                    "no answer from the API server before the renew deadline (or this process was stalled)"
                 );
                 self.expire();
             }

@@ -2,7 +2,8 @@
 //! JetStream. The binary in `main.rs` only wires these modules together.
 //!
 //! - [`api`]: the CRD types users write.
-//! - [`reconcile`]: the controllers turning them into broker state.
+//! - [`runtime`]: the controller runtime every kind runs on (lifecycle, status, leader election).
+//! - [`reconcile`]: each kind's stages, turning its objects into broker state.
 //! - [`broker`]: the only module that speaks to NATS.
 //! - [`conditions`], [`naming`]: the shared vocabulary of status and broker names.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     broker::{BrokerAuth, BrokerOptions, BrokerTls},
     crdgen,
-    runtime::{self, OperatorConfig},
+    runtime::{self, OperatorConfig, lease::LeaseConfig},
     telemetry::{self, LogFormat},
 };
 
@@ -86,6 +86,82 @@ pub struct RunArgs {
     pub http_addr: String,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub election: ElectionArgs,
+}
+
+/// Whether to elect a leader before writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ElectionMode {
+    /// On when running in a pod (KUBERNETES_SERVICE_HOST is set), off otherwise.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct ElectionArgs {
+    /// Leader election on a coordination.k8s.io Lease, so that of several replicas only one writes.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LEADER_ELECTION",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub leader_election: ElectionMode,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LEASE_NAME",
+        default_value = "switchyard-leader"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else "default").
+    #[arg(long, env = "SWITCHYARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a Lease that is not renewed keeps others waiting; a standby takes over at most
+    /// this long (plus one retry period) after the leader died.
+    #[arg(long, env = "SWITCHYARD_LEASE_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// A leader that could not renew for this long stops writing (shorter than the duration, so
+    /// it stops before anybody else may start).
+    #[arg(long, env = "SWITCHYARD_LEASE_RENEW_DEADLINE", default_value = "7s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often the Lease is renewed, or checked by a standby.
+    #[arg(long, env = "SWITCHYARD_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
+}
+
+impl ElectionArgs {
+    /// The Lease settings, or `None` when election is off. The identity is unique per process,
+    /// so two processes started with the same instance name never both believe they hold it.
+    pub fn to_config(&self, instance: &str) -> Option<LeaseConfig> {
+        let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        let enabled = match self.leader_election {
+            ElectionMode::On => true,
+            ElectionMode::Off => false,
+            ElectionMode::Auto => in_pod,
+        };
+        if !enabled {
+            return None;
+        }
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .ok()
+                    .map(|ns| ns.trim().to_string())
+            })
+            .unwrap_or_else(|| "default".into());
+        let identity = format!("{instance}-{:08x}", rand::random::<u32>());
+        let mut config = LeaseConfig::new(self.lease_name.clone(), namespace, identity);
+        config.lease_duration = self.lease_duration;
+        config.renew_deadline = self.lease_renew_deadline;
+        config.retry_period = self.lease_retry_period;
+        Some(config)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -216,7 +292,15 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             }
         },
     };
+    let election = args.election.to_config(&args.instance);
+    if let Some(lease) = &election
+        && let Err(e) = lease.validate()
+    {
+        tracing::error!("invalid leader election settings: {e}");
+        return ExitCode::from(2);
+    }
     let config = OperatorConfig {
+        election,
         http_addr,
         namespace: args.namespace,
         resync_interval: args.resync_interval,

@@ -162,10 +162,14 @@ pub async fn run(
     };
     let broker = Broker::connect(&config.broker).await?;
     follow_broker(&broker, &metrics, &health, &shutdown);
-    let leadership = match &config.election {
-        None => Leadership::always(),
-        Some(lease) => lease::spawn(client.clone(), lease.clone(), shutdown.clone())
-            .map_err(|e| Error::Election(e.to_string()))?,
+    let (leadership, elector) = match &config.election {
+        None => (Leadership::always(config.instance.clone()), None),
+        Some(lease) => {
+            let (leadership, task) =
+                lease::spawn(client.clone(), lease.clone(), shutdown.triggered())
+                    .map_err(|e| Error::Election(e.to_string()))?;
+            (leadership, Some(task))
+        }
     };
     let recorder = Recorder::new(
         client.clone(),
@@ -208,6 +212,10 @@ pub async fn run(
             break;
         }
         warn!(instance = %ctx.config.instance, "lost leadership: controllers stopped, standing by");
+    }
+    // The elector releases the Lease on shutdown, so a standby takes over at once.
+    if let Some(task) = elector {
+        let _ = task.await;
     }
     if let Some(task) = http {
         let _ = task.await;

@@ -24,5 +24,12 @@ source "$DEV_ENV"
 
 # Build first so compile time never counts against a test's patience.
 cargo build --locked --all-targets
+before="$(mktemp)"
+hack/leftovers.py snapshot "$before"
 # Integration tests mostly wait on servers, so more threads than cores is the right trade.
-cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-8}"
+status=0
+cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-8}" || status=$?
+# Every test removes its namespace and streams, also when it fails; prove it.
+hack/leftovers.py check "$before" || status=1
+rm -f "$before"
+exit "$status"

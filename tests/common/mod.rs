@@ -94,9 +94,13 @@ pub struct TestNamespace {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Identifies this test run, so namespaces of an earlier run never clash with this one's.
+/// `SWITCHYARD_TEST_RUN` chooses it (e.g. to find a failed run's objects by name).
 fn run_id() -> &'static str {
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    RUN.get_or_init(|| format!("{:06x}", rand::random::<u32>() & 0xff_ffff))
+    RUN.get_or_init(|| {
+        std::env::var("SWITCHYARD_TEST_RUN")
+            .unwrap_or_else(|_| format!("{:06x}", rand::random::<u32>() & 0xff_ffff))
+    })
 }
 
 impl TestNamespace {
@@ -141,7 +145,7 @@ async fn remove_namespace(name: &str) -> Result<(), String> {
     let _ = namespaces.delete(name, &DeleteParams::background()).await;
     let gone = tokio::time::timeout(
         PATIENCE,
-        await_condition(namespaces, name, conditions::is_deleted("")),
+        await_condition(namespaces, name, |ns: Option<&Namespace>| ns.is_none()),
     )
     .await;
     // Streams last: an operator still running could otherwise recreate one for a Topic that
@@ -352,7 +356,7 @@ where
 {
     tokio::time::timeout(
         PATIENCE,
-        await_condition(api.clone(), name, conditions::is_deleted("")),
+        await_condition(api.clone(), name, |obj: Option<&K>| obj.is_none()),
     )
     .await
     .unwrap_or_else(|_| panic!("{name} still exists after {PATIENCE:?}"))

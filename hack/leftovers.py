@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Lists the test namespaces and JetStream streams that exist now but did not before a test run.
+
+Usage: leftovers.py snapshot FILE   (record what exists)
+       leftovers.py check FILE      (print what is new since; exit 1 if anything is)
+Needs KUBECONFIG/kubectl and NATS_MONITOR_URL (from target/dev-env/env).
+"""
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+
+def namespaces():
+    out = subprocess.run(["kubectl", "get", "namespaces", "-o", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    return {item["metadata"]["name"] for item in json.loads(out)["items"]}
+
+
+def streams():
+    url = os.environ["NATS_MONITOR_URL"] + "/jsz?accounts=true&streams=true"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        data = json.load(response)
+    return {stream["name"]
+            for account in data.get("account_details") or []
+            for stream in account.get("stream_detail") or []}
+
+
+def main():
+    mode, path = sys.argv[1], sys.argv[2]
+    now = {"namespaces": sorted(namespaces()), "streams": sorted(streams())}
+    if mode == "snapshot":
+        with open(path, "w") as f:
+            json.dump(now, f)
+        return 0
+    with open(path) as f:
+        before = json.load(f)
+    new = {kind: sorted(set(now[kind]) - set(before[kind])) for kind in now}
+    if not any(new.values()):
+        print("the tests left no namespace and no stream behind")
+        return 0
+    for kind, names in new.items():
+        for name in names:
+            print(f"left behind by the tests: {kind[:-1]} {name}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

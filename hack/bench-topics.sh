@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# `make bench-topics [N=500]`: create N Topics at once and measure, against the local environment,
+# `make bench-topics [N=1000] [TRAFFIC_TOPICS=200] [TRAFFIC_SECONDS=60]`: create N Topics at once
+# and measure, against the local environment,
 #   - seconds from the last create until every Topic is Ready,
 #   - API writes the operator made per Topic (Topic patches and Events, from the apiserver's metrics),
-#   - the operator's peak RSS,
-#   - writes while idle (two resync periods after everything is Ready).
+#   - writes while idle (two resync periods after everything is Ready),
+#   - then a traffic phase: events published continuously to TRAFFIC_TOPICS of the Topics for
+#     TRAFFIC_SECONDS; status writes per busy Topic per minute and the operator's CPU,
+#   - the operator's peak RSS after the idle phase and after the traffic phase.
 # Appends a dated section to BENCHMARKS.md. A benchmark, not a test: it asserts nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-N="${1:-500}"
+N="${1:-1000}"
+TRAFFIC_TOPICS="${TRAFFIC_TOPICS:-200}"
+TRAFFIC_SECONDS="${TRAFFIC_SECONDS:-60}"
+(( TRAFFIC_TOPICS <= N )) || TRAFFIC_TOPICS=$N
 RESYNC=10
 NS="bench-topics-$$"
 DEV=target/dev-env
@@ -19,6 +25,7 @@ hack/cluster-up.sh >/dev/null
 # shellcheck disable=SC1090
 source "$DEV/env"
 cargo build --locked --release --bin switchyard 2>&1 | tail -n 1
+cargo bench --locked --bench publish_load --no-run 2>&1 | tail -n 1
 
 operator_pid=""
 cleanup() {
@@ -67,7 +74,7 @@ for ((i = 0; i < N; i++)); do
   printf 'apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: t%04d\n  namespace: %s\nspec:\n  maxAge: 1h\n---\n' "$i" "$NS"
 done >"$manifest"
 
-target/release/switchyard run --namespace "$NS" --resync-interval "${RESYNC}s" --log-format json --http-addr off \
+target/release/switchyard run --namespace "$NS" --resync-interval "${RESYNC}s" --log-format json --http-addr off --leader-election off \
   >"$DEV/logs/bench-operator.log" 2>&1 &
 operator_pid=$!
 sleep 1
@@ -98,6 +105,24 @@ sleep $((RESYNC * 2 + 2))
 writes_idle="$(operator_writes)"
 rss_kib="$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")"
 
+# Operator CPU seconds so far (user + system), from /proc/PID/stat.
+cpu_seconds() {
+  python3 -c "import os; f=open('/proc/$operator_pid/stat').read().rsplit(')', 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))"
+}
+echo "traffic: $TRAFFIC_TOPICS Topics for $TRAFFIC_SECONDS s" >&2
+writes_traffic_before="$(operator_writes)"
+cpu_before="$(cpu_seconds)"
+published="$(cargo bench --locked --bench publish_load -- "$NATS_URL" "$NS" "$TRAFFIC_TOPICS" "$TRAFFIC_SECONDS" 2>/dev/null | tail -n 1)"
+cpu_after="$(cpu_seconds)"
+writes_traffic_after="$(operator_writes)"
+read -r stored failed rate <<<"$published"
+read -r traffic_topics_before _ <<<"$writes_traffic_before"
+read -r traffic_topics_after _ <<<"$writes_traffic_after"
+traffic_writes="$(python3 -c "print(f'{($traffic_topics_after - $traffic_topics_before) / $TRAFFIC_TOPICS / ($TRAFFIC_SECONDS / 60):.2f}')")"
+traffic_target="$(python3 -c "print(f'{1 + 60 / $RESYNC:.0f}')")"
+cpu_percent="$(python3 -c "print(f'{($cpu_after - $cpu_before) / $TRAFFIC_SECONDS * 100:.1f}')")"
+rss_traffic_kib="$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")"
+
 seconds="$(python3 -c "print(f'{$ready_at - $applied_at:.1f}')")"
 create_seconds="$(python3 -c "print(f'{$applied_at - $first_create_at:.1f}')")"
 read -r topics_before events_before <<<"$writes_before"
@@ -107,6 +132,7 @@ topic_writes="$(python3 -c "print(f'{($topics_ready - $topics_before) / $N:.2f}'
 event_writes="$(python3 -c "print(f'{($events_ready - $events_before) / $N:.2f}')")"
 idle=$((topics_idle + events_idle - topics_ready - events_ready))
 rss_mib="$(python3 -c "print(f'{$rss_kib / 1024:.1f}')")"
+rss_traffic_mib="$(python3 -c "print(f'{$rss_traffic_kib / 1024:.1f}')")"
 
 versions="switchyard $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(kubectl version -o json | python3 -c 'import json,sys; print("kube-apiserver", json.load(sys.stdin)["serverVersion"]["gitVersion"])'), $(nats-server --version)"
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m)"
@@ -118,7 +144,10 @@ report="$(cat <<MD
 - Seconds from last create to all Ready: **$seconds** (target ≤ 15); creating all $N took $create_seconds s (kubectl, one request each), during which the operator was already reconciling
 - Operator API writes per Topic to reach Ready: **$topic_writes** on the Topic (status) + **$event_writes** Event (StreamCreated) (target ≤ 2)
 - Operator writes while idle for $((RESYNC * 2 + 2)) s: **$idle** (target 0)
-- Operator peak RSS: **$rss_mib MiB** (target ≤ 64)
+- Operator peak RSS with $N Topics: **$rss_mib MiB** (target ≤ 20)
+- Traffic: $stored events stored ($failed failed, $rate/s) on $TRAFFIC_TOPICS Topics for $TRAFFIC_SECONDS s
+- Status writes per busy Topic per minute: **$traffic_writes** (target ≤ $traffic_target = 1 + 60/resync)
+- Operator CPU during traffic: **$cpu_percent %** of one core; peak RSS after traffic: **$rss_traffic_mib MiB**
 MD
 )"
 echo "$report"

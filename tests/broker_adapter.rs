@@ -3,15 +3,14 @@
 //! to the run and are deleted by guards, also when a test fails; the connection test runs its own
 //! server so that it can kill it.
 
+mod common;
+
 use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_nats::jetstream::{
@@ -19,6 +18,7 @@ use async_nats::jetstream::{
     kv,
     stream::{Config as StreamConfig, RetentionPolicy},
 };
+use common::{PrivateNats, nats_url};
 use futures::StreamExt;
 use switchyard::broker::{
     AdvisoryBody, Broker, BrokerError, BrokerOptions, Bytes, MaxDeliveries, codes,
@@ -26,10 +26,6 @@ use switchyard::broker::{
 use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn nats_url() -> String {
-    std::env::var("NATS_URL").expect("NATS_URL is not set: run the tests through `make test`")
-}
 
 /// A name no other test, run or process uses: `<prefix><pid><counter><time>`, token-safe.
 fn unique(prefix: &str) -> String {
@@ -442,72 +438,6 @@ async fn a_slow_advisory_reader_loses_advisories_but_never_blocks() {
     );
 }
 
-/// A nats-server owned by one test, so that it can be killed and started again.
-struct PrivateNats {
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = std::env::temp_dir().join(unique("switchyard-broker-adapter-"));
-        let mut nats = Self {
-            port,
-            store,
-            child: None,
-        };
-        nats.resume();
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn resume(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH (make test puts it there)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_state_follows_the_server() {
     let mut nats = PrivateNats::start();
@@ -569,11 +499,7 @@ impl Logs {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_is_logged_once_without_credentials() {
     let logs = Logs::capture();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_addr().port();
     let url = format!("nats://operator:hunter2@127.0.0.1:{port}");
     let broker = Broker::connect(&BrokerOptions::new(url))
         .await

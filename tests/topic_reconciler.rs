@@ -263,15 +263,7 @@ async fn deleting_with_retain_keeps_the_stream_and_with_delete_removes_it() {
             .unwrap();
     }
     for name in ["kept", "dropped"] {
-        wait_until(&format!("Topic {name} gone"), || async {
-            s.topics
-                .get_opt(name)
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        })
-        .await;
+        wait_until_deleted(&s.topics, name).await;
     }
     let kept = stream(&s.broker, &format!("{ns}_kept"))
         .await
@@ -635,15 +627,8 @@ async fn delete_policy_never_wedges_when_nats_is_gone() {
     let waiting = wait_for_ready(&topics, "doomed", "False", "Deleting").await;
     let (_, _, message) = ready_of(&waiting).unwrap();
     assert!(message.contains("waiting for NATS"), "{message}");
-    wait_until("Topic released after the finalizer timeout", || async {
-        topics
-            .get_opt("doomed")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    // Released after the finalizer timeout.
+    wait_until_deleted(&topics, "doomed").await;
     let events = events_for(&client, &ns.name, "doomed").await;
     assert!(
         events

@@ -223,7 +223,7 @@ pub async fn reconcile<R: Reconciler>(
             return Ok(Action::await_change());
         }
     };
-    let paused = annotation_is_true(&obj.meta().clone(), annotations::PAUSED);
+    let paused = annotation_is_true(obj.meta(), annotations::PAUSED);
     if obj.meta().deletion_timestamp.is_some() {
         return finalize(&driven, obj, paused).await;
     }

@@ -300,7 +300,17 @@ async fn run_controller<R>(
         .reconcile_all_on(broker_reconnects(&ctx.broker))
         .graceful_shutdown_on(term)
         .run(driver::reconcile::<R>, driver::error_policy::<R>, driven)
-        .for_each(|_| async {})
+        .for_each(|result| async move {
+            match result {
+                // Failed reconciles are logged by the error policy, with their retry delay.
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(kind = R::KIND, %obj, "object gone before its reconcile");
+                }
+                // Watch failures (RBAC, API server away) are retried by the watch's backoff.
+                Err(e) => warn!(kind = R::KIND, error = %e, "watch failed; retrying"),
+            }
+        })
         .await;
     info!(kind = R::KIND, "controller stopped");
 }

@@ -249,8 +249,9 @@ fn follow_broker(
 
 /// Resolves to `()` each time the NATS connection comes back, so every object whose reconcile
 /// waits out a backoff for the broker is reconciled at once.
-fn broker_reconnects(broker: &Broker) -> impl futures::Stream<Item = ()> + Send + 'static {
-    let state = broker.connection_state();
+fn reconnects(
+    state: tokio::sync::watch::Receiver<bool>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
     futures::stream::unfold((state, false), |(mut state, mut was)| async move {
         loop {
             state.changed().await.ok()?;
@@ -297,7 +298,7 @@ async fn run_controller<R>(
     let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
     Controller::for_stream(stream, store)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
-        .reconcile_all_on(broker_reconnects(&ctx.broker))
+        .reconcile_all_on(reconnects(ctx.broker.connection_state()))
         .graceful_shutdown_on(term)
         .run(driver::reconcile::<R>, driver::error_policy::<R>, driven)
         .for_each(|result| async move {
@@ -322,5 +323,25 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_return_of_the_connection_is_one_reconnect() {
+        let (state, receiver) = tokio::sync::watch::channel(false);
+        let mut stream = Box::pin(reconnects(receiver));
+        state.send_replace(true);
+        assert_eq!(stream.next().await, Some(()));
+        state.send_replace(false);
+        let quiet = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(quiet.is_err(), "losing the connection is no reconnect");
+        state.send_replace(true);
+        assert_eq!(stream.next().await, Some(()));
+        drop(state);
+        assert_eq!(stream.next().await, None, "ends with the connection");
     }
 }

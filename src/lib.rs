@@ -5,7 +5,8 @@
 //! - [`runtime`]: the controller runtime every kind runs on (lifecycle, status, leader election).
 //! - [`reconcile`]: each kind's stages, turning its objects into broker state.
 //! - [`broker`]: the only module that speaks to NATS.
-//! - [`conditions`], [`naming`]: the shared vocabulary of status and broker names.
+//! - [`conditions`], [`naming`], [`subjects`]: the shared vocabulary of status, broker names and
+//!   subject patterns.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
 
 pub mod api;
@@ -18,4 +19,5 @@ pub mod naming;
 pub mod reconcile;
 pub mod runtime;
 pub mod schema;
+pub mod subjects;
 pub mod telemetry;

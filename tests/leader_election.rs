@@ -150,7 +150,10 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies_or_freezes
         .unwrap();
     ready("four").await;
     let takeover = killed_at.elapsed();
-    eprintln!("{} took over {takeover:?} after the leader was killed", survivor.name);
+    eprintln!(
+        "{} took over {takeover:?} after the leader was killed",
+        survivor.name
+    );
     assert!(
         takeover < Duration::from_secs(15),
         "{} took {takeover:?} to take over",

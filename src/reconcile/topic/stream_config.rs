@@ -15,6 +15,7 @@ use crate::{
         },
     },
     naming,
+    subjects::{check_subject, subjects_overlap},
 };
 
 /// Keys Switchyard writes into stream metadata.
@@ -179,45 +180,6 @@ fn subjects(id: TopicIdentity<'_>, spec: &TopicSpec) -> Result<Vec<String>, Inva
         }
     }
     Ok(declared.clone())
-}
-
-/// Checks NATS subject syntax: non-empty tokens without whitespace, `*` as a whole token,
-/// `>` only as the last token.
-pub fn check_subject(subject: &str) -> Result<(), &'static str> {
-    if subject.is_empty() {
-        return Err("is empty");
-    }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    for (i, token) in tokens.iter().enumerate() {
-        if token.is_empty() {
-            return Err("has an empty token (two dots in a row, or a dot at either end)");
-        }
-        if token.chars().any(char::is_whitespace) {
-            return Err("contains whitespace");
-        }
-        if *token == ">" && i != tokens.len() - 1 {
-            return Err("uses '>' before the last token");
-        }
-        if token.len() > 1 && (token.contains('*') || token.contains('>')) {
-            return Err("uses '*' or '>' inside a token; wildcards must be whole tokens");
-        }
-    }
-    Ok(())
-}
-
-/// Whether some concrete subject matches both patterns.
-pub fn subjects_overlap(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('.').collect(), b.split('.').collect());
-    let mut i = 0;
-    loop {
-        match (a.get(i), b.get(i)) {
-            (Some(&">"), Some(_)) | (Some(_), Some(&">")) => return true,
-            (None, None) => return true,
-            (None, Some(_)) | (Some(_), None) => return false,
-            (Some(x), Some(y)) if *x == "*" || *y == "*" || x == y => i += 1,
-            _ => return false,
-        }
-    }
 }
 
 fn optional_duration(
@@ -487,16 +449,5 @@ denyPurge: true
             assert_eq!(err.field, field, "{yaml}: {err}");
             assert!(!err.message.is_empty());
         }
-    }
-
-    #[test]
-    fn overlap_follows_wildcard_rules() {
-        assert!(subjects_overlap("a.b.>", "a.b.c"));
-        assert!(subjects_overlap("a.*.c", "a.b.*"));
-        assert!(subjects_overlap("a.b", "a.b"));
-        assert!(!subjects_overlap("a.b", "a.b.c"));
-        assert!(!subjects_overlap("a.*", "a.b.c"));
-        assert!(!subjects_overlap("a.b.>", "a.c.>"));
-        assert!(subjects_overlap(">", "x.y"));
     }
 }

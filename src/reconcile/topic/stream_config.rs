@@ -1,7 +1,7 @@
 //! Topic spec → JetStream stream configuration. Pure: everything here is decided from the spec and
 //! the object's identity alone, so it is unit-tested without a server.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType, SubjectTransform,
@@ -15,6 +15,7 @@ use crate::{
         },
     },
     naming,
+    reconcile::InvalidSpec,
     subjects::{check_subject, subjects_overlap},
 };
 
@@ -50,30 +51,6 @@ impl TopicIdentity<'_> {
         naming::stream_name(self.namespace, self.name)
     }
 }
-
-/// A spec value that cannot become a stream configuration, with the field to fix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidSpec {
-    pub field: String,
-    pub message: String,
-}
-
-impl InvalidSpec {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for InvalidSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for InvalidSpec {}
 
 /// The stream configuration a Topic asks for.
 pub fn desired_stream(

@@ -48,6 +48,17 @@ pub fn owner_id(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 
+/// Keys Switchyard writes into the metadata of the broker objects it owns (streams, consumers).
+pub mod metadata {
+    /// `<Kind>/<namespace>/<name>` of the object that owns the broker object (see
+    /// [`super::owner_id`]).
+    pub const OWNER: &str = "switchyard.dev/owner";
+    /// The owner's generation the broker object was last written from.
+    pub const GENERATION: &str = "switchyard.dev/generation";
+    /// Prefix of the keys the server adds by itself; they are never compared.
+    pub const SERVER_PREFIX: &str = "_nats.";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,13 +26,7 @@ use crate::{
     subjects::{check_subject, subject_contains, subjects_overlap},
 };
 
-/// Metadata keys Switchyard records on the consumer.
-pub mod metadata {
-    /// `Subscription/<namespace>/<name>` of the owner.
-    pub const OWNER: &str = "switchyard.dev/owner";
-    /// The Subscription generation the consumer was last written for.
-    pub const GENERATION: &str = "switchyard.dev/generation";
-}
+pub use crate::naming::metadata;
 
 /// Deliveries of one event when nothing says otherwise.
 pub const DEFAULT_MAX_DELIVERIES: i64 = 5;

@@ -19,15 +19,7 @@ use crate::{
     subjects::{check_subject, subjects_overlap},
 };
 
-/// Keys Switchyard writes into stream metadata.
-pub mod metadata {
-    /// `Topic/<namespace>/<name>` of the object that owns the stream.
-    pub const OWNER: &str = "switchyard.dev/owner";
-    /// The Topic generation the stream configuration was last written from.
-    pub const GENERATION: &str = "switchyard.dev/generation";
-    /// Prefix of the keys the server adds by itself; they are never compared.
-    pub const SERVER_PREFIX: &str = "_nats.";
-}
+pub use crate::naming::metadata;
 
 /// The server's default duplicate window, written explicitly so what we read back is what we sent.
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);

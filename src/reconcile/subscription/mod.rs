@@ -3,3 +3,4 @@
 //! the reconciler that applies it plugs into the runtime like the Topic's.
 
 pub mod consumer_config;
+pub mod plan;

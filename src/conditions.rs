@@ -19,6 +19,8 @@ pub enum ConditionType {
     Ready,
     /// The `switchyard.dev/paused` annotation is set; nothing is reconciled.
     ReconciliationPaused,
+    /// A Subscription's durable consumer matches its spec.
+    ConsumerReady,
 }
 
 impl ConditionType {
@@ -26,6 +28,7 @@ impl ConditionType {
         match self {
             Self::Ready => "Ready",
             Self::ReconciliationPaused => "ReconciliationPaused",
+            Self::ConsumerReady => "ConsumerReady",
         }
     }
 }
@@ -147,9 +150,13 @@ impl<R: ReasonCode> Verdict<R> {
 
     /// The verdict a stored condition records, if its reason is one of this kind's.
     pub fn from_condition(condition: &Condition) -> Option<Self> {
-        let type_ = [ConditionType::Ready, ConditionType::ReconciliationPaused]
-            .into_iter()
-            .find(|t| t.as_str() == condition.type_)?;
+        let type_ = [
+            ConditionType::Ready,
+            ConditionType::ReconciliationPaused,
+            ConditionType::ConsumerReady,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == condition.type_)?;
         Some(Self::new(
             type_,
             condition.status == "True",

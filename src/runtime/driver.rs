@@ -11,7 +11,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::SignedDura
 use kube::{
     Resource, ResourceExt,
     core::{DeserializeGuard, NamespaceResourceScope},
-    runtime::controller::Action,
+    runtime::{Controller, controller::Action, reflector::Store},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::warn;
@@ -35,6 +35,8 @@ pub trait ObjectStatus: Clone + PartialEq + Default + Serialize + Send + Sync {
 pub struct Outcome<R: Reconciler> {
     /// The Ready condition to report.
     pub ready: Verdict<R::Reason>,
+    /// Conditions of other types the kind reports next to Ready (e.g. ConsumerReady).
+    pub conditions: Vec<Verdict<R::Reason>>,
     /// Live figures the broker reported, for the status; `None` keeps the last ones.
     pub figures: Option<R::Figures>,
     /// A Kubernetes Event worth recording (see [`super::kube_events::worth_recording`]).
@@ -45,9 +47,15 @@ impl<R: Reconciler> Outcome<R> {
     pub fn new(ready: Verdict<R::Reason>) -> Self {
         Self {
             ready,
+            conditions: Vec::new(),
             figures: None,
             event: None,
         }
+    }
+
+    pub fn with_condition(mut self, verdict: Verdict<R::Reason>) -> Self {
+        self.conditions.push(verdict);
+        self
     }
 
     pub fn with_figures(mut self, figures: Option<R::Figures>) -> Self {
@@ -69,6 +77,8 @@ impl<R: Reconciler> Outcome<R> {
 }
 
 /// One kind's part of reconciling. Pure stages are plain functions; I/O stages return futures.
+/// The pipeline: dereference (other objects the spec names) → desired → observe → plan → apply,
+/// then project the status.
 pub trait Reconciler: Send + Sync + Sized + 'static {
     type Kind: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -80,6 +90,8 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
         + 'static;
     type Status: ObjectStatus;
     type Reason: ReasonCode;
+    /// What the spec refers to (another kind's objects), read before the desired state is built.
+    type Refs: Send + Sync;
     /// The broker state the spec asks for.
     type Desired: Send + Sync;
     /// The broker state found.
@@ -100,8 +112,16 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
     /// the finalizer held, so objects that keep their broker state never wait for NATS.
     fn cleans_up(obj: &Self::Kind) -> bool;
 
+    /// Reads the objects the spec refers to. `Ok(Err(outcome))`: one is missing or unusable and
+    /// the outcome says so (the object waits; a watch on the referred kind wakes it).
+    fn dereference(
+        &self,
+        ctx: &Context,
+        obj: &Self::Kind,
+    ) -> impl Future<Output = Result<Result<Self::Refs, Outcome<Self>>, super::Error>> + Send;
+
     /// Pure: the desired broker state, or a message naming the invalid field.
-    fn desired(obj: &Self::Kind) -> Result<Self::Desired, String>;
+    fn desired(obj: &Self::Kind, refs: &Self::Refs) -> Result<Self::Desired, String>;
 
     /// Reads the broker state.
     fn observe(
@@ -151,6 +171,17 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
 
     /// The Event for a deletion that gave up on cleaning the broker.
     fn left_behind(obj: &Self::Kind, error: &BrokerError) -> KubeEvent;
+
+    /// Adds the watches through which related kinds wake this kind's objects (see
+    /// [`super::relations`]). `store` is this kind's cache.
+    fn watch_related(
+        controller: Controller<DeserializeGuard<Self::Kind>>,
+        store: Store<DeserializeGuard<Self::Kind>>,
+        ctx: &Context,
+    ) -> Controller<DeserializeGuard<Self::Kind>> {
+        let _ = (store, ctx);
+        controller
+    }
 }
 
 /// The outcome of a broker failure no kind explains better.
@@ -232,7 +263,7 @@ pub async fn reconcile<R: Reconciler>(
     let outcome = if paused {
         paused_outcome::<R>(obj)
     } else {
-        run_stages(&driven.reconciler, ctx, obj).await
+        run_stages(&driven.reconciler, ctx, obj).await?
     };
 
     let previous_reason = R::status(obj)
@@ -254,6 +285,7 @@ pub async fn reconcile<R: Reconciler>(
     let next = next_status::<R>(
         obj,
         &outcome.ready,
+        &outcome.conditions,
         paused,
         outcome.figures.as_ref(),
         generation,
@@ -299,8 +331,25 @@ pub fn error_policy<R: Reconciler>(
     Action::requeue(delay)
 }
 
-async fn run_stages<R: Reconciler>(reconciler: &R, ctx: &Context, obj: &R::Kind) -> Outcome<R> {
-    let desired = match R::desired(obj) {
+async fn run_stages<R: Reconciler>(
+    reconciler: &R,
+    ctx: &Context,
+    obj: &R::Kind,
+) -> Result<Outcome<R>, Error> {
+    let refs = match reconciler.dereference(ctx, obj).await? {
+        Ok(refs) => refs,
+        Err(waiting) => return Ok(waiting),
+    };
+    Ok(sync_broker(reconciler, ctx, obj, &refs).await)
+}
+
+async fn sync_broker<R: Reconciler>(
+    reconciler: &R,
+    ctx: &Context,
+    obj: &R::Kind,
+    refs: &R::Refs,
+) -> Outcome<R> {
+    let desired = match R::desired(obj, refs) {
         Ok(desired) => desired,
         Err(invalid) => return Outcome::failed(CommonReason::InvalidSpec, invalid),
     };
@@ -330,6 +379,7 @@ fn paused_outcome<R: Reconciler>(obj: &R::Kind) -> Outcome<R> {
 fn next_status<R: Reconciler>(
     obj: &R::Kind,
     ready: &Verdict<R::Reason>,
+    others: &[Verdict<R::Reason>],
     paused: bool,
     figures: Option<&R::Figures>,
     generation: Option<i64>,
@@ -337,7 +387,10 @@ fn next_status<R: Reconciler>(
 ) -> R::Status {
     let now = ctx.clock.now();
     let mut status = R::status(obj).cloned().unwrap_or_default();
-    let updated = conditions::apply(status.conditions(), ready, generation, now);
+    let mut updated = conditions::apply(status.conditions(), ready, generation, now);
+    for verdict in others {
+        updated = conditions::apply(&updated, verdict, generation, now);
+    }
     *status.conditions_mut() = if paused {
         let verdict = Verdict::new(
             ConditionType::ReconciliationPaused,
@@ -396,7 +449,8 @@ async fn finalize<R: Reconciler>(
                         ctx.config.finalizer_timeout
                     ),
                 );
-                let next = next_status::<R>(obj, &ready, paused, None, obj.meta().generation, ctx);
+                let next =
+                    next_status::<R>(obj, &ready, &[], paused, None, obj.meta().generation, ctx);
                 if R::status(obj) != Some(&next) {
                     ctx.writer.status(R::KIND, obj, &next).await?;
                 }

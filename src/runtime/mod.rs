@@ -296,7 +296,8 @@ async fn run_controller<R>(
         "starting controller"
     );
     let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
-    Controller::for_stream(stream, store)
+    let controller = Controller::for_stream(stream, store.clone());
+    R::watch_related(controller, store, ctx)
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .reconcile_all_on(reconnects(ctx.broker.connection_state()))
         .graceful_shutdown_on(term)

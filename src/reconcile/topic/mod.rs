@@ -51,6 +51,7 @@ impl Reconciler for TopicReconciler {
     type Kind = Topic;
     type Status = TopicStatus;
     type Reason = TopicReason;
+    type Refs = ();
     type Desired = StreamConfig;
     type Actual = Option<StreamInfo>;
     type Plan = StreamPlan;
@@ -67,7 +68,16 @@ impl Reconciler for TopicReconciler {
         topic.spec.deletion_policy == DeletionPolicy::Delete
     }
 
-    fn desired(topic: &Topic) -> Result<StreamConfig, String> {
+    async fn dereference(
+        &self,
+        _: &Context,
+        _: &Topic,
+    ) -> Result<Result<(), Outcome<Self>>, crate::runtime::Error> {
+        // A Topic's references (schema, dead-letter policy) are read by the kinds using them.
+        Ok(Ok(()))
+    }
+
+    fn desired(topic: &Topic, (): &()) -> Result<StreamConfig, String> {
         let namespace = topic.namespace().unwrap_or_default();
         let name = topic.name_any();
         let id = TopicIdentity {

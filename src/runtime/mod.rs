@@ -39,7 +39,7 @@ use crate::{
     broker::{Broker, BrokerError, BrokerOptions},
     conditions::{Clock, SystemClock},
     metrics::Metrics,
-    reconcile::topic::TopicReconciler,
+    reconcile::{subscription::SubscriptionReconciler, topic::TopicReconciler},
 };
 
 /// The field manager Switchyard writes with; server-side apply attributes fields to it.
@@ -272,7 +272,10 @@ async fn run_controllers(
     term: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let term = futures::future::FutureExt::shared(Box::pin(term));
-    tokio::join!(run_controller(TopicReconciler, ctx, health, term.clone()));
+    tokio::join!(
+        run_controller(TopicReconciler, ctx, health, term.clone()),
+        run_controller(SubscriptionReconciler, ctx, health, term.clone()),
+    );
 }
 
 /// Runs one kind's controller on the lifecycle-filtered watch until `term` resolves.

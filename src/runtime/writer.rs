@@ -130,7 +130,10 @@ impl Writer {
             secondary: None,
         };
         match self.recorder.publish(&recorded, reference).await {
-            Ok(()) => self.metrics.observe_write(kind, "event"),
+            Ok(()) => {
+                self.metrics.observe_write(kind, "event");
+                debug!(kind, reason, "Kubernetes Event recorded");
+            }
             Err(e) => warn!(error = %e, kind, reason, "could not record a Kubernetes Event"),
         }
     }

@@ -1,0 +1,293 @@
+//! Subscription → durable consumer, against a real kube-apiserver and a real nats-server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use switchyard::{
+    api::{Subscription, Topic},
+    broker::Broker,
+};
+
+struct Setup {
+    client: kube::Client,
+    ns: TestNamespace,
+    topics: Api<Topic>,
+    subscriptions: Api<Subscription>,
+    broker: Broker,
+    operator: Operator,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let client = kube_client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    Setup {
+        topics: Api::namespaced(client.clone(), &ns.name),
+        subscriptions: Api::namespaced(client.clone(), &ns.name),
+        broker: broker(&nats_url()).await,
+        operator: Operator::start(&client, &ns.name, &nats_url()),
+        client,
+        ns,
+    }
+}
+
+impl Setup {
+    async fn topic(&self, name: &str, spec: &str) {
+        let yaml = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
+            self.ns.name
+        );
+        apply(&self.topics, &yaml).await.expect("apply Topic");
+    }
+
+    async fn subscription(&self, name: &str, spec: &str) {
+        let yaml = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
+            self.ns.name
+        );
+        apply(&self.subscriptions, &yaml)
+            .await
+            .expect("apply Subscription");
+    }
+
+    async fn ready(&self, name: &str) -> Subscription {
+        wait_for_ready(&self.subscriptions, name, "True", "ConsumerInSync").await
+    }
+
+    fn stream(&self, topic: &str) -> String {
+        format!("{}_{topic}", self.ns.name)
+    }
+
+    fn consumer(&self, name: &str) -> String {
+        format!("sub_{}_{name}", self.ns.name)
+    }
+
+    async fn consumer_info(
+        &self,
+        topic: &str,
+        name: &str,
+    ) -> Option<async_nats::jetstream::consumer::Info> {
+        self.broker
+            .consumer_info(&self.stream(topic), &self.consumer(name))
+            .await
+            .expect("consumer info")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscription_becomes_a_consumer_with_exactly_the_declared_config_and_stays_quiet() {
+    let s = setup("sub-create").await;
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.subscription(
+        "billing",
+        "  topicRef: {name: orders}\n  eventTypes: [order.placed, order.cancelled]\n  ackWait: 45s\n  maxAckPending: 50\n  retry: {maxDeliveries: 4}\n",
+    )
+    .await;
+    let ready = s.ready("billing").await;
+    let status = ready.status.as_ref().unwrap();
+    assert_eq!(
+        status.consumer_name.as_deref(),
+        Some(s.consumer("billing").as_str())
+    );
+    assert_eq!(status.lag, Some(0));
+    assert_eq!(
+        condition_of(&ready, "ConsumerReady")
+            .map(|c| c.0)
+            .as_deref(),
+        Some("True")
+    );
+
+    let info = s
+        .consumer_info("orders", "billing")
+        .await
+        .expect("consumer");
+    let c = &info.config;
+    let ns = &s.ns.name;
+    assert_eq!(
+        c.filter_subjects,
+        [
+            format!("{ns}.orders.order.placed"),
+            format!("{ns}.orders.order.cancelled")
+        ]
+    );
+    assert_eq!(c.ack_wait, Duration::from_secs(45));
+    assert_eq!(c.max_ack_pending, 50);
+    assert_eq!(c.max_deliver, 4);
+    assert_eq!(c.inactive_threshold, Duration::ZERO);
+    assert_eq!(
+        c.ack_policy,
+        async_nats::jetstream::consumer::AckPolicy::Explicit
+    );
+
+    // Several resyncs (2 s in tests) later nothing was written.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let later = s.subscriptions.get("billing").await.unwrap();
+    assert_eq!(
+        later.metadata.resource_version,
+        ready.metadata.resource_version
+    );
+    let events = events_for(&s.client, ns, "billing").await;
+    assert!(
+        events.iter().any(|(_, r, _)| r == "ConsumerCreated"),
+        "{events:?}"
+    );
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscription_waits_for_its_topic_and_becomes_ready_when_it_appears() {
+    let s = setup("sub-wait").await;
+    s.subscription("audit", "  topicRef: {name: payments}\n")
+        .await;
+    let waiting = wait_for_ready(&s.subscriptions, "audit", "False", "TopicNotFound").await;
+    let (_, _, message) = ready_of(&waiting).unwrap();
+    assert!(message.contains("payments"), "{message}");
+
+    // Only the Topic is created; the Subscription is woken by the Topic watch.
+    s.topic("payments", "  maxAge: 1h\n").await;
+    let ready = s.ready("audit").await;
+    assert_eq!(ready.metadata.generation, waiting.metadata.generation);
+    assert!(s.consumer_info("payments", "audit").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumers_deleted_or_edited_by_hand_are_restored_and_reported() {
+    let s = setup("sub-drift").await;
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.subscription(
+        "shipping",
+        "  topicRef: {name: orders}\n  maxAckPending: 20\n",
+    )
+    .await;
+    s.ready("shipping").await;
+    let stream = s.stream("orders");
+    let consumer = s.consumer("shipping");
+
+    let mut edited = s.consumer_info("orders", "shipping").await.unwrap().config;
+    edited.max_ack_pending = 3;
+    s.broker
+        .update_consumer(&stream, &edited)
+        .await
+        .expect("hand edit");
+    wait_until("consumer restored", || async {
+        let info = s.consumer_info("orders", "shipping").await?;
+        (info.config.max_ack_pending == 20).then_some(())
+    })
+    .await;
+
+    s.broker
+        .delete_consumer(&stream, &consumer)
+        .await
+        .expect("hand delete");
+    wait_until("consumer recreated", || async {
+        s.consumer_info("orders", "shipping").await.map(|_| ())
+    })
+    .await;
+    wait_until("a Warning Event for each hand change", || async {
+        let events = events_for(&s.client, &s.ns.name, "shipping").await;
+        let warned = |reason: &str, word: &str| {
+            events
+                .iter()
+                .any(|(kind, r, note)| kind == "Warning" && r == reason && note.contains(word))
+        };
+        (warned("DriftCorrected", "maxAckPending") && warned("ConsumerRecreated", "deleted"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_filter_grows_into_several_without_losing_the_position() {
+    let s = setup("sub-filters").await;
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.subscription(
+        "billing",
+        "  topicRef: {name: orders}\n  eventTypes: [order.placed]\n",
+    )
+    .await;
+    s.ready("billing").await;
+    let ns = &s.ns.name;
+    for subject in ["order.placed", "order.placed", "order.shipped"] {
+        s.broker
+            .jetstream()
+            .publish(format!("{ns}.orders.{subject}"), "e".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let before = s.consumer_info("orders", "billing").await.unwrap();
+    assert_eq!(before.num_pending, 2);
+
+    s.subscription(
+        "billing",
+        "  topicRef: {name: orders}\n  eventTypes: [order.placed, order.shipped]\n  filterSubjects: [\"*.orders.audit.>\"]\n",
+    )
+    .await;
+    let refused = wait_for_ready(&s.subscriptions, "billing", "False", "InvalidSpec").await;
+    let (_, _, message) = ready_of(&refused).unwrap();
+    assert!(message.starts_with("spec.filterSubjects[0]"), "{message}");
+
+    s.subscription(
+        "billing",
+        "  topicRef: {name: orders}\n  eventTypes: [order.placed, order.shipped]\n",
+    )
+    .await;
+    s.ready("billing").await;
+    let after = s.consumer_info("orders", "billing").await.unwrap();
+    assert_eq!(after.config.filter_subjects.len(), 2);
+    assert_eq!(after.created, before.created, "the same consumer");
+    assert_eq!(
+        after.num_pending, 3,
+        "its position kept; the new filter adds one event"
+    );
+
+    // Immutable fields are refused at apply time, naming the field.
+    let yaml = format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: billing\n  namespace: {ns}\nspec:\n  topicRef: {{name: orders}}\n  deliverPolicy: New\n"
+    );
+    let (ok, out) = kubectl(&["apply", "--server-side", "-f", "-"], Some(&yaml));
+    assert!(!ok && out.contains("spec.deliverPolicy"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_subscription_deletes_its_consumer() {
+    let s = setup("sub-delete").await;
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.subscription("temp", "  topicRef: {name: orders}\n").await;
+    s.ready("temp").await;
+    assert!(s.consumer_info("orders", "temp").await.is_some());
+    s.subscriptions
+        .delete("temp", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until_deleted(&s.subscriptions, "temp").await;
+    assert!(s.consumer_info("orders", "temp").await.is_none());
+    let events = events_for(&s.client, &s.ns.name, "temp").await;
+    assert!(
+        events.iter().any(|(_, r, _)| r == "ConsumerDeleted"),
+        "{events:?}"
+    );
+    // The Topic and its stream are untouched.
+    let _ = s
+        .topics
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({})),
+        )
+        .await;
+    assert!(
+        s.broker
+            .stream_info(&s.stream("orders"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

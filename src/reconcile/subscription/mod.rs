@@ -6,6 +6,7 @@
 pub mod consumer_config;
 pub mod plan;
 pub mod status;
+pub mod workers;
 
 use async_nats::jetstream::consumer::{
     Config as ConsumerConfig, Info as ConsumerInfo, IntoConsumerConfig,

@@ -1,0 +1,315 @@
+//! The worker Deployment a Subscription with `spec.worker` asks for. Pure: the Subscription, the
+//! consumer it reads and the dispatcher settings in, a Deployment to server-side apply out.
+//!
+//! Each pod runs the user's container (`handler`) and the Switchyard dispatcher sidecar
+//! (`dispatcher`, `switchyard dispatch` from the operator's image), which pulls from the durable
+//! consumer and POSTs each event to the handler on loopback. The dispatcher's contract, fixed
+//! here: `switchyard dispatch --stream S --consumer C --endpoint URL --concurrency N
+//! [--timeout D]`, NATS settings from the same environment variables as `switchyard run`, health
+//! on `:9090` (`/healthz`, `/readyz`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SecurityContext,
+        },
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt};
+
+use crate::api::{Subscription, subscription::WorkerSpec};
+
+/// Label selecting a Subscription's worker pods.
+pub const SUBSCRIPTION_LABEL: &str = "switchyard.dev/subscription";
+/// Port of the dispatcher's health endpoints.
+pub const DISPATCHER_HEALTH_PORT: i32 = 9090;
+
+/// How the operator runs dispatchers: its own image and the NATS settings it passes on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DispatcherSettings {
+    /// Image of the dispatcher (the operator's own image).
+    pub image: String,
+    /// NATS server URLs for the dispatcher.
+    pub nats_url: String,
+    /// Environment the dispatcher gets besides NATS_URL (credential file paths and the like).
+    pub env: Vec<EnvVar>,
+}
+
+/// The Deployment's name: the Subscription's, so `kubectl get deploy` reads naturally.
+pub fn deployment_name(sub: &Subscription) -> String {
+    format!("{}-worker", sub.name_any())
+}
+
+/// The worker Deployment, or `None` when the Subscription declares no worker.
+pub fn desired_deployment(
+    sub: &Subscription,
+    stream: &str,
+    consumer: &str,
+    replicas: i32,
+    dispatcher: &DispatcherSettings,
+) -> Option<Deployment> {
+    let worker = sub.spec.worker.as_ref()?;
+    let name = sub.name_any();
+    let selector = BTreeMap::from([(SUBSCRIPTION_LABEL.to_string(), name.clone())]);
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "switchyard-worker".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), name.clone()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "switchyard".to_string(),
+        ),
+    ]);
+    labels.extend(selector.clone());
+    // The user's pod labels first, so Switchyard's own win on a clash.
+    let mut pod_labels = worker.pod_labels.clone().unwrap_or_default();
+    pod_labels.extend(labels.clone());
+    Some(Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(sub)),
+            namespace: sub.namespace(),
+            labels: Some(labels),
+            owner_references: owner(sub).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: worker.pod_annotations.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(worker, stream, consumer, dispatcher)),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// The Subscription as controlling owner: the Deployment goes when it goes.
+fn owner(sub: &Subscription) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: Subscription::api_version(&()).into_owned(),
+        kind: Subscription::kind(&()).into_owned(),
+        name: sub.name_any(),
+        uid: sub.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+fn pod_spec(
+    worker: &WorkerSpec,
+    stream: &str,
+    consumer: &str,
+    dispatcher: &DispatcherSettings,
+) -> PodSpec {
+    let handler = Container {
+        name: "handler".into(),
+        image: Some(worker.image.clone()),
+        image_pull_policy: worker.image_pull_policy.map(|p| format!("{p:?}")),
+        command: worker.command.clone(),
+        args: worker.args.clone(),
+        env: worker.env.clone(),
+        env_from: worker.env_from.clone(),
+        resources: worker.resources.clone(),
+        ports: Some(vec![ContainerPort {
+            name: Some("events".into()),
+            container_port: worker.endpoint.port,
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    PodSpec {
+        containers: vec![
+            handler,
+            dispatcher_container(worker, stream, consumer, dispatcher),
+        ],
+        service_account_name: worker.service_account_name.clone(),
+        image_pull_secrets: worker.image_pull_secrets.clone(),
+        node_selector: worker.node_selector.clone(),
+        tolerations: worker.tolerations.clone(),
+        priority_class_name: worker.priority_class_name.clone(),
+        termination_grace_period_seconds: worker.termination_grace_period_seconds,
+        ..Default::default()
+    }
+}
+
+fn dispatcher_container(
+    worker: &WorkerSpec,
+    stream: &str,
+    consumer: &str,
+    dispatcher: &DispatcherSettings,
+) -> Container {
+    let endpoint = format!(
+        "http://127.0.0.1:{}{}",
+        worker.endpoint.port, worker.endpoint.path
+    );
+    let mut args = vec![
+        "dispatch".to_string(),
+        "--stream".into(),
+        stream.into(),
+        "--consumer".into(),
+        consumer.into(),
+        "--endpoint".into(),
+        endpoint,
+        "--concurrency".into(),
+        worker.concurrency.to_string(),
+    ];
+    if let Some(timeout) = &worker.timeout {
+        args.extend(["--timeout".into(), timeout.to_string()]);
+    }
+    let mut env = vec![EnvVar {
+        name: "NATS_URL".into(),
+        value: Some(dispatcher.nats_url.clone()),
+        ..Default::default()
+    }];
+    env.extend(dispatcher.env.iter().cloned());
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(DISPATCHER_HEALTH_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(10),
+        ..Default::default()
+    };
+    let quantity = |q: &str| Quantity(q.into());
+    Container {
+        name: "dispatcher".into(),
+        image: Some(dispatcher.image.clone()),
+        args: Some(args),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: DISPATCHER_HEALTH_PORT,
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz")),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), quantity("50m")),
+                ("memory".into(), quantity("32Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), quantity("128Mi"))])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(worker: &str) -> Subscription {
+        let mut sub: Subscription = serde_yaml::from_str(&format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata: {{name: billing, namespace: shop, uid: u-1}}\nspec:\n  topicRef: {{name: orders}}\n{worker}"
+        ))
+        .expect("subscription");
+        sub.metadata.generation = Some(1);
+        sub
+    }
+
+    fn settings() -> DispatcherSettings {
+        DispatcherSettings {
+            image: "ghcr.io/switchyard/switchyard:0.1.0".into(),
+            nats_url: "nats://nats:4222".into(),
+            env: vec![],
+        }
+    }
+
+    fn containers(d: &Deployment) -> Vec<Container> {
+        d.spec.template.spec.as_ref().unwrap().containers.clone()
+    }
+
+    #[test]
+    fn no_worker_no_deployment() {
+        assert!(
+            desired_deployment(&subscription(""), "shop_orders", "c", 1, &settings()).is_none()
+        );
+    }
+
+    #[test]
+    fn the_handler_runs_next_to_a_locked_down_dispatcher_that_reads_the_consumer() {
+        let sub = subscription(
+            "  worker:\n    image: acme/handler:1.4\n    concurrency: 4\n    timeout: 10s\n    endpoint: {port: 9000, path: /events}\n    env: [{name: MODE, value: live}]\n    serviceAccountName: billing\n    podLabels: {team: payments, switchyard.dev/subscription: spoofed}\n",
+        );
+        let d =
+            desired_deployment(&sub, "shop_orders", "sub_shop_billing", 3, &settings()).unwrap();
+        assert_eq!(d.metadata.name.as_deref(), Some("billing-worker"));
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Subscription", "u-1", Some(true))
+        );
+        let spec = &d.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(pod_labels["team"], "payments");
+        assert_eq!(
+            pod_labels[SUBSCRIPTION_LABEL], "billing",
+            "Switchyard's own label wins"
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("billing"));
+
+        let [handler, dispatcher] = containers(&d).try_into().unwrap();
+        assert_eq!(handler.image.as_deref(), Some("acme/handler:1.4"));
+        assert_eq!(handler.env.as_ref().unwrap()[0].name, "MODE");
+        assert_eq!(handler.ports.as_ref().unwrap()[0].container_port, 9000);
+        let args = dispatcher.args.unwrap().join(" ");
+        assert_eq!(
+            args,
+            "dispatch --stream shop_orders --consumer sub_shop_billing --endpoint http://127.0.0.1:9000/events --concurrency 4 --timeout 10s"
+        );
+        let security = dispatcher.security_context.unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(dispatcher.readiness_probe.is_some() && dispatcher.liveness_probe.is_some());
+    }
+
+    #[test]
+    fn a_subscription_not_yet_stored_has_no_owner_to_reference() {
+        let mut sub = subscription("  worker: {image: acme/handler:1.4}\n");
+        sub.metadata.uid = None;
+        let d = desired_deployment(&sub, "s", "c", 1, &settings()).unwrap();
+        assert!(d.metadata.owner_references.is_none());
+    }
+}

@@ -21,6 +21,8 @@ pub enum ConditionType {
     ReconciliationPaused,
     /// A Subscription's durable consumer matches its spec.
     ConsumerReady,
+    /// A Subscription's worker Deployment has all its desired pods available.
+    WorkersAvailable,
 }
 
 impl ConditionType {
@@ -29,6 +31,7 @@ impl ConditionType {
             Self::Ready => "Ready",
             Self::ReconciliationPaused => "ReconciliationPaused",
             Self::ConsumerReady => "ConsumerReady",
+            Self::WorkersAvailable => "WorkersAvailable",
         }
     }
 }
@@ -154,6 +157,7 @@ impl<R: ReasonCode> Verdict<R> {
             ConditionType::Ready,
             ConditionType::ReconciliationPaused,
             ConditionType::ConsumerReady,
+            ConditionType::WorkersAvailable,
         ]
         .into_iter()
         .find(|t| t.as_str() == condition.type_)?;

@@ -291,3 +291,69 @@ async fn deleting_the_subscription_deletes_its_consumer() {
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_deployment_is_created_owned_updated_and_removed_with_the_subscription() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let s = setup("sub-workers").await;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns.name);
+    s.topic("orders", "  maxAge: 1h\n").await;
+    let worker = |image: &str| {
+        format!(
+            "  topicRef: {{name: orders}}\n  worker: {{image: \"{image}\", replicas: 2, concurrency: 4}}\n"
+        )
+    };
+    s.subscription("fulfil", &worker("acme/handler:1.0")).await;
+    let ready = s.ready("fulfil").await;
+    let status = ready.status.as_ref().unwrap();
+    assert_eq!(
+        (status.desired_workers, status.available_workers),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        condition_of(&ready, "WorkersAvailable").map(|c| (c.0, c.1)),
+        Some(("True".into(), "WorkersAvailable".into()))
+    );
+
+    let deployment = deployments
+        .get("fulfil-worker")
+        .await
+        .expect("worker Deployment");
+    let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Subscription", "fulfil")
+    );
+    assert_eq!(owner.uid, ready.metadata.uid.clone().unwrap());
+    let images = |d: &Deployment| -> Vec<String> {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| c.image.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(images(&deployment)[0], "acme/handler:1.0");
+    assert!(
+        images(&deployment)[1].starts_with("switchyard:"),
+        "the dispatcher sidecar"
+    );
+
+    // A new image rolls the Deployment; the Subscription is Ready again once it is available.
+    s.subscription("fulfil", &worker("acme/handler:1.1")).await;
+    s.ready("fulfil").await;
+    let rolled = deployments.get("fulfil-worker").await.unwrap();
+    assert_eq!(images(&rolled)[0], "acme/handler:1.1");
+
+    // Deleting the Subscription removes the consumer, and the Deployment with its owner.
+    s.subscriptions
+        .delete("fulfil", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until_deleted(&s.subscriptions, "fulfil").await;
+    wait_until_deleted(&deployments, "fulfil-worker").await;
+    assert!(s.consumer_info("orders", "fulfil").await.is_none());
+}

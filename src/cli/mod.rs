@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /readyz; "off" disables the server.
     #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
+    /// Image of the dispatcher sidecar in worker pods: the operator's own image (the Helm chart
+    /// sets it).
+    #[arg(long, env = "SWITCHYARD_DISPATCHER_IMAGE", default_value = concat!("switchyard:", env!("CARGO_PKG_VERSION")))]
+    pub dispatcher_image: String,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -300,6 +304,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let config = OperatorConfig {
+        dispatcher_image: args.dispatcher_image,
         election,
         http_addr,
         namespace: args.namespace,

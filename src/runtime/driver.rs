@@ -156,6 +156,18 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
         async move { outcome }
     }
 
+    /// Applies the Kubernetes objects the kind owns (e.g. a worker Deployment) once the broker
+    /// is in sync, and folds their state into the outcome. Most kinds own none.
+    fn apply_children(
+        &self,
+        ctx: &Context,
+        obj: &Self::Kind,
+        outcome: Outcome<Self>,
+    ) -> impl Future<Output = Result<Outcome<Self>, super::Error>> + Send {
+        let _ = (ctx, obj);
+        async move { Ok(outcome) }
+    }
+
     /// Pure: writes what the status shows besides conditions (names, live figures).
     fn project(status: &mut Self::Status, obj: &Self::Kind, figures: Option<&Self::Figures>);
 
@@ -340,7 +352,8 @@ async fn run_stages<R: Reconciler>(
         Ok(refs) => refs,
         Err(waiting) => return Ok(waiting),
     };
-    Ok(sync_broker(reconciler, ctx, obj, &refs).await)
+    let outcome = sync_broker(reconciler, ctx, obj, &refs).await;
+    reconciler.apply_children(ctx, obj, outcome).await
 }
 
 async fn sync_broker<R: Reconciler>(

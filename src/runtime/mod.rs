@@ -69,6 +69,8 @@ pub struct OperatorConfig {
     pub http_addr: Option<SocketAddr>,
     /// Leader election; `None` runs as the only writer.
     pub election: Option<lease::LeaseConfig>,
+    /// Image of the dispatcher sidecar in worker pods (the operator's own image).
+    pub dispatcher_image: String,
 }
 
 impl OperatorConfig {
@@ -84,6 +86,7 @@ impl OperatorConfig {
             instance: "switchyard".into(),
             http_addr: None,
             election: None,
+            dispatcher_image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
         }
     }
 

@@ -83,6 +83,52 @@ impl Writer {
         Ok(())
     }
 
+    /// Server-side applies an object Switchyard owns (e.g. a worker Deployment) and returns it as
+    /// stored, status included.
+    pub async fn apply_child<C>(&self, kind: &'static str, child: &C) -> Result<C, Error>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.leadership.ensure()?;
+        let applied = self
+            .api(child)?
+            .patch(
+                &child.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(child),
+            )
+            .await?;
+        self.metrics.observe_write(kind, "child");
+        Ok(applied)
+    }
+
+    /// Deletes an object Switchyard owns; `false` if it was already gone.
+    pub async fn delete_child<C>(&self, kind: &'static str, child: &C) -> Result<bool, Error>
+    where
+        C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.leadership.ensure()?;
+        match self
+            .api(child)?
+            .delete(&child.name_any(), &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                self.metrics.observe_write(kind, "child");
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Replaces the finalizer list. The resourceVersion makes it a compare-and-set, so another
     /// writer's finalizer is never lost.
     pub async fn finalizers<K>(

@@ -11,6 +11,7 @@ pub mod workers;
 use async_nats::jetstream::consumer::{
     Config as ConsumerConfig, Info as ConsumerInfo, IntoConsumerConfig,
 };
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, ResourceExt,
     core::DeserializeGuard,
@@ -56,7 +57,18 @@ condition_reasons! {
         ConsumerNotOwned,
         /// The consumer differs in a way JetStream cannot change in place.
         ChangeRefused,
+        /// The worker Deployment has all its desired pods available.
+        WorkersAvailable,
+        /// The worker Deployment is rolling out or short of available pods.
+        WorkersProgressing,
     }
+}
+
+/// Live figures of a Subscription: its consumer's and its workers'.
+#[derive(Debug, Default)]
+pub struct SubscriptionFigures {
+    pub consumer: Option<ConsumerInfo>,
+    pub workers: Option<status::WorkerFigures>,
 }
 
 /// What a Subscription refers to.
@@ -94,7 +106,7 @@ impl Reconciler for SubscriptionReconciler {
     type Desired = DesiredConsumer;
     type Actual = Option<ConsumerInfo>;
     type Plan = ConsumerPlan;
-    type Figures = ConsumerInfo;
+    type Figures = SubscriptionFigures;
 
     const KIND: &'static str = "Subscription";
     const FINALIZER: &'static str = FINALIZER;
@@ -208,7 +220,7 @@ impl Reconciler for SubscriptionReconciler {
             ))
         };
         match plan {
-            ConsumerPlan::InSync => in_sync().with_figures(actual),
+            ConsumerPlan::InSync => in_sync().with_figures(Some(figures(actual))),
             ConsumerPlan::Create => {
                 match ctx
                     .broker
@@ -218,7 +230,7 @@ impl Reconciler for SubscriptionReconciler {
                     Ok(info) => {
                         info!(subscription = %name, %namespace, consumer, "consumer created");
                         in_sync()
-                            .with_figures(Some(info))
+                            .with_figures(Some(figures(Some(info))))
                             .with_event(creation_event(sub, &consumer, stream))
                     }
                     Err(e) => self.broker_failure(ctx, desired, e).await,
@@ -245,7 +257,9 @@ impl Reconciler for SubscriptionReconciler {
                                 ),
                             ),
                         };
-                        in_sync().with_figures(Some(info)).with_event(event)
+                        in_sync()
+                            .with_figures(Some(figures(Some(info))))
+                            .with_event(event)
                     }
                     Err(e) => self.broker_failure(ctx, desired, e).await,
                 }
@@ -265,7 +279,7 @@ impl Reconciler for SubscriptionReconciler {
                 SubscriptionReason::ChangeRefused,
                 format!("{field}: {message}"),
             )
-            .with_figures(actual),
+            .with_figures(Some(figures(actual))),
         }
     }
 
@@ -292,13 +306,35 @@ impl Reconciler for SubscriptionReconciler {
         outcome.with_condition(consumer)
     }
 
-    fn project(status: &mut SubscriptionStatus, sub: &Subscription, info: Option<&ConsumerInfo>) {
+    async fn apply_children(
+        &self,
+        ctx: &Context,
+        sub: &Subscription,
+        outcome: Outcome<Self>,
+    ) -> Result<Outcome<Self>, Error> {
+        // Workers follow a consumer in sync; otherwise they are left as they are.
+        if !outcome.ready.status {
+            return Ok(outcome);
+        }
+        sync_workers(ctx, sub, outcome).await
+    }
+
+    fn project(
+        status: &mut SubscriptionStatus,
+        sub: &Subscription,
+        figures: Option<&SubscriptionFigures>,
+    ) {
         let (namespace, name) = identity(sub);
         status::project(
             status,
             &naming::subscription_consumer_name(&namespace, &name),
-            info,
+            figures.and_then(|f| f.consumer.as_ref()),
         );
+        if sub.spec.worker.is_none() {
+            status::project_workers(status, None);
+        } else if let Some(workers) = figures.and_then(|f| f.workers.as_ref()) {
+            status::project_workers(status, Some(workers));
+        }
     }
 
     async fn cleanup(&self, ctx: &Context, sub: &Subscription) -> Result<KubeEvent, BrokerError> {
@@ -358,18 +394,137 @@ impl Reconciler for SubscriptionReconciler {
             Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
             None => Api::all(ctx.client.clone()),
         };
-        controller.watches(
-            topics,
-            watcher::Config::default().any_semantic(),
-            referrers(store, |guard: &DeserializeGuard<Subscription>| {
-                guard
-                    .0
-                    .as_ref()
-                    .map(|sub| vec![sub.spec.topic_ref.name.clone()])
-                    .unwrap_or_default()
-            }),
-        )
+        let deployments: Api<Deployment> = match ctx.config.namespace.as_deref() {
+            Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
+            None => Api::all(ctx.client.clone()),
+        };
+        controller
+            .owns(deployments, watcher::Config::default().any_semantic())
+            .watches(
+                topics,
+                watcher::Config::default().any_semantic(),
+                referrers(store, |guard: &DeserializeGuard<Subscription>| {
+                    guard
+                        .0
+                        .as_ref()
+                        .map(|sub| vec![sub.spec.topic_ref.name.clone()])
+                        .unwrap_or_default()
+                }),
+            )
     }
+}
+
+fn figures(consumer: Option<ConsumerInfo>) -> SubscriptionFigures {
+    SubscriptionFigures {
+        consumer,
+        workers: None,
+    }
+}
+
+/// Applies (or removes) the worker Deployment and reports its availability: WorkersAvailable,
+/// and Ready only once the workers are.
+async fn sync_workers(
+    ctx: &Context,
+    sub: &Subscription,
+    mut outcome: Outcome<SubscriptionReconciler>,
+) -> Result<Outcome<SubscriptionReconciler>, Error> {
+    let (namespace, name) = identity(sub);
+    let consumer = naming::subscription_consumer_name(&namespace, &name);
+    let stream = naming::stream_name(&namespace, &sub.spec.topic_ref.name);
+    let dispatcher = workers::DispatcherSettings {
+        image: ctx.config.dispatcher_image.clone(),
+        nats_url: ctx.config.broker.url.clone(),
+        env: Vec::new(),
+    };
+    let replicas = sub.spec.worker.as_ref().map_or(0, |worker| {
+        worker
+            .replicas
+            .or(worker.autoscaling.as_ref().map(|a| a.min_replicas))
+            .unwrap_or(1)
+    });
+    let Some(deployment) =
+        workers::desired_deployment(sub, &stream, &consumer, replicas, &dispatcher)
+    else {
+        // No worker (any more): remove a Deployment left from an earlier spec.
+        if sub
+            .status
+            .as_ref()
+            .and_then(|s| s.desired_workers)
+            .is_some()
+        {
+            let mut gone = Deployment::default();
+            gone.metadata.name = Some(workers::deployment_name(sub));
+            gone.metadata.namespace = Some(namespace);
+            if ctx
+                .writer
+                .delete_child(SubscriptionReconciler::KIND, &gone)
+                .await?
+            {
+                outcome.event = Some(KubeEvent::normal(
+                    "WorkersRemoved",
+                    format!(
+                        "deleted Deployment {} as spec.worker was removed",
+                        workers::deployment_name(sub)
+                    ),
+                ));
+            }
+        }
+        return Ok(outcome);
+    };
+    let unchanged = status::deployment_matches(sub, &deployment);
+    let applied = ctx
+        .writer
+        .apply_child(SubscriptionReconciler::KIND, &deployment)
+        .await?;
+    let state = status::worker_figures(&applied, replicas);
+    let verdict = if state.available >= state.desired && state.rolled_out {
+        Verdict::new(
+            ConditionType::WorkersAvailable,
+            true,
+            SubscriptionReason::WorkersAvailable,
+            format!(
+                "{} of {} worker pods available",
+                state.available, state.desired
+            ),
+        )
+    } else {
+        Verdict::new(
+            ConditionType::WorkersAvailable,
+            false,
+            SubscriptionReason::WorkersProgressing,
+            format!(
+                "{} of {} worker pods available; Deployment {} is rolling out",
+                state.available,
+                state.desired,
+                workers::deployment_name(sub)
+            ),
+        )
+    };
+    if !verdict.status {
+        outcome.ready = Verdict::not_ready(
+            SubscriptionReason::WorkersProgressing,
+            verdict.message.clone(),
+        );
+    }
+    if !unchanged && outcome.event.is_none() {
+        outcome.event = Some(KubeEvent::normal(
+            "WorkersApplied",
+            format!(
+                "applied Deployment {} ({replicas} replicas)",
+                workers::deployment_name(sub)
+            ),
+        ));
+    }
+    outcome.conditions.push(verdict);
+    if let Some(figures) = outcome.figures.as_mut() {
+        figures.workers = Some(state);
+    } else {
+        outcome.figures = Some(SubscriptionFigures {
+            consumer: None,
+            workers: Some(state),
+        });
+    }
+    Ok(outcome)
 }
 
 /// A consumer created where the status says one already was is a recreation after someone

@@ -357,3 +357,43 @@ async fn worker_deployment_is_created_owned_updated_and_removed_with_the_subscri
     wait_until_deleted(&deployments, "fulfil-worker").await;
     assert!(s.consumer_info("orders", "fulfil").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_precise_reason_or_is_refused_at_apply_time() {
+    let s = setup("sub-bad").await;
+    s.topic("orders", "  maxAge: 1h\n").await;
+    // Not supported yet: said so, rather than silently consuming as a WorkerGroup.
+    s.subscription("fanout", "  topicRef: {name: orders}\n  mode: Broadcast\n")
+        .await;
+    let refused = wait_for_ready(&s.subscriptions, "fanout", "False", "InvalidSpec").await;
+    assert!(ready_of(&refused).unwrap().2.starts_with("spec.mode"));
+    assert!(s.consumer_info("orders", "fanout").await.is_none());
+
+    let ns = &s.ns.name;
+    let cases = [
+        (
+            "  topicRef: {name: orders}\n  retry: {maxDeliveries: 2, backoff: {delays: [1s, 2s, 3s]}}\n",
+            "spec.retry.backoff.delays",
+        ),
+        (
+            "  topicRef: {name: orders}\n  ackWait: -5s\n",
+            "spec.ackWait",
+        ),
+        (
+            "  topicRef: {name: orders}\n  worker: {replicas: 1}\n",
+            "spec.worker.image",
+        ),
+        (
+            "  topicRef: {name: orders}\n  worker: {image: a/b, autoscaling: {minReplicas: 3, maxReplicas: 2}}\n",
+            "minReplicas",
+        ),
+    ];
+    for (i, (spec, field)) in cases.into_iter().enumerate() {
+        let yaml = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: bad{i}\n  namespace: {ns}\nspec:\n{spec}"
+        );
+        let err = apply(&s.subscriptions, &yaml).await.expect_err(spec);
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    s.operator.assert_alive();
+}

@@ -1,7 +1,9 @@
 //! Subscription → durable JetStream pull consumer on its Topic's stream. The stages: the Topic
 //! and DeadLetterPolicy it names (dereference), the consumer configuration (pure,
 //! [`consumer_config`]), the consumer found, the plan (pure, [`plan`]), applying it, and the
-//! figures the status shows (pure, [`status`]). Worker Deployments are not reconciled yet.
+//! figures the status shows (pure, [`status`]); then the worker Deployment ([`workers`]).
+//! Not yet: Broadcast mode (refused with a clear reason) and lag-based autoscaling (the
+//! Deployment runs `minReplicas`).
 
 pub mod consumer_config;
 pub mod plan;
@@ -26,7 +28,10 @@ use self::{
     plan::{ConsumerPlan, UpdateCause, plan},
 };
 use crate::{
-    api::{DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus, Topic},
+    api::{
+        DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus, Topic,
+        subscription::SubscriptionMode,
+    },
     broker::{BrokerError, codes},
     condition_reasons,
     conditions::{ConditionType, ReasonCode, Verdict},
@@ -166,6 +171,11 @@ impl Reconciler for SubscriptionReconciler {
     }
 
     fn desired(sub: &Subscription, refs: &SubscriptionRefs) -> Result<DesiredConsumer, String> {
+        // Broadcast needs one consumer per worker replica, made by the dispatcher; until that
+        // exists, a single durable would silently give WorkerGroup semantics instead.
+        if sub.spec.mode == SubscriptionMode::Broadcast {
+            return Err("spec.mode: Broadcast is not supported by this Switchyard version yet; use WorkerGroup".into());
+        }
         let (namespace, name) = identity(sub);
         let id = SubscriptionIdentity {
             namespace: &namespace,

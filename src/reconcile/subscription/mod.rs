@@ -203,13 +203,9 @@ impl Reconciler for SubscriptionReconciler {
         ctx.broker.consumer_info(&desired.stream, name).await
     }
 
-    fn plan(
-        desired: &DesiredConsumer,
-        actual: &Option<ConsumerInfo>,
-        _adopt: bool,
-    ) -> ConsumerPlan {
+    fn plan(desired: &DesiredConsumer, actual: &Option<ConsumerInfo>, adopt: bool) -> ConsumerPlan {
         let desired: ConsumerConfig = (&desired.config).into_consumer_config();
-        plan(&desired, actual.as_ref().map(|i| &i.config))
+        plan(&desired, actual.as_ref().map(|i| &i.config), adopt)
     }
 
     async fn apply(
@@ -264,6 +260,12 @@ impl Reconciler for SubscriptionReconciler {
                                 "DriftCorrected",
                                 format!(
                                     "consumer {consumer} was changed outside Switchyard ({fields}); restored the declared configuration"
+                                ),
+                            ),
+                            UpdateCause::Adoption => KubeEvent::normal(
+                                "ConsumerAdopted",
+                                format!(
+                                    "adopted existing consumer {consumer} and applied the spec ({fields})"
                                 ),
                             ),
                         };

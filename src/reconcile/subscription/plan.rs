@@ -2,81 +2,46 @@
 //! Pure: compares only the fields Switchyard manages, after undoing the server's normalising, and
 //! knows which changes JetStream refuses on an existing consumer.
 
-use std::collections::BTreeMap;
-
 use async_nats::jetstream::consumer::Config;
 
-use super::consumer_config::metadata;
+use crate::reconcile::plan::{BrokerConfig, owned_metadata};
+pub use crate::reconcile::plan::{Plan as ConsumerPlan, UpdateCause};
 
-/// Why an existing consumer gets rewritten.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpdateCause {
-    /// The Subscription's spec changed since the consumer was last written.
-    SpecChanged,
-    /// Someone changed the consumer behind Switchyard's back.
-    Drift,
+/// A consumer's plan; `adopt` lets a Subscription take over a consumer it did not create.
+pub fn plan(desired: &Config, actual: Option<&Config>, adopt: bool) -> ConsumerPlan {
+    crate::reconcile::plan::plan(desired, actual, adopt)
 }
 
-/// The next step for the consumer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConsumerPlan {
-    Create,
-    InSync,
-    Update {
-        cause: UpdateCause,
-        changed: Vec<&'static str>,
-    },
-    /// A consumer of that name exists and records another owner (or none).
-    NotOwned {
-        owner: Option<String>,
-    },
-    /// The consumer differs in a field JetStream cannot change in place.
-    Refused {
-        field: &'static str,
-        message: String,
-    },
-}
+impl BrokerConfig for Config {
+    fn metadata(&self) -> &std::collections::HashMap<String, String> {
+        &self.metadata
+    }
 
-pub fn plan(desired: &Config, actual: Option<&Config>) -> ConsumerPlan {
-    let Some(actual) = actual else {
-        return ConsumerPlan::Create;
-    };
-    let owner = actual.metadata.get(metadata::OWNER);
-    if owner != desired.metadata.get(metadata::OWNER) {
-        return ConsumerPlan::NotOwned {
-            owner: owner.cloned(),
-        };
+    fn refused_change(&self, actual: &Self) -> Option<(&'static str, String)> {
+        if self.deliver_policy != actual.deliver_policy {
+            return Some((
+                "spec.deliverPolicy",
+                format!(
+                    "the consumer starts at {:?} and JetStream cannot move an existing consumer to {:?}; restore the start position or create a new Subscription",
+                    actual.deliver_policy, self.deliver_policy
+                ),
+            ));
+        }
+        if self.ack_policy != actual.ack_policy {
+            return Some((
+                "ackPolicy",
+                format!(
+                    "the consumer was changed to {:?} acknowledgements, which JetStream cannot undo; delete the consumer so it is recreated (its position is lost)",
+                    actual.ack_policy
+                ),
+            ));
+        }
+        None
     }
-    if desired.deliver_policy != actual.deliver_policy {
-        return ConsumerPlan::Refused {
-            field: "spec.deliverPolicy",
-            message: format!(
-                "the consumer starts at {:?} and JetStream cannot move an existing consumer to {:?}; restore the start position or create a new Subscription",
-                actual.deliver_policy, desired.deliver_policy
-            ),
-        };
+
+    fn differences(&self, actual: &Self) -> Vec<&'static str> {
+        differences(self, actual)
     }
-    if desired.ack_policy != actual.ack_policy {
-        return ConsumerPlan::Refused {
-            field: "ackPolicy",
-            message: format!(
-                "the consumer was changed to {:?} acknowledgements, which JetStream cannot undo; delete the consumer so it is recreated (its position is lost)",
-                actual.ack_policy
-            ),
-        };
-    }
-    let changed = differences(desired, actual);
-    if changed.is_empty() {
-        return ConsumerPlan::InSync;
-    }
-    let cause = if actual.metadata.get(metadata::GENERATION)
-        == desired.metadata.get(metadata::GENERATION)
-    {
-        UpdateCause::Drift
-    } else {
-        UpdateCause::SpecChanged
-    };
-    ConsumerPlan::Update { cause, changed }
 }
 
 /// The filters as one sorted list, whichever of the two fields holds them.
@@ -87,14 +52,6 @@ fn filters(c: &Config) -> Vec<&str> {
     }
     all.sort_unstable();
     all
-}
-
-fn owned_metadata(c: &Config) -> BTreeMap<&str, &str> {
-    c.metadata
-        .iter()
-        .filter(|(k, _)| !k.starts_with(metadata::SERVER_PREFIX))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
 }
 
 /// Names of the managed settings that differ (spec field names where there is one).
@@ -121,7 +78,7 @@ pub fn differences(desired: &Config, actual: &Config) -> Vec<&'static str> {
         ("description", description(desired) == description(actual)),
         (
             "metadata",
-            owned_metadata(desired) == owned_metadata(actual),
+            owned_metadata(&desired.metadata) == owned_metadata(&actual.metadata),
         ),
     ];
     checks
@@ -138,6 +95,7 @@ mod tests {
     use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 
     use super::*;
+    use crate::naming::metadata;
 
     fn desired() -> Config {
         Config {
@@ -164,15 +122,15 @@ mod tests {
 
     #[test]
     fn missing_is_created_and_the_servers_additions_are_no_drift() {
-        assert_eq!(plan(&desired(), None), ConsumerPlan::Create);
+        assert_eq!(plan(&desired(), None, false), ConsumerPlan::Create);
         assert_eq!(
-            plan(&desired(), Some(&as_stored(&desired()))),
+            plan(&desired(), Some(&as_stored(&desired())), false),
             ConsumerPlan::InSync
         );
         let mut single = as_stored(&desired());
         single.filter_subject = single.filter_subjects.remove(0);
         assert_eq!(
-            plan(&desired(), Some(&single)),
+            plan(&desired(), Some(&single), false),
             ConsumerPlan::InSync,
             "same filter, other field"
         );
@@ -184,7 +142,7 @@ mod tests {
         edited.max_ack_pending = 1;
         edited.ack_wait = Duration::from_secs(1);
         assert_eq!(
-            plan(&desired(), Some(&edited)),
+            plan(&desired(), Some(&edited), false),
             ConsumerPlan::Update {
                 cause: UpdateCause::Drift,
                 changed: vec!["ackWait", "maxAckPending"],
@@ -196,7 +154,7 @@ mod tests {
         next.filter_subjects
             .push("shop.orders.order.shipped".into());
         assert_eq!(
-            plan(&next, Some(&as_stored(&desired()))),
+            plan(&next, Some(&as_stored(&desired())), false),
             ConsumerPlan::Update {
                 cause: UpdateCause::SpecChanged,
                 changed: vec!["filters", "metadata"],
@@ -209,13 +167,13 @@ mod tests {
         let mut foreign = as_stored(&desired());
         foreign.metadata.remove(metadata::OWNER);
         assert_eq!(
-            plan(&desired(), Some(&foreign)),
+            plan(&desired(), Some(&foreign), false),
             ConsumerPlan::NotOwned { owner: None }
         );
         let mut moved = as_stored(&desired());
         moved.deliver_policy = DeliverPolicy::New;
         assert!(matches!(
-            plan(&desired(), Some(&moved)),
+            plan(&desired(), Some(&moved), false),
             ConsumerPlan::Refused {
                 field: "spec.deliverPolicy",
                 ..

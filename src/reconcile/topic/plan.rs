@@ -1,71 +1,29 @@
 //! What to do with the broker, decided from the desired and the actual stream configuration.
 //! Pure: knows the server's refusal rules and which differences are only the server's normalising.
 
-use std::collections::BTreeMap;
-
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy};
 
-use super::stream_config::{metadata, partitions_of};
+use crate::reconcile::plan::{BrokerConfig, owned_metadata};
+pub use crate::reconcile::plan::{Plan as StreamPlan, UpdateCause};
 
-/// Why a stream that exists gets rewritten.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpdateCause {
-    /// The Topic's spec changed since the stream was last written.
-    SpecChanged,
-    /// Someone changed the stream behind Switchyard's back.
-    Drift,
-    /// The stream belonged to nobody we know and the Topic asked to adopt it.
-    Adoption,
-}
-
-/// The next step for the broker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamPlan {
-    Create,
-    InSync,
-    Update {
-        cause: UpdateCause,
-        changed: Vec<&'static str>,
-    },
-    /// The stream exists but records another owner (or none); `owner` is what it records.
-    NotOwned {
-        owner: Option<String>,
-    },
-    /// The change cannot be applied in place.
-    Refused {
-        field: &'static str,
-        message: String,
-    },
-}
+use super::stream_config::partitions_of;
 
 pub fn plan(desired: &StreamConfig, actual: Option<&StreamConfig>, adopt: bool) -> StreamPlan {
-    let Some(actual) = actual else {
-        return StreamPlan::Create;
-    };
-    let owner = actual.metadata.get(metadata::OWNER);
-    let ours = owner == desired.metadata.get(metadata::OWNER);
-    if !ours && !adopt {
-        return StreamPlan::NotOwned {
-            owner: owner.cloned(),
-        };
+    crate::reconcile::plan::plan(desired, actual, adopt)
+}
+
+impl BrokerConfig for StreamConfig {
+    fn metadata(&self) -> &std::collections::HashMap<String, String> {
+        &self.metadata
     }
-    if let Some((field, message)) = refused_change(desired, actual) {
-        return StreamPlan::Refused { field, message };
+
+    fn refused_change(&self, actual: &Self) -> Option<(&'static str, String)> {
+        refused_change(self, actual)
     }
-    let changed = differences(desired, actual);
-    if changed.is_empty() {
-        return StreamPlan::InSync;
+
+    fn differences(&self, actual: &Self) -> Vec<&'static str> {
+        differences(self, actual)
     }
-    let cause = if !ours {
-        UpdateCause::Adoption
-    } else if actual.metadata.get(metadata::GENERATION)
-        == desired.metadata.get(metadata::GENERATION)
-    {
-        UpdateCause::Drift
-    } else {
-        UpdateCause::SpecChanged
-    };
-    StreamPlan::Update { cause, changed }
 }
 
 /// The first change JetStream would refuse, as (spec field, message for the user).
@@ -128,14 +86,6 @@ fn limit(v: i64) -> i64 {
     if v <= 0 { -1 } else { v }
 }
 
-fn owned_metadata(c: &StreamConfig) -> BTreeMap<&str, &str> {
-    c.metadata
-        .iter()
-        .filter(|(k, _)| !k.starts_with(metadata::SERVER_PREFIX))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
-
 /// Names of the stream settings that differ, after the server's normalising is undone.
 pub fn differences(desired: &StreamConfig, actual: &StreamConfig) -> Vec<&'static str> {
     let mut sorted_desired = desired.subjects.clone();
@@ -185,7 +135,7 @@ pub fn differences(desired: &StreamConfig, actual: &StreamConfig) -> Vec<&'stati
         ("noAck", desired.no_ack == actual.no_ack),
         (
             "metadata",
-            owned_metadata(desired) == owned_metadata(actual),
+            owned_metadata(&desired.metadata) == owned_metadata(&actual.metadata),
         ),
     ];
     checks
@@ -202,6 +152,7 @@ mod tests {
     use async_nats::jetstream::stream::StorageType;
 
     use super::*;
+    use crate::naming::metadata;
     use crate::reconcile::topic::stream_config::{TopicIdentity, desired_stream};
 
     fn desired(yaml: &str, generation: i64) -> StreamConfig {

@@ -24,11 +24,11 @@ nohup target/debug/switchyard run --log-format json --nats-url "$NATS_URL" --htt
 echo $! >"$pid_file"
 echo "operator running (pid $(cat "$pid_file")), logs in $DEV/logs/switchyard.log, metrics on http://127.0.0.1:$http_port/metrics"
 
-kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml
-if ! kubectl -n shop wait --for=condition=Ready topic --all --timeout=60s; then
-  echo "Topics did not become Ready; the operator's last log lines:" >&2
+kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml -f config/samples/subscriptions.yaml
+if ! kubectl -n shop wait --for=condition=Ready topic,subscription --all --timeout=60s; then
+  echo "Topics or Subscriptions did not become Ready; the operator's last log lines:" >&2
   tail -n 20 "$DEV/logs/switchyard.log" >&2
-  kubectl -n shop get topics -o wide >&2
+  kubectl -n shop get switchyard -o wide >&2
   exit 1
 fi
 echo
@@ -42,6 +42,7 @@ cat <<MSG
 Try:
   source $DEV/env
   kubectl describe topic -n shop orders       # conditions, figures and Events
+  kubectl describe subscription -n shop billing  # the consumer, its lag and Events
   kubectl edit topic -n shop users            # change maxAge and watch the stream follow
   make cluster-down                           # stop the operator, the cluster and NATS
 MSG

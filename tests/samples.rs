@@ -36,7 +36,7 @@ async fn every_sample_manifest_passes_server_side_validation() {
         }
     }
     assert!(
-        checked >= 3,
-        "expected the Topic and EventSchema samples, checked {checked} files"
+        checked >= 4,
+        "expected the Topic, Subscription and EventSchema samples, checked {checked} files"
     );
 }

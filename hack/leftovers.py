@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Lists the test namespaces and JetStream streams that exist now but did not before a test run.
+"""Lists the test namespaces, Leases and JetStream streams (consumers live in streams) that exist
+now but did not before a test run.
 
 Usage: leftovers.py snapshot FILE   (record what exists)
        leftovers.py check FILE      (print what is new since; exit 1 if anything is)
@@ -18,6 +19,15 @@ def namespaces():
     return {item["metadata"]["name"] for item in json.loads(out)["items"]}
 
 
+def leases():
+    # Node heartbeats and the control plane's own elections are not the tests' doing.
+    out = subprocess.run(["kubectl", "get", "leases", "--all-namespaces", "-o", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    return {f'{item["metadata"]["namespace"]}/{item["metadata"]["name"]}'
+            for item in json.loads(out)["items"]
+            if item["metadata"]["namespace"] not in ("kube-node-lease", "kube-system")}
+
+
 def streams():
     url = os.environ["NATS_MONITOR_URL"] + "/jsz?accounts=true&streams=true"
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -29,16 +39,17 @@ def streams():
 
 def main():
     mode, path = sys.argv[1], sys.argv[2]
-    now = {"namespaces": sorted(namespaces()), "streams": sorted(streams())}
+    now = {"namespaces": sorted(namespaces()), "leases": sorted(leases()),
+           "streams": sorted(streams())}
     if mode == "snapshot":
         with open(path, "w") as f:
             json.dump(now, f)
         return 0
     with open(path) as f:
         before = json.load(f)
-    new = {kind: sorted(set(now[kind]) - set(before[kind])) for kind in now}
+    new = {kind: sorted(set(now[kind]) - set(before.get(kind, []))) for kind in now}
     if not any(new.values()):
-        print("the tests left no namespace and no stream behind")
+        print("the tests left no namespace, Lease or stream behind")
         return 0
     for kind, names in new.items():
         for name in names:

@@ -104,12 +104,6 @@ async fn single_leader(processes: &[&OperatorProcess]) -> usize {
     .await
 }
 
-fn topic_yaml(ns: &str, name: &str) -> String {
-    format!(
-        "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  maxAge: 1h\n"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies_or_freezes() {
     let client = kube_client().await;
@@ -127,7 +121,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies_or_freezes
     ];
     let leader = single_leader(&[pair[0].as_ref().unwrap(), pair[1].as_ref().unwrap()]).await;
     for name in ["one", "two", "three"] {
-        apply_topic(&topics, &topic_yaml(&ns.name, name))
+        apply_topic(&topics, &topic_yaml(&ns.name, name, "  maxAge: 1h\n"))
             .await
             .unwrap();
     }
@@ -145,7 +139,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies_or_freezes
     // kill -9 the leader: the standby reconciles a new Topic within 15 s.
     leading.kill();
     let killed_at = Instant::now();
-    apply_topic(&topics, &topic_yaml(&ns.name, "four"))
+    apply_topic(&topics, &topic_yaml(&ns.name, "four", "  maxAge: 1h\n"))
         .await
         .unwrap();
     ready("four").await;
@@ -174,7 +168,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies_or_freezes
         standby.leads().await.then_some(())
     })
     .await;
-    apply_topic(&topics, &topic_yaml(&ns.name, "five"))
+    apply_topic(&topics, &topic_yaml(&ns.name, "five", "  maxAge: 1h\n"))
         .await
         .unwrap();
     ready("five").await;
@@ -182,7 +176,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies_or_freezes
     // Woken up, the old leader writes nothing and stays a follower, while the new one works.
     survivor.signal("-CONT");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    apply_topic(&topics, &topic_yaml(&ns.name, "six"))
+    apply_topic(&topics, &topic_yaml(&ns.name, "six", "  maxAge: 1h\n"))
         .await
         .unwrap();
     ready("six").await;

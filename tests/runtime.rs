@@ -13,12 +13,6 @@ use kube::{
 };
 use switchyard::api::Topic;
 
-fn topic_yaml(ns: &str, name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_topic_writes_its_status_at_most_once_per_resync() {
     const RESYNC: Duration = Duration::from_secs(5);

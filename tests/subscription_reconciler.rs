@@ -39,11 +39,9 @@ async fn setup(prefix: &str) -> Setup {
 
 impl Setup {
     async fn topic(&self, name: &str, spec: &str) {
-        let yaml = format!(
-            "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
-            self.ns.name
-        );
-        apply(&self.topics, &yaml).await.expect("apply Topic");
+        apply(&self.topics, &topic_yaml(&self.ns.name, name, spec))
+            .await
+            .expect("apply Topic");
     }
 
     async fn subscription(&self, name: &str, spec: &str) {

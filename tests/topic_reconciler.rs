@@ -59,12 +59,6 @@ async fn stream(broker: &Broker, name: &str) -> Option<async_nats::jetstream::st
     broker.stream_info(name).await.expect("stream info")
 }
 
-fn topic_yaml(ns: &str, name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
-    )
-}
-
 async fn publish(broker: &Broker, subject: String, count: usize) {
     for i in 0..count {
         broker
@@ -344,6 +338,37 @@ async fn hand_edited_stream_is_restored_and_an_event_records_it() {
     assert!(
         note.contains("maxAge") && note.contains("maxMessages") && note.contains("duplicateWindow"),
         "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_deleted_by_hand_is_recreated_and_reported() {
+    let s = setup("recreate").await;
+    let ns = &s.ns.name;
+    s.apply("ledger", "  maxAge: 1h\n").await;
+    s.ready("ledger").await;
+    let stream_name = format!("{ns}_ledger");
+    s.broker
+        .delete_stream(&stream_name)
+        .await
+        .expect("hand delete");
+    wait_until("stream recreated", || async {
+        stream(&s.broker, &stream_name).await.map(|_| ())
+    })
+    .await;
+    let events = wait_until("a StreamRecreated Warning", || async {
+        let events = events_for(&s.client, ns, "ledger").await;
+        events
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "StreamRecreated")
+            .then_some(events)
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, _)| reason == "StreamCreated"),
+        "the first creation stays a Normal StreamCreated: {events:?}"
     );
 }
 

@@ -18,10 +18,22 @@ pub enum UpdateCause {
     Adoption,
 }
 
+/// What the planner is told besides the two configurations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanInputs {
+    /// The adopt annotation is set: a broker object owned by nobody we know may be taken over.
+    pub adopt: bool,
+    /// The status says the broker object was in sync when last looked at; missing now, it was
+    /// deleted by hand and its re-creation is drift to report.
+    pub synced_before: bool,
+}
+
 /// The next step for the broker object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Plan {
     Create,
+    /// Create again what was deleted behind Switchyard's back.
+    Recreate,
     InSync,
     Update {
         cause: UpdateCause,
@@ -47,13 +59,17 @@ pub trait BrokerConfig {
     fn differences(&self, actual: &Self) -> Vec<&'static str>;
 }
 
-pub fn plan<C: BrokerConfig>(desired: &C, actual: Option<&C>, adopt: bool) -> Plan {
+pub fn plan<C: BrokerConfig>(desired: &C, actual: Option<&C>, inputs: PlanInputs) -> Plan {
     let Some(actual) = actual else {
-        return Plan::Create;
+        return if inputs.synced_before {
+            Plan::Recreate
+        } else {
+            Plan::Create
+        };
     };
     let owner = actual.metadata().get(metadata::OWNER);
     let ours = owner == desired.metadata().get(metadata::OWNER);
-    if !ours && !adopt {
+    if !ours && !inputs.adopt {
         return Plan::NotOwned {
             owner: owner.cloned(),
         };

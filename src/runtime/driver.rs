@@ -21,6 +21,7 @@ use crate::{
     api::{annotation_is_true, annotations},
     broker::BrokerError,
     conditions::{self, CommonReason, ConditionType, ReasonCode, Verdict},
+    reconcile::plan::PlanInputs,
 };
 
 /// What every kind's status has in common.
@@ -130,8 +131,8 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
         desired: &Self::Desired,
     ) -> impl Future<Output = Result<Self::Actual, BrokerError>> + Send;
 
-    /// Pure: what to do, given what is wanted and what is there. `adopt` is the adopt annotation.
-    fn plan(desired: &Self::Desired, actual: &Self::Actual, adopt: bool) -> Self::Plan;
+    /// Pure: what to do, given what is wanted and what is there.
+    fn plan(desired: &Self::Desired, actual: &Self::Actual, inputs: PlanInputs) -> Self::Plan;
 
     /// Carries out the plan.
     fn apply(
@@ -370,8 +371,13 @@ async fn sync_broker<R: Reconciler>(
         Ok(actual) => actual,
         Err(e) => return reconciler.broker_failure(ctx, &desired, e).await,
     };
-    let adopt = annotation_is_true(obj.meta(), annotations::ADOPT);
-    let plan = R::plan(&desired, &actual, adopt);
+    let inputs = PlanInputs {
+        adopt: annotation_is_true(obj.meta(), annotations::ADOPT),
+        synced_before: R::status(obj)
+            .and_then(|s| conditions::find(s.conditions(), ConditionType::Ready))
+            .is_some_and(|c| c.status == "True"),
+    };
+    let plan = R::plan(&desired, &actual, inputs);
     reconciler.apply(ctx, obj, &desired, actual, plan).await
 }
 

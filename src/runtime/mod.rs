@@ -323,7 +323,8 @@ async fn run_controller<R>(
     info!(kind = R::KIND, "controller stopped");
 }
 
-fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+/// An Api over the watched namespace, or over all namespaces.
+pub fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
 {

@@ -382,6 +382,13 @@ where
     .await
 }
 
+/// A Topic manifest; `spec` is indented YAML (e.g. `"  maxAge: 1h\n"`).
+pub fn topic_yaml(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+    )
+}
+
 /// Creates a Topic from YAML.
 pub async fn apply_topic(api: &Api<Topic>, yaml: &str) -> Result<Topic, kube::Error> {
     apply(api, yaml).await

@@ -21,11 +21,8 @@ use kube::{
 };
 use tracing::info;
 
-use self::{
-    consumer_config::{
-        DesiredConsumer, RetryDefaults, SubscriptionIdentity, TopicView, desired_consumer, metadata,
-    },
-    plan::{ConsumerPlan, UpdateCause, plan},
+use self::consumer_config::{
+    DesiredConsumer, RetryDefaults, SubscriptionIdentity, TopicView, desired_consumer, metadata,
 };
 use crate::{
     api::{
@@ -36,8 +33,9 @@ use crate::{
     condition_reasons,
     conditions::{ConditionType, ReasonCode, Verdict},
     naming,
+    reconcile::plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan},
     runtime::{
-        Context, Error,
+        Context, Error, api_for,
         driver::{Outcome, Reconciler, common_broker_failure},
         kube_events::KubeEvent,
         relations::referrers,
@@ -203,9 +201,13 @@ impl Reconciler for SubscriptionReconciler {
         ctx.broker.consumer_info(&desired.stream, name).await
     }
 
-    fn plan(desired: &DesiredConsumer, actual: &Option<ConsumerInfo>, adopt: bool) -> ConsumerPlan {
+    fn plan(
+        desired: &DesiredConsumer,
+        actual: &Option<ConsumerInfo>,
+        inputs: PlanInputs,
+    ) -> ConsumerPlan {
         let desired: ConsumerConfig = (&desired.config).into_consumer_config();
-        plan(&desired, actual.as_ref().map(|i| &i.config), adopt)
+        plan(&desired, actual.as_ref().map(|i| &i.config), inputs)
     }
 
     async fn apply(
@@ -227,17 +229,32 @@ impl Reconciler for SubscriptionReconciler {
         };
         match plan {
             ConsumerPlan::InSync => in_sync().with_figures(Some(figures(actual))),
-            ConsumerPlan::Create => {
+            ConsumerPlan::Create | ConsumerPlan::Recreate => {
                 match ctx
                     .broker
                     .create_consumer(stream, desired.config.clone())
                     .await
                 {
                     Ok(info) => {
-                        info!(subscription = %name, %namespace, consumer, "consumer created");
+                        info!(subscription = %name, %namespace, consumer, ?plan, "consumer created");
+                        // Its own reason: Kubernetes folds repeated Events of one reason into a
+                        // series that keeps the first note.
+                        let event = if plan == ConsumerPlan::Recreate {
+                            KubeEvent::warning(
+                                "ConsumerRecreated",
+                                format!(
+                                    "consumer {consumer} was deleted outside Switchyard; recreated it on stream {stream}"
+                                ),
+                            )
+                        } else {
+                            KubeEvent::normal(
+                                "ConsumerCreated",
+                                format!("created consumer {consumer} on stream {stream}"),
+                            )
+                        };
                         in_sync()
                             .with_figures(Some(figures(Some(info))))
-                            .with_event(creation_event(sub, &consumer, stream))
+                            .with_event(event)
                     }
                     Err(e) => self.broker_failure(ctx, desired, e).await,
                 }
@@ -402,14 +419,9 @@ impl Reconciler for SubscriptionReconciler {
         store: Store<DeserializeGuard<Subscription>>,
         ctx: &Context,
     ) -> Controller<DeserializeGuard<Subscription>> {
-        let topics: Api<Topic> = match ctx.config.namespace.as_deref() {
-            Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
-            None => Api::all(ctx.client.clone()),
-        };
-        let deployments: Api<Deployment> = match ctx.config.namespace.as_deref() {
-            Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
-            None => Api::all(ctx.client.clone()),
-        };
+        let namespace = ctx.config.namespace.as_deref();
+        let topics: Api<Topic> = api_for(&ctx.client, namespace);
+        let deployments: Api<Deployment> = api_for(&ctx.client, namespace);
         controller
             .owns(deployments, watcher::Config::default().any_semantic())
             .watches(
@@ -537,28 +549,4 @@ async fn sync_workers(
         });
     }
     Ok(outcome)
-}
-
-/// A consumer created where the status says one already was is a recreation after someone
-/// deleted it: drift, reported under a reason of its own (Kubernetes folds repeated Events of one
-/// reason into a series that keeps the first note).
-fn creation_event(sub: &Subscription, consumer: &str, stream: &str) -> KubeEvent {
-    let was_ready = sub.status.as_ref().is_some_and(|s| {
-        s.observed_generation == sub.metadata.generation
-            && crate::conditions::find(&s.conditions, ConditionType::ConsumerReady)
-                .is_some_and(|c| c.status == "True")
-    });
-    if was_ready {
-        KubeEvent::warning(
-            "ConsumerRecreated",
-            format!(
-                "consumer {consumer} was deleted outside Switchyard; recreated it on stream {stream}"
-            ),
-        )
-    } else {
-        KubeEvent::normal(
-            "ConsumerCreated",
-            format!("created consumer {consumer} on stream {stream}"),
-        )
-    }
 }

@@ -5,12 +5,6 @@
 use async_nats::jetstream::consumer::Config;
 
 use crate::reconcile::plan::{BrokerConfig, owned_metadata};
-pub use crate::reconcile::plan::{Plan as ConsumerPlan, UpdateCause};
-
-/// A consumer's plan; `adopt` lets a Subscription take over a consumer it did not create.
-pub fn plan(desired: &Config, actual: Option<&Config>, adopt: bool) -> ConsumerPlan {
-    crate::reconcile::plan::plan(desired, actual, adopt)
-}
 
 impl BrokerConfig for Config {
     fn metadata(&self) -> &std::collections::HashMap<String, String> {
@@ -96,6 +90,7 @@ mod tests {
 
     use super::*;
     use crate::naming::metadata;
+    use crate::reconcile::plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan};
 
     fn desired() -> Config {
         Config {
@@ -122,15 +117,31 @@ mod tests {
 
     #[test]
     fn missing_is_created_and_the_servers_additions_are_no_drift() {
-        assert_eq!(plan(&desired(), None, false), ConsumerPlan::Create);
         assert_eq!(
-            plan(&desired(), Some(&as_stored(&desired())), false),
+            plan(&desired(), None, PlanInputs::default()),
+            ConsumerPlan::Create
+        );
+        let synced = PlanInputs {
+            synced_before: true,
+            ..PlanInputs::default()
+        };
+        assert_eq!(
+            plan(&desired(), None, synced),
+            ConsumerPlan::Recreate,
+            "missing after it was in sync: deleted by hand"
+        );
+        assert_eq!(
+            plan(
+                &desired(),
+                Some(&as_stored(&desired())),
+                PlanInputs::default()
+            ),
             ConsumerPlan::InSync
         );
         let mut single = as_stored(&desired());
         single.filter_subject = single.filter_subjects.remove(0);
         assert_eq!(
-            plan(&desired(), Some(&single), false),
+            plan(&desired(), Some(&single), PlanInputs::default()),
             ConsumerPlan::InSync,
             "same filter, other field"
         );
@@ -142,7 +153,7 @@ mod tests {
         edited.max_ack_pending = 1;
         edited.ack_wait = Duration::from_secs(1);
         assert_eq!(
-            plan(&desired(), Some(&edited), false),
+            plan(&desired(), Some(&edited), PlanInputs::default()),
             ConsumerPlan::Update {
                 cause: UpdateCause::Drift,
                 changed: vec!["ackWait", "maxAckPending"],
@@ -154,7 +165,7 @@ mod tests {
         next.filter_subjects
             .push("shop.orders.order.shipped".into());
         assert_eq!(
-            plan(&next, Some(&as_stored(&desired())), false),
+            plan(&next, Some(&as_stored(&desired())), PlanInputs::default()),
             ConsumerPlan::Update {
                 cause: UpdateCause::SpecChanged,
                 changed: vec!["filters", "metadata"],
@@ -167,13 +178,13 @@ mod tests {
         let mut foreign = as_stored(&desired());
         foreign.metadata.remove(metadata::OWNER);
         assert_eq!(
-            plan(&desired(), Some(&foreign), false),
+            plan(&desired(), Some(&foreign), PlanInputs::default()),
             ConsumerPlan::NotOwned { owner: None }
         );
         let mut moved = as_stored(&desired());
         moved.deliver_policy = DeliverPolicy::New;
         assert!(matches!(
-            plan(&desired(), Some(&moved), false),
+            plan(&desired(), Some(&moved), PlanInputs::default()),
             ConsumerPlan::Refused {
                 field: "spec.deliverPolicy",
                 ..

@@ -10,16 +10,14 @@ use async_nats::jetstream::stream::{Config as StreamConfig, Info as StreamInfo};
 use kube::ResourceExt;
 use tracing::info;
 
-use self::{
-    plan::{StreamPlan, UpdateCause, plan},
-    stream_config::{TopicIdentity, desired_stream, metadata},
-};
+use self::stream_config::{TopicIdentity, desired_stream, metadata};
 use crate::{
     api::{Topic, TopicStatus, topic::DeletionPolicy},
     broker::{BrokerError, codes},
     condition_reasons,
     conditions::Verdict,
     naming,
+    reconcile::plan::{Plan as StreamPlan, PlanInputs, UpdateCause, plan},
     runtime::{
         Context,
         driver::{Outcome, Reconciler, common_broker_failure},
@@ -96,8 +94,8 @@ impl Reconciler for TopicReconciler {
         ctx.broker.stream_info(&desired.name).await
     }
 
-    fn plan(desired: &StreamConfig, actual: &Option<StreamInfo>, adopt: bool) -> StreamPlan {
-        plan(desired, actual.as_ref().map(|i| &i.config), adopt)
+    fn plan(desired: &StreamConfig, actual: &Option<StreamInfo>, inputs: PlanInputs) -> StreamPlan {
+        plan(desired, actual.as_ref().map(|i| &i.config), inputs)
     }
 
     async fn apply(
@@ -113,18 +111,29 @@ impl Reconciler for TopicReconciler {
         let namespace = topic.namespace().unwrap_or_default();
         match plan {
             StreamPlan::InSync => Outcome::new(in_sync(stream)).with_figures(actual),
-            StreamPlan::Create => match ctx.broker.create_stream(desired).await {
-                Ok(info) => {
-                    info!(topic = %topic_name, %namespace, stream, "stream created");
-                    Outcome::new(in_sync(stream))
-                        .with_figures(Some(info))
-                        .with_event(KubeEvent::normal(
-                            "StreamCreated",
-                            format!("created stream {stream}"),
-                        ))
+            StreamPlan::Create | StreamPlan::Recreate => {
+                match ctx.broker.create_stream(desired).await {
+                    Ok(info) => {
+                        info!(topic = %topic_name, %namespace, stream, ?plan, "stream created");
+                        // Its own reason: Kubernetes folds repeated Events of one reason into a
+                        // series that keeps the first note.
+                        let event = if plan == StreamPlan::Recreate {
+                            KubeEvent::warning(
+                                "StreamRecreated",
+                                format!(
+                                    "stream {stream} was deleted outside Switchyard, with its events; recreated it empty"
+                                ),
+                            )
+                        } else {
+                            KubeEvent::normal("StreamCreated", format!("created stream {stream}"))
+                        };
+                        Outcome::new(in_sync(stream))
+                            .with_figures(Some(info))
+                            .with_event(event)
+                    }
+                    Err(e) => self.broker_failure(ctx, desired, e).await,
                 }
-                Err(e) => self.broker_failure(ctx, desired, e).await,
-            },
+            }
             StreamPlan::Update { cause, changed } => {
                 match ctx.broker.update_stream(desired).await {
                     Ok(info) => {

@@ -3,14 +3,8 @@
 
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy};
 
-use crate::reconcile::plan::{BrokerConfig, owned_metadata};
-pub use crate::reconcile::plan::{Plan as StreamPlan, UpdateCause};
-
 use super::stream_config::partitions_of;
-
-pub fn plan(desired: &StreamConfig, actual: Option<&StreamConfig>, adopt: bool) -> StreamPlan {
-    crate::reconcile::plan::plan(desired, actual, adopt)
-}
+use crate::reconcile::plan::{BrokerConfig, owned_metadata};
 
 impl BrokerConfig for StreamConfig {
     fn metadata(&self) -> &std::collections::HashMap<String, String> {
@@ -152,6 +146,12 @@ mod tests {
     use async_nats::jetstream::stream::StorageType;
 
     use super::*;
+    use crate::reconcile::plan::{Plan as StreamPlan, PlanInputs, UpdateCause, plan};
+
+    const ADOPT: PlanInputs = PlanInputs {
+        adopt: true,
+        synced_before: false,
+    };
     use crate::naming::metadata;
     use crate::reconcile::topic::stream_config::{TopicIdentity, desired_stream};
 
@@ -177,14 +177,17 @@ mod tests {
 
     #[test]
     fn missing_stream_is_created() {
-        assert_eq!(plan(&desired("{}", 1), None, false), StreamPlan::Create);
+        assert_eq!(
+            plan(&desired("{}", 1), None, PlanInputs::default()),
+            StreamPlan::Create
+        );
     }
 
     #[test]
     fn server_normalising_is_not_drift() {
         let d = desired("subjects: [shop.a.>, shop.b.>]\nmaxAge: 1h", 1);
         assert_eq!(
-            plan(&d, Some(&as_server_returns(&d)), false),
+            plan(&d, Some(&as_server_returns(&d)), PlanInputs::default()),
             StreamPlan::InSync
         );
     }
@@ -195,7 +198,7 @@ mod tests {
         let mut edited = as_server_returns(&d);
         edited.max_age = Duration::from_secs(60);
         assert_eq!(
-            plan(&d, Some(&edited), false),
+            plan(&d, Some(&edited), PlanInputs::default()),
             StreamPlan::Update {
                 cause: UpdateCause::Drift,
                 changed: vec!["maxAge"]
@@ -203,7 +206,7 @@ mod tests {
         );
         let older = as_server_returns(&desired("maxAge: 2h", 1));
         assert_eq!(
-            plan(&d, Some(&older), false),
+            plan(&d, Some(&older), PlanInputs::default()),
             StreamPlan::Update {
                 cause: UpdateCause::SpecChanged,
                 changed: vec!["maxAge", "metadata"]
@@ -217,20 +220,20 @@ mod tests {
         let mut foreign = as_server_returns(&d);
         foreign.metadata.remove(metadata::OWNER);
         assert_eq!(
-            plan(&d, Some(&foreign), false),
+            plan(&d, Some(&foreign), PlanInputs::default()),
             StreamPlan::NotOwned { owner: None }
         );
         foreign
             .metadata
             .insert(metadata::OWNER.into(), "Topic/other/orders".into());
         assert_eq!(
-            plan(&d, Some(&foreign), false),
+            plan(&d, Some(&foreign), PlanInputs::default()),
             StreamPlan::NotOwned {
                 owner: Some("Topic/other/orders".into())
             }
         );
         assert!(matches!(
-            plan(&d, Some(&foreign), true),
+            plan(&d, Some(&foreign), ADOPT),
             StreamPlan::Update {
                 cause: UpdateCause::Adoption,
                 ..
@@ -259,7 +262,7 @@ mod tests {
         ];
         for (was, wants, field) in cases {
             let actual = as_server_returns(&desired(was, 1));
-            match plan(&desired(wants, 2), Some(&actual), false) {
+            match plan(&desired(wants, 2), Some(&actual), PlanInputs::default()) {
                 StreamPlan::Refused { field: f, message } => {
                     assert_eq!(f, field);
                     assert!(message.contains("cannot"), "{message}");
@@ -281,7 +284,7 @@ mod tests {
             let actual = as_server_returns(&desired(was, 1));
             assert!(
                 matches!(
-                    plan(&desired(wants, 2), Some(&actual), false),
+                    plan(&desired(wants, 2), Some(&actual), PlanInputs::default()),
                     StreamPlan::Update { .. }
                 ),
                 "{was} -> {wants}"

@@ -6,7 +6,9 @@
 #   - writes while idle (two resync periods after everything is Ready),
 #   - then a traffic phase: events published continuously to TRAFFIC_TOPICS of the Topics for
 #     TRAFFIC_SECONDS; status writes per busy Topic per minute and the operator's CPU,
-#   - the operator's peak RSS after the idle phase and after the traffic phase.
+#   - then a broker restart: NATS down for OUTAGE_SECONDS (default 15) and back; seconds until
+#     every Topic is Ready again and the writes it cost,
+#   - the operator's peak RSS after each phase.
 # Appends a dated section to BENCHMARKS.md. A benchmark, not a test: it asserts nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -90,15 +92,20 @@ import json, sys
 items = json.load(sys.stdin)["items"]
 print(sum(1 for t in items for c in t.get("status", {}).get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"))'
 }
-while :; do
-  ready="$(ready_count)"
-  (( ready >= N )) && break
-  now="$(date +%s.%N)"
-  if python3 -c "import sys; sys.exit(0 if $now - $applied_at > 300 else 1)"; then
-    echo "only $ready of $N Topics Ready after 300 s" >&2; break
-  fi
-  sleep 0.2
-done
+# Waits (at most 300 s after $1) until every Topic is Ready; sets $ready.
+wait_all_ready() {
+  local since="$1" now
+  while :; do
+    ready="$(ready_count)"
+    (( ready >= N )) && break
+    now="$(date +%s.%N)"
+    if python3 -c "import sys; sys.exit(0 if $now - $since > 300 else 1)"; then
+      echo "only $ready of $N Topics Ready after 300 s" >&2; break
+    fi
+    sleep 0.2
+  done
+}
+wait_all_ready "$applied_at"
 ready_at="$(date +%s.%N)"
 writes_ready="$(operator_writes)"
 sleep $((RESYNC * 2 + 2))
@@ -123,6 +130,25 @@ traffic_target="$(python3 -c "print(f'{1 + 60 / $RESYNC:.0f}')")"
 cpu_percent="$(python3 -c "print(f'{($cpu_after - $cpu_before) / $TRAFFIC_SECONDS * 100:.1f}')")"
 rss_traffic_kib="$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")"
 
+# Broker restart: NATS stopped for OUTAGE_SECONDS (longer than a resync, so every Topic notices)
+# and started again on the same port and store.
+OUTAGE_SECONDS="${OUTAGE_SECONDS:-15}"
+echo "broker restart: NATS down for $OUTAGE_SECONDS s" >&2
+writes_outage_before="$(operator_writes)"
+hack/cluster-down.sh --quiet nats-server
+sleep "$OUTAGE_SECONDS"
+not_ready_in_outage=$((N - $(ready_count)))
+hack/cluster-up.sh nats >/dev/null 2>&1
+back_at="$(date +%s.%N)"
+wait_all_ready "$back_at"
+recovered_at="$(date +%s.%N)"
+writes_outage_after="$(operator_writes)"
+read -r outage_topics_before outage_events_before <<<"$writes_outage_before"
+read -r outage_topics_after outage_events_after <<<"$writes_outage_after"
+recovery_seconds="$(python3 -c "print(f'{$recovered_at - $back_at:.1f}')")"
+outage_writes="$(python3 -c "print(f'{($outage_topics_after - $outage_topics_before) / $N:.2f} status + {($outage_events_after - $outage_events_before) / $N:.2f} Event')")"
+rss_outage_kib="$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")"
+
 seconds="$(python3 -c "print(f'{$ready_at - $applied_at:.1f}')")"
 create_seconds="$(python3 -c "print(f'{$applied_at - $first_create_at:.1f}')")"
 read -r topics_before events_before <<<"$writes_before"
@@ -133,6 +159,7 @@ event_writes="$(python3 -c "print(f'{($events_ready - $events_before) / $N:.2f}'
 idle=$((topics_idle + events_idle - topics_ready - events_ready))
 rss_mib="$(python3 -c "print(f'{$rss_kib / 1024:.1f}')")"
 rss_traffic_mib="$(python3 -c "print(f'{$rss_traffic_kib / 1024:.1f}')")"
+rss_outage_mib="$(python3 -c "print(f'{$rss_outage_kib / 1024:.1f}')")"
 
 versions="switchyard $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(kubectl version -o json | python3 -c 'import json,sys; print("kube-apiserver", json.load(sys.stdin)["serverVersion"]["gitVersion"])'), $(nats-server --version)"
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m)"
@@ -148,6 +175,7 @@ report="$(cat <<MD
 - Traffic: $stored events stored ($failed failed, $rate/s) on $TRAFFIC_TOPICS Topics for $TRAFFIC_SECONDS s
 - Status writes per busy Topic per minute: **$traffic_writes** (target ≤ $traffic_target = 1 + 60/resync)
 - Operator CPU during traffic: **$cpu_percent %** of one core; peak RSS after traffic: **$rss_traffic_mib MiB**
+- Broker restart (NATS down $OUTAGE_SECONDS s; $not_ready_in_outage of $N Topics reported it): all Ready **$recovery_seconds s** after NATS was back ($ready of $N); writes per Topic over outage and recovery: **$outage_writes**; peak RSS **$rss_outage_mib MiB**
 MD
 )"
 echo "$report"

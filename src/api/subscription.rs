@@ -57,6 +57,7 @@ pub const MAX_WORKER_REPLICAS: i32 = 1000;
 #[x_kube(
     validation = Rule::new("(self.deliverPolicy == 'ByStartTime') == has(self.startTime)").message("spec.startTime is required when spec.deliverPolicy is ByStartTime, and not allowed with any other deliverPolicy").reason(Reason::FieldValueRequired).field_path(".startTime"),
     validation = Rule::new("(self.deliverPolicy == 'ByStartSequence') == has(self.startSequence)").message("spec.startSequence is required when spec.deliverPolicy is ByStartSequence, and not allowed with any other deliverPolicy").reason(Reason::FieldValueRequired).field_path(".startSequence"),
+    validation = Rule::new("self.mode != 'Broadcast' || has(self.worker)").message("spec.worker is required with mode Broadcast: every worker pod gets its own consumer, so without workers nothing would receive the events").reason(Reason::FieldValueRequired).field_path(".worker"),
     validation = Rule::new("self.mode != 'Broadcast' || !has(self.worker) || !has(self.worker.autoscaling)").message("spec.worker.autoscaling needs mode WorkerGroup: in Broadcast mode every replica receives every event, so more replicas never reduce lag; set spec.worker.replicas instead").reason(Reason::FieldValueForbidden).field_path(".worker.autoscaling"),
     validation = Rule::new("!has(self.worker) || self.worker.concurrency <= self.maxAckPending").message("spec.worker.concurrency must not exceed spec.maxAckPending: JetStream never hands out more unacknowledged events than maxAckPending, so the extra handlers would stay idle").reason(Reason::FieldValueInvalid).field_path(".worker.concurrency"),
 )]
@@ -345,6 +346,17 @@ pub struct WorkerAutoscaling {
     #[serde(default = "default_lag_per_replica")]
     #[schemars(range(min = 1))]
     pub lag_per_replica: i64,
+
+    /// How long the lag must stay low before pods are removed (default 5m): the pod count
+    /// never falls below the highest count wanted within this window, so a lull between bursts
+    /// does not stop and start pods. Scaling up is never delayed.
+    #[serde(default = "default_stabilization_window")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('1h')").message("spec.worker.autoscaling.stabilizationWindow must be at most 1h").reason(Reason::FieldValueInvalid))]
+    pub stabilization_window: GoDuration,
+}
+
+fn default_stabilization_window() -> GoDuration {
+    GoDuration::new("5m")
 }
 
 fn default_min_replicas() -> i32 {
@@ -420,6 +432,16 @@ pub struct SubscriptionStatus {
     /// Worker pods available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_workers: Option<i32>,
+    /// Broadcast mode: how many per-pod consumers exist (one per worker pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<i32>,
+    /// With autoscaling: why desiredWorkers is what it is (the lag read, the pods it needs,
+    /// the bounds and the stabilization window that applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<String>,
+    /// With autoscaling: when the autoscaler last changed the number of worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }
 
 /// Rule for any `backoff` field: a list of delays or an exponential rule, not both.
@@ -544,6 +566,7 @@ mod tests {
             ),
             (1, 4, 100)
         );
+        assert_eq!(autoscaling.stabilization_window, GoDuration::new("5m"));
     }
 
     #[test]
@@ -557,6 +580,10 @@ mod tests {
         assert_eq!(
             at(&schema, "spec.worker.autoscaling.minReplicas")["default"],
             1
+        );
+        assert_eq!(
+            at(&schema, "spec.worker.autoscaling.stabilizationWindow")["default"],
+            "5m"
         );
         assert!(at(&schema, "spec.ackWait").get("default").is_none());
         assert_eq!(
@@ -579,6 +606,7 @@ mod tests {
             "self.deliverPolicy == 'ByStartSequence') == has(self.startSequence)"
         ));
         assert!(has_rule(spec, "self.mode != 'Broadcast'"));
+        assert!(has_rule(spec, "self.mode != 'Broadcast' || has(self.worker)"));
         assert!(has_rule(
             spec,
             "self.worker.concurrency <= self.maxAckPending"

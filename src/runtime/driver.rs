@@ -188,6 +188,7 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
     /// Adds the watches through which related kinds wake this kind's objects (see
     /// [`super::relations`]). `store` is this kind's cache.
     fn watch_related(
+        &self,
         controller: Controller<DeserializeGuard<Self::Kind>>,
         store: Store<DeserializeGuard<Self::Kind>>,
         ctx: &Context,

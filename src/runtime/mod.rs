@@ -301,9 +301,10 @@ async fn run_controller<R>(
         namespace = ctx.config.namespace.as_deref().unwrap_or("<all>"),
         "starting controller"
     );
-    let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
     let controller = Controller::for_stream(stream, store.clone());
-    R::watch_related(controller, store, ctx)
+    let controller = reconciler.watch_related(controller, store, ctx);
+    let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
+    controller
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .reconcile_all_on(reconnects(ctx.broker.connection_state()))
         .graceful_shutdown_on(term)

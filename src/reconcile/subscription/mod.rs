@@ -415,6 +415,7 @@ impl Reconciler for SubscriptionReconciler {
 
     /// A Topic appearing, changing or going away wakes the Subscriptions naming it.
     fn watch_related(
+        &self,
         controller: Controller<DeserializeGuard<Subscription>>,
         store: Store<DeserializeGuard<Subscription>>,
         ctx: &Context,

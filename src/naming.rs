@@ -38,6 +38,20 @@ pub fn subscription_consumer_name(namespace: &str, name: &str) -> String {
     format!("sub_{namespace}_{name}")
 }
 
+/// Broadcast: the consumer of one worker pod of a Subscription whose consumer is
+/// `subscription_consumer` (see [`subscription_consumer_name`]). Pod names are DNS subdomains
+/// without dots here (`<subscription>-worker-<hash>-<suffix>`, at most 63 + 24 characters), so
+/// the name stays valid and within JetStream's 255.
+pub fn per_pod_consumer_name(subscription_consumer: &str, pod: &str) -> String {
+    format!("{subscription_consumer}_{pod}")
+}
+
+/// Broadcast: the prefix shared by every per-pod consumer of a Subscription, and by nothing
+/// else (Subscription names contain no `_`).
+pub fn per_pod_consumer_prefix(subscription_consumer: &str) -> String {
+    format!("{subscription_consumer}_")
+}
+
 /// The subject space a Topic owns unless it declares its own subjects.
 pub fn default_subject(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}.>")
@@ -55,6 +69,8 @@ pub mod metadata {
     pub const OWNER: &str = "switchyard.dev/owner";
     /// The owner's generation the broker object was last written from.
     pub const GENERATION: &str = "switchyard.dev/generation";
+    /// Broadcast: the worker pod a per-pod consumer belongs to.
+    pub const POD: &str = "switchyard.dev/pod";
     /// Prefix of the keys the server adds by itself; they are never compared.
     pub const SERVER_PREFIX: &str = "_nats.";
 }

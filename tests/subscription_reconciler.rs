@@ -360,12 +360,20 @@ async fn worker_deployment_is_created_owned_updated_and_removed_with_the_subscri
 async fn bad_input_gets_a_precise_reason_or_is_refused_at_apply_time() {
     let s = setup("sub-bad").await;
     s.topic("orders", "  maxAge: 1h\n").await;
-    // Not supported yet: said so, rather than silently consuming as a WorkerGroup.
-    s.subscription("fanout", "  topicRef: {name: orders}\n  mode: Broadcast\n")
-        .await;
+    // Broadcast needs overlapping consumers, which a WorkQueue stream refuses: our message,
+    // not the server's code, and no consumer.
+    s.topic("jobs", "  retention: WorkQueue\n").await;
+    s.subscription(
+        "fanout",
+        "  topicRef: {name: jobs}\n  mode: Broadcast\n  worker: {image: a/b, replicas: 1}\n",
+    )
+    .await;
     let refused = wait_for_ready(&s.subscriptions, "fanout", "False", "InvalidSpec").await;
-    assert!(ready_of(&refused).unwrap().2.starts_with("spec.mode"));
-    assert!(s.consumer_info("orders", "fanout").await.is_none());
+    let message = ready_of(&refused).unwrap().2;
+    assert!(message.starts_with("spec.mode"), "{message}");
+    assert!(message.contains("WorkQueue"), "{message}");
+    let names = s.broker.consumer_names(&s.stream("jobs")).await.unwrap();
+    assert!(names.is_empty(), "{names:?}");
 
     let ns = &s.ns.name;
     let cases = [
@@ -384,6 +392,19 @@ async fn bad_input_gets_a_precise_reason_or_is_refused_at_apply_time() {
         (
             "  topicRef: {name: orders}\n  worker: {image: a/b, autoscaling: {minReplicas: 3, maxReplicas: 2}}\n",
             "minReplicas",
+        ),
+        (
+            "  topicRef: {name: orders}\n  worker: {image: a/b, autoscaling: {maxReplicas: 2, stabilizationWindow: 2h}}\n",
+            "stabilizationWindow",
+        ),
+        (
+            "  topicRef: {name: orders}\n  worker: {image: a/b, autoscaling: {maxReplicas: 2, lagPerReplica: 0}}\n",
+            "lagPerReplica",
+        ),
+        ("  topicRef: {name: orders}\n  mode: Broadcast\n", "spec.worker"),
+        (
+            "  topicRef: {name: orders}\n  mode: Broadcast\n  worker: {image: a/b, autoscaling: {maxReplicas: 2}}\n",
+            "spec.worker.autoscaling",
         ),
     ];
     for (i, (spec, field)) in cases.into_iter().enumerate() {

@@ -606,7 +606,10 @@ mod tests {
             "self.deliverPolicy == 'ByStartSequence') == has(self.startSequence)"
         ));
         assert!(has_rule(spec, "self.mode != 'Broadcast'"));
-        assert!(has_rule(spec, "self.mode != 'Broadcast' || has(self.worker)"));
+        assert!(has_rule(
+            spec,
+            "self.mode != 'Broadcast' || has(self.worker)"
+        ));
         assert!(has_rule(
             spec,
             "self.worker.concurrency <= self.maxAckPending"

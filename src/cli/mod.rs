@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// How often objects in sync are checked again for drift on the broker.
     #[arg(long, env = "SWITCHYARD_RESYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
+    /// How often the consumer lag of autoscaled Subscriptions is read (one JetStream API
+    /// request per autoscaled Subscription each time): bounds how fast workers follow a backlog.
+    #[arg(long, env = "SWITCHYARD_AUTOSCALE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub autoscale_interval: Duration,
     /// First delay before retrying a failed reconcile (NATS or the API server unavailable);
     /// later retries of the same object back off exponentially, with jitter.
     #[arg(long, env = "SWITCHYARD_RETRY_INITIAL_DELAY", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -309,6 +313,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         http_addr,
         namespace: args.namespace,
         resync_interval: args.resync_interval,
+        autoscale_interval: args.autoscale_interval,
         retry_initial_delay: args.retry_initial_delay,
         retry_max_delay: args.retry_max_delay,
         finalizer_timeout: args.finalizer_timeout,

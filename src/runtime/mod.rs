@@ -54,6 +54,8 @@ pub struct OperatorConfig {
     /// How often an object in sync is looked at again, to catch drift on the broker and refresh
     /// its live figures.
     pub resync_interval: Duration,
+    /// How often the lag of autoscaled Subscriptions is read.
+    pub autoscale_interval: Duration,
     /// The first retry delay after a failure; later retries back off exponentially with jitter.
     pub retry_initial_delay: Duration,
     /// The longest retry delay.
@@ -79,6 +81,7 @@ impl OperatorConfig {
             namespace: None,
             broker,
             resync_interval: Duration::from_secs(60),
+            autoscale_interval: Duration::from_secs(2),
             retry_initial_delay: Duration::from_secs(2),
             retry_max_delay: Duration::from_secs(60),
             finalizer_timeout: Duration::from_secs(300),
@@ -277,7 +280,7 @@ async fn run_controllers(
     let term = futures::future::FutureExt::shared(Box::pin(term));
     tokio::join!(
         run_controller(TopicReconciler, ctx, health, term.clone()),
-        run_controller(SubscriptionReconciler, ctx, health, term.clone()),
+        run_controller(SubscriptionReconciler::default(), ctx, health, term.clone()),
     );
 }
 

@@ -7,7 +7,7 @@
 //! timestamp pass; live figures are refreshed by the periodic resync instead.
 
 use std::{
-    collections::hash_map::DefaultHasher,
+    collections::{HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
 };
 
@@ -86,6 +86,35 @@ where
     (reader, stream)
 }
 
+/// A watch on a related kind reduced to the objects whose change matters: those new to the
+/// watch, those whose `hash` changed, and those deleted. (kube's predicate filter sees objects
+/// only, so it would swallow the deletion of an object whose hash did not change.)
+pub fn related_changes<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    hash: fn(&K) -> Option<u64>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+{
+    let mut seen: HashMap<String, Option<u64>> = HashMap::new();
+    events.filter_map(move |event| {
+        let key = |obj: &K| obj.meta().uid.clone().unwrap_or_default();
+        let passed = match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                let now = hash(&obj);
+                (seen.insert(key(&obj), now) != Some(now)).then_some(Ok(obj))
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                seen.remove(&key(&obj));
+                Some(Ok(obj))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(passed)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -148,6 +177,47 @@ mod tests {
                 "{changed:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn related_changes_pass_new_changed_and_deleted_objects_only() {
+        let object = |uid: &str, generation: i64| {
+            let mut cm = object();
+            cm.metadata.uid = Some(uid.into());
+            cm.metadata.generation = Some(generation);
+            cm
+        };
+        let events = futures::stream::iter(
+            [
+                watcher::Event::Init,
+                watcher::Event::InitApply(object("a", 1)),
+                watcher::Event::InitDone,
+                watcher::Event::Apply(object("a", 1)),
+                watcher::Event::Apply(object("b", 1)),
+                watcher::Event::Apply(object("a", 2)),
+                watcher::Event::Delete(object("b", 1)),
+                watcher::Event::Apply(object("b", 1)),
+            ]
+            .map(Ok),
+        );
+        let passed: Vec<(String, i64)> = related_changes(events, lifecycle_hash::<ConfigMap>)
+            .map(|r| {
+                let cm = r.unwrap();
+                (cm.metadata.uid.unwrap(), cm.metadata.generation.unwrap())
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            passed,
+            [
+                ("a".to_string(), 1),
+                ("b".to_string(), 1),
+                ("a".to_string(), 2),
+                ("b".to_string(), 1),
+                ("b".to_string(), 1)
+            ],
+            "the repeated a@1 is swallowed; b's deletion and return pass"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy as NatsDeliverPol
 use crate::{
     api::{
         GoDuration, RetryBackoff,
-        subscription::{DeliverPolicy, SubscriptionSpec},
+        subscription::{DeliverPolicy, SubscriptionMode, SubscriptionSpec},
         topic::DEFAULT_PARTITION_TYPE_TOKENS,
     },
     naming,
@@ -51,6 +51,8 @@ pub struct TopicView {
     pub subjects: Vec<String>,
     /// Event type tokens of a partitioned Topic; `None` if not partitioned.
     pub partition_type_tokens: Option<usize>,
+    /// WorkQueue retention: each event goes to one consumer only, so consumers may not overlap.
+    pub work_queue: bool,
 }
 
 impl TopicView {
@@ -67,6 +69,7 @@ impl TopicView {
                     .unwrap_or(DEFAULT_PARTITION_TYPE_TOKENS)
                     .max(1) as usize
             }),
+            work_queue: spec.retention == crate::api::topic::Retention::WorkQueue,
             name,
         }
     }
@@ -94,6 +97,15 @@ pub fn desired_consumer(
     topic: &TopicView,
     inherited: &[RetryDefaults<'_>],
 ) -> Result<DesiredConsumer, InvalidSpec> {
+    if spec.mode == SubscriptionMode::Broadcast && topic.work_queue {
+        return Err(InvalidSpec::new(
+            "spec.mode",
+            format!(
+                "Broadcast gives every worker pod its own consumer, and Topic {} has WorkQueue retention, which hands each event to one consumer only (JetStream refuses overlapping consumers there); use mode WorkerGroup, or a Topic with Limits or Interest retention",
+                topic.name
+            ),
+        ));
+    }
     let name = naming::subscription_consumer_name(id.namespace, id.name);
     let filter_subjects = filters(id.namespace, spec, topic)?;
     let max_deliver = max_deliveries(spec, inherited);
@@ -130,6 +142,22 @@ pub fn desired_consumer(
         stream: naming::stream_name(id.namespace, &topic.name),
         config,
     })
+}
+
+/// Broadcast: the consumer of one worker pod. The Subscription's consumer under the pod's name
+/// ([`naming::per_pod_consumer_name`]), so each pod reads every event at its own pace; the pod
+/// is recorded in the metadata.
+pub fn per_pod_consumer(subscription: &DesiredConsumer, pod: &str) -> pull::Config {
+    let mut config = subscription.config.clone();
+    let base = config.durable_name.clone().unwrap_or_default();
+    let name = naming::per_pod_consumer_name(&base, pod);
+    config.durable_name = Some(name.clone());
+    config.name = Some(name);
+    config.description = config.description.map(|d| format!("{d}, worker pod {pod}"));
+    config
+        .metadata
+        .insert(metadata::POD.to_string(), pod.to_string());
+    config
 }
 
 /// Raw filters and event types as the subjects stored in the Topic's stream. Empty: everything.
@@ -369,6 +397,7 @@ mod tests {
             name: "orders".into(),
             subjects: vec!["shop.orders.>".into()],
             partition_type_tokens: None,
+            work_queue: false,
         }
     }
 
@@ -416,6 +445,45 @@ mod tests {
         assert_eq!(c.inactive_threshold, Duration::ZERO);
         assert_eq!(c.metadata[metadata::OWNER], "Subscription/shop/billing");
         assert_eq!(c.metadata[metadata::GENERATION], "3");
+    }
+
+    #[test]
+    fn broadcast_pods_get_the_subscription_consumer_under_their_own_names() {
+        let desired = desired_consumer(
+            ID,
+            &spec("mode: Broadcast\neventTypes: [order.placed]\nworker: {image: x, replicas: 2}"),
+            &plain(),
+            &[],
+        )
+        .unwrap();
+        let pod = per_pod_consumer(&desired, "billing-worker-5d8f7c9b-x2x9z");
+        assert_eq!(
+            pod.durable_name.as_deref(),
+            Some("sub_shop_billing_billing-worker-5d8f7c9b-x2x9z")
+        );
+        assert_eq!(pod.name, pod.durable_name);
+        assert_eq!(pod.filter_subjects, desired.config.filter_subjects);
+        assert_eq!(pod.deliver_policy, desired.config.deliver_policy);
+        assert_eq!(pod.inactive_threshold, Duration::ZERO);
+        assert_eq!(pod.metadata[metadata::OWNER], "Subscription/shop/billing");
+        assert_eq!(pod.metadata[metadata::POD], "billing-worker-5d8f7c9b-x2x9z");
+        assert!(
+            pod.description
+                .unwrap()
+                .ends_with("worker pod billing-worker-5d8f7c9b-x2x9z")
+        );
+    }
+
+    #[test]
+    fn broadcast_on_a_work_queue_topic_is_refused() {
+        let work_queue = TopicView {
+            work_queue: true,
+            ..plain()
+        };
+        let err = invalid("mode: Broadcast\nworker: {image: x}", &work_queue, &[]);
+        assert_eq!(err.field, "spec.mode");
+        assert!(err.message.contains("WorkQueue"), "{err}");
+        assert!(desired_consumer(ID, &spec(""), &work_queue, &[]).is_ok());
     }
 
     #[test]

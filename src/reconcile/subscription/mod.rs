@@ -1,32 +1,55 @@
-//! Subscription → durable JetStream pull consumer on its Topic's stream. The stages: the Topic
-//! and DeadLetterPolicy it names (dereference), the consumer configuration (pure,
-//! [`consumer_config`]), the consumer found, the plan (pure, [`plan`]), applying it, and the
-//! figures the status shows (pure, [`status`]); then the worker Deployment ([`workers`]).
-//! Not yet: Broadcast mode (refused with a clear reason) and lag-based autoscaling (the
-//! Deployment runs `minReplicas`).
+//! Subscription → durable JetStream pull consumer(s) on its Topic's stream, and the worker
+//! Deployment. The stages: the Topic, DeadLetterPolicy and (Broadcast) worker pods it relates
+//! to (dereference, from [`caches`]), the consumer configuration (pure, [`consumer_config`]),
+//! the consumers found, the plan (pure, [`plan`]), applying it, and the figures the status
+//! shows (pure, [`status`]); then the worker Deployment ([`workers`], [`workers_sync`]), whose
+//! pod count the lag loop ([`lag_loop`], deciding with [`autoscale`]) sets when autoscaling.
+//!
+//! Modes:
+//! - WorkerGroup: one durable consumer, `sub_<namespace>_<name>`; the workers compete for its
+//!   events, so each is handled once.
+//! - Broadcast: one durable consumer per worker pod, `sub_<namespace>_<name>_<pod>`, created
+//!   when the pod appears (starting where `deliverPolicy` says) and deleted when the pod is
+//!   gone. A container restart inside a pod keeps the pod's consumer, so it resumes where it
+//!   stopped and misses nothing; a replaced pod (rollout, eviction, scale-down and up) is a new
+//!   reader with a new consumer and starts from `deliverPolicy` again (New: events from its
+//!   start on; All: the Topic's retained events). No consumer outlives its pod by more than a
+//!   reconcile, also across operator restarts: consumers with the Subscription's prefix and no
+//!   pod are removed.
 
+pub mod autoscale;
+pub mod caches;
 pub mod consumer_config;
+pub mod lag_loop;
 pub mod plan;
 pub mod status;
 pub mod workers;
+pub mod workers_sync;
+
+use std::collections::HashSet;
 
 use async_nats::jetstream::consumer::{
-    Config as ConsumerConfig, Info as ConsumerInfo, IntoConsumerConfig,
+    Config as ConsumerConfig, Info as ConsumerInfo, IntoConsumerConfig, pull,
 };
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, ResourceExt,
     core::DeserializeGuard,
-    runtime::{Controller, reflector::Store, watcher},
+    runtime::{Controller, reflector::Store},
 };
 use tracing::info;
 
-use self::consumer_config::{
-    DesiredConsumer, RetryDefaults, SubscriptionIdentity, TopicView, desired_consumer, metadata,
+use self::{
+    caches::Caches,
+    consumer_config::{
+        DesiredConsumer, RetryDefaults, SubscriptionIdentity, TopicView, desired_consumer,
+        metadata, per_pod_consumer,
+    },
+    lag_loop::Autoscaler,
+    status::ConsumerLayout,
 };
 use crate::{
     api::{
-        DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus, Topic,
+        DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus,
         subscription::SubscriptionMode,
     },
     broker::{BrokerError, codes},
@@ -35,22 +58,21 @@ use crate::{
     naming,
     reconcile::plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan},
     runtime::{
-        Context, Error, api_for,
+        Context, Error,
         driver::{Outcome, Reconciler, common_broker_failure},
         kube_events::KubeEvent,
-        relations::referrers,
     },
 };
 
-/// Held on every Subscription: its consumer holds no data and goes with it.
+/// Held on every Subscription: its consumers hold no data and go with it.
 pub const FINALIZER: &str = "switchyard.dev/consumer-cleanup";
 
 condition_reasons! {
     /// Why a Subscription is (not) Ready.
     pub enum SubscriptionReason {
-        /// The durable consumer exists and matches the spec.
+        /// The durable consumer(s) exist and match the spec.
         ConsumerInSync,
-        /// The Topic named by spec.topicRef does not exist (yet).
+        /// The Topic named by spec.topicRef does not exist (yet, or any more).
         TopicNotFound,
         /// The Topic exists but its stream does not (yet): the Topic is not Ready.
         TopicNotReady,
@@ -67,10 +89,11 @@ condition_reasons! {
     }
 }
 
-/// Live figures of a Subscription: its consumer's and its workers'.
+/// Live figures of a Subscription: its consumers' and its workers'.
 #[derive(Debug, Default)]
 pub struct SubscriptionFigures {
-    pub consumer: Option<ConsumerInfo>,
+    /// The consumers the broker reported on (one, or one per pod); `None`: no answer.
+    pub consumers: Option<Vec<ConsumerInfo>>,
     pub workers: Option<status::WorkerFigures>,
 }
 
@@ -78,16 +101,69 @@ pub struct SubscriptionFigures {
 pub struct SubscriptionRefs {
     topic: TopicView,
     dead_letter_policy: Option<DeadLetterPolicySpec>,
+    /// Broadcast: its worker pods, each of which gets a consumer.
+    pods: Vec<String>,
 }
 
-/// Reconciles Subscriptions into durable consumers.
-pub struct SubscriptionReconciler;
+/// The consumers a Subscription asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredConsumers {
+    /// The Subscription's consumer: the one created in WorkerGroup mode, the template of the
+    /// per-pod consumers in Broadcast mode.
+    pub subscription: DesiredConsumer,
+    /// Broadcast: one consumer per worker pod (the Subscription's own is not created).
+    pub per_pod: Option<Vec<pull::Config>>,
+}
+
+impl DesiredConsumers {
+    fn stream(&self) -> &str {
+        &self.subscription.stream
+    }
+
+    fn name(&self) -> &str {
+        self.subscription
+            .config
+            .durable_name
+            .as_deref()
+            .unwrap_or_default()
+    }
+
+    /// The consumers to create or keep, in order.
+    fn configs(&self) -> Vec<&pull::Config> {
+        match &self.per_pod {
+            None => vec![&self.subscription.config],
+            Some(per_pod) => per_pod.iter().collect(),
+        }
+    }
+}
+
+/// The consumers found on the stream.
+pub struct FoundConsumers {
+    /// Per desired consumer (same order), what the server has.
+    each: Vec<Option<ConsumerInfo>>,
+    /// Broadcast: this Subscription's per-pod consumers whose pods are gone.
+    orphans: Vec<String>,
+}
+
+/// What to do about each desired consumer, and which orphans to delete.
+pub struct ConsumersPlan {
+    each: Vec<ConsumerPlan>,
+    remove: Vec<String>,
+}
+
+/// Reconciles Subscriptions into durable consumers and worker Deployments.
+#[derive(Default)]
+pub struct SubscriptionReconciler {
+    caches: Caches,
+    autoscaler: Autoscaler,
+    workers: workers_sync::AppliedDeployments,
+}
 
 fn identity(sub: &Subscription) -> (String, String) {
     (sub.namespace().unwrap_or_default(), sub.name_any())
 }
 
-/// Ready and ConsumerReady say the same while workers are not managed.
+/// Ready and ConsumerReady say the same while workers are not looked at.
 fn verdicts(ready: Verdict<SubscriptionReason>) -> Outcome<SubscriptionReconciler> {
     let consumer = Verdict {
         type_: ConditionType::ConsumerReady,
@@ -101,14 +177,33 @@ fn waiting(reason: SubscriptionReason, message: String) -> Outcome<SubscriptionR
     verdicts(Verdict::not_ready(reason, message)).with_event(event)
 }
 
+fn figures(consumers: Vec<ConsumerInfo>) -> SubscriptionFigures {
+    SubscriptionFigures {
+        consumers: Some(consumers),
+        workers: None,
+    }
+}
+
+/// Whether the Subscription's status shows it read its Topic before (so a missing Topic was
+/// deleted, not yet to be created).
+fn had_topic(sub: &Subscription) -> bool {
+    sub.status
+        .as_ref()
+        .and_then(|s| crate::conditions::find(&s.conditions, ConditionType::ConsumerReady))
+        .is_some_and(|c| {
+            c.reason != SubscriptionReason::TopicNotFound.as_str()
+                && c.reason != SubscriptionReason::TopicNotReady.as_str()
+        })
+}
+
 impl Reconciler for SubscriptionReconciler {
     type Kind = Subscription;
     type Status = SubscriptionStatus;
     type Reason = SubscriptionReason;
     type Refs = SubscriptionRefs;
-    type Desired = DesiredConsumer;
-    type Actual = Option<ConsumerInfo>;
-    type Plan = ConsumerPlan;
+    type Desired = DesiredConsumers;
+    type Actual = FoundConsumers;
+    type Plan = ConsumersPlan;
     type Figures = SubscriptionFigures;
 
     const KIND: &'static str = "Subscription";
@@ -127,10 +222,20 @@ impl Reconciler for SubscriptionReconciler {
         ctx: &Context,
         sub: &Subscription,
     ) -> Result<Result<SubscriptionRefs, Outcome<Self>>, Error> {
-        let (namespace, _) = identity(sub);
+        self.caches.synced().await;
+        let (namespace, name) = identity(sub);
         let topic_name = &sub.spec.topic_ref.name;
-        let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
-        let Some(topic) = topics.get_opt(topic_name).await? else {
+        let Some(topic) = self.caches.topic(&namespace, topic_name) else {
+            if had_topic(sub) {
+                let message = format!(
+                    "Topic {topic_name} was deleted while this Subscription read it; the Subscription becomes Ready by itself once a Topic of that name exists again"
+                );
+                return Ok(Err(verdicts(Verdict::not_ready(
+                    SubscriptionReason::TopicNotFound,
+                    message.clone(),
+                ))
+                .with_event(KubeEvent::warning("TopicDeleted", message))));
+            }
             return Ok(Err(waiting(
                 SubscriptionReason::TopicNotFound,
                 format!(
@@ -162,17 +267,25 @@ impl Reconciler for SubscriptionReconciler {
                 }
             }
         };
+        let pods = match sub.spec.mode {
+            SubscriptionMode::WorkerGroup => Vec::new(),
+            SubscriptionMode::Broadcast => self.caches.broadcast_pods(&namespace, &name),
+        };
         Ok(Ok(SubscriptionRefs {
             topic: TopicView::of(&topic, &namespace),
             dead_letter_policy,
+            pods,
         }))
     }
 
-    fn desired(sub: &Subscription, refs: &SubscriptionRefs) -> Result<DesiredConsumer, String> {
-        // Broadcast needs one consumer per worker replica, made by the dispatcher; until that
-        // exists, a single durable would silently give WorkerGroup semantics instead.
-        if sub.spec.mode == SubscriptionMode::Broadcast {
-            return Err("spec.mode: Broadcast is not supported by this Switchyard version yet; use WorkerGroup".into());
+    fn desired(sub: &Subscription, refs: &SubscriptionRefs) -> Result<DesiredConsumers, String> {
+        if let Some(autoscaling) = sub
+            .spec
+            .worker
+            .as_ref()
+            .and_then(|w| w.autoscaling.as_ref())
+        {
+            autoscale::Policy::of(autoscaling)?;
         }
         let (namespace, name) = identity(sub);
         let id = SubscriptionIdentity {
@@ -189,133 +302,165 @@ impl Reconciler for SubscriptionReconciler {
                 ack_wait: None,
             })
             .collect();
-        desired_consumer(id, &sub.spec, &refs.topic, &inherited).map_err(|e| e.to_string())
+        let subscription =
+            desired_consumer(id, &sub.spec, &refs.topic, &inherited).map_err(|e| e.to_string())?;
+        let per_pod = (sub.spec.mode == SubscriptionMode::Broadcast).then(|| {
+            refs.pods
+                .iter()
+                .map(|pod| per_pod_consumer(&subscription, pod))
+                .collect()
+        });
+        Ok(DesiredConsumers {
+            subscription,
+            per_pod,
+        })
     }
 
     async fn observe(
         &self,
         ctx: &Context,
-        desired: &DesiredConsumer,
-    ) -> Result<Option<ConsumerInfo>, BrokerError> {
-        let name = desired.config.durable_name.as_deref().unwrap_or_default();
-        ctx.broker.consumer_info(&desired.stream, name).await
+        desired: &DesiredConsumers,
+    ) -> Result<FoundConsumers, BrokerError> {
+        let stream = desired.stream();
+        let Some(per_pod) = &desired.per_pod else {
+            let found = ctx.broker.consumer_info(stream, desired.name()).await?;
+            return Ok(FoundConsumers {
+                each: vec![found],
+                orphans: Vec::new(),
+            });
+        };
+        // Broadcast: one listing finds both the pods' consumers and those of pods now gone.
+        let prefix = naming::per_pod_consumer_prefix(desired.name());
+        let existing: HashSet<String> = ctx
+            .broker
+            .consumer_names(stream)
+            .await?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        let mut each = Vec::with_capacity(per_pod.len());
+        for config in per_pod {
+            let name = config.durable_name.as_deref().unwrap_or_default();
+            each.push(if existing.contains(name) {
+                ctx.broker.consumer_info(stream, name).await?
+            } else {
+                None
+            });
+        }
+        let wanted: HashSet<&str> = per_pod
+            .iter()
+            .filter_map(|c| c.durable_name.as_deref())
+            .collect();
+        let owner = desired.subscription.config.metadata.get(metadata::OWNER);
+        let mut orphans = Vec::new();
+        for name in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
+            // Only consumers this Subscription made: a look-alike made by hand stays.
+            if let Some(info) = ctx.broker.consumer_info(stream, name).await?
+                && info.config.metadata.get(metadata::OWNER) == owner
+            {
+                orphans.push(name.clone());
+            }
+        }
+        orphans.sort();
+        Ok(FoundConsumers { each, orphans })
     }
 
     fn plan(
-        desired: &DesiredConsumer,
-        actual: &Option<ConsumerInfo>,
+        desired: &DesiredConsumers,
+        actual: &FoundConsumers,
         inputs: PlanInputs,
-    ) -> ConsumerPlan {
-        let desired: ConsumerConfig = (&desired.config).into_consumer_config();
-        plan(&desired, actual.as_ref().map(|i| &i.config), inputs)
+    ) -> ConsumersPlan {
+        // A per-pod consumer missing is a new pod's, not one deleted by hand.
+        let inputs = match desired.per_pod {
+            None => inputs,
+            Some(_) => PlanInputs {
+                synced_before: false,
+                ..inputs
+            },
+        };
+        let each = desired
+            .configs()
+            .into_iter()
+            .zip(&actual.each)
+            .map(|(config, found)| {
+                let config: ConsumerConfig = config.into_consumer_config();
+                plan(&config, found.as_ref().map(|i| &i.config), inputs)
+            })
+            .collect();
+        ConsumersPlan {
+            each,
+            remove: actual.orphans.clone(),
+        }
     }
 
     async fn apply(
         &self,
         ctx: &Context,
         sub: &Subscription,
-        desired: &DesiredConsumer,
-        actual: Option<ConsumerInfo>,
-        plan: ConsumerPlan,
+        desired: &DesiredConsumers,
+        actual: FoundConsumers,
+        plan: ConsumersPlan,
     ) -> Outcome<Self> {
-        let stream = &desired.stream;
-        let consumer = desired.config.durable_name.clone().unwrap_or_default();
-        let (namespace, name) = identity(sub);
-        let in_sync = || {
-            verdicts(Verdict::ready(
-                SubscriptionReason::ConsumerInSync,
-                format!("consumer {consumer} on stream {stream} matches the spec"),
-            ))
+        let stream = desired.stream();
+        let mut infos = Vec::new();
+        let mut events = Vec::new();
+        let steps = desired
+            .configs()
+            .into_iter()
+            .zip(actual.each)
+            .zip(plan.each);
+        for ((config, found), step) in steps {
+            match self
+                .apply_consumer(ctx, sub, desired, config, found, step)
+                .await
+            {
+                Ok((info, event)) => {
+                    infos.push(info);
+                    events.extend(event);
+                }
+                Err(outcome) => return outcome,
+            }
+        }
+        for orphan in &plan.remove {
+            match ctx.broker.delete_consumer(stream, orphan).await {
+                Ok(_) => {
+                    info!(
+                        consumer = orphan,
+                        stream, "per-pod consumer deleted: its pod is gone"
+                    );
+                    events.push(KubeEvent::normal(
+                        "ConsumerDeleted",
+                        format!("deleted consumer {orphan}: its worker pod is gone"),
+                    ));
+                }
+                Err(e) => return self.broker_failure(ctx, desired, e).await,
+            }
+        }
+        let message = match &desired.per_pod {
+            None => format!(
+                "consumer {} on stream {stream} matches the spec",
+                desired.name()
+            ),
+            Some(per_pod) if per_pod.is_empty() => format!(
+                "no worker pods yet; each gets its own consumer on stream {stream} when it appears"
+            ),
+            Some(per_pod) => format!(
+                "{} per-pod consumers on stream {stream} match the spec, one for each worker pod",
+                per_pod.len()
+            ),
         };
-        match plan {
-            ConsumerPlan::InSync => in_sync().with_figures(Some(figures(actual))),
-            ConsumerPlan::Create | ConsumerPlan::Recreate => {
-                match ctx
-                    .broker
-                    .create_consumer(stream, desired.config.clone())
-                    .await
-                {
-                    Ok(info) => {
-                        info!(subscription = %name, %namespace, consumer, ?plan, "consumer created");
-                        // Its own reason: Kubernetes folds repeated Events of one reason into a
-                        // series that keeps the first note.
-                        let event = if plan == ConsumerPlan::Recreate {
-                            KubeEvent::warning(
-                                "ConsumerRecreated",
-                                format!(
-                                    "consumer {consumer} was deleted outside Switchyard; recreated it on stream {stream}"
-                                ),
-                            )
-                        } else {
-                            KubeEvent::normal(
-                                "ConsumerCreated",
-                                format!("created consumer {consumer} on stream {stream}"),
-                            )
-                        };
-                        in_sync()
-                            .with_figures(Some(figures(Some(info))))
-                            .with_event(event)
-                    }
-                    Err(e) => self.broker_failure(ctx, desired, e).await,
-                }
-            }
-            ConsumerPlan::Update { cause, changed } => {
-                match ctx
-                    .broker
-                    .update_consumer(stream, desired.config.clone())
-                    .await
-                {
-                    Ok(info) => {
-                        let fields = changed.join(", ");
-                        info!(subscription = %name, %namespace, consumer, ?cause, fields, "consumer updated");
-                        let event = match cause {
-                            UpdateCause::SpecChanged => KubeEvent::normal(
-                                "ConsumerUpdated",
-                                format!("updated consumer {consumer}: {fields}"),
-                            ),
-                            UpdateCause::Drift => KubeEvent::warning(
-                                "DriftCorrected",
-                                format!(
-                                    "consumer {consumer} was changed outside Switchyard ({fields}); restored the declared configuration"
-                                ),
-                            ),
-                            UpdateCause::Adoption => KubeEvent::normal(
-                                "ConsumerAdopted",
-                                format!(
-                                    "adopted existing consumer {consumer} and applied the spec ({fields})"
-                                ),
-                            ),
-                        };
-                        in_sync()
-                            .with_figures(Some(figures(Some(info))))
-                            .with_event(event)
-                    }
-                    Err(e) => self.broker_failure(ctx, desired, e).await,
-                }
-            }
-            ConsumerPlan::NotOwned { owner } => {
-                let found = owner
-                    .map(|o| format!("its metadata names {o} as owner"))
-                    .unwrap_or_else(|| "it records no Switchyard owner".into());
-                waiting(
-                    SubscriptionReason::ConsumerNotOwned,
-                    format!(
-                        "consumer {consumer} on stream {stream} already exists and was not created for this Subscription ({found}); it is left untouched"
-                    ),
-                )
-            }
-            ConsumerPlan::Refused { field, message } => waiting(
-                SubscriptionReason::ChangeRefused,
-                format!("{field}: {message}"),
-            )
-            .with_figures(Some(figures(actual))),
+        let outcome = verdicts(Verdict::ready(SubscriptionReason::ConsumerInSync, message))
+            .with_figures(Some(figures(infos)));
+        match one_event(events) {
+            Some(event) => outcome.with_event(event),
+            None => outcome,
         }
     }
 
     async fn broker_failure(
         &self,
         ctx: &Context,
-        desired: &DesiredConsumer,
+        desired: &DesiredConsumers,
         error: BrokerError,
     ) -> Outcome<Self> {
         if error.code() == Some(codes::STREAM_NOT_FOUND) {
@@ -323,7 +468,7 @@ impl Reconciler for SubscriptionReconciler {
                 SubscriptionReason::TopicNotReady,
                 format!(
                     "stream {} of the Topic does not exist yet; see the Topic's status",
-                    desired.stream
+                    desired.stream()
                 ),
             );
         }
@@ -341,11 +486,11 @@ impl Reconciler for SubscriptionReconciler {
         sub: &Subscription,
         outcome: Outcome<Self>,
     ) -> Result<Outcome<Self>, Error> {
-        // Workers follow a consumer in sync; otherwise they are left as they are.
+        // Workers follow consumers in sync; otherwise they are left as they are.
         if !outcome.ready.status {
             return Ok(outcome);
         }
-        sync_workers(ctx, sub, outcome).await
+        workers_sync::sync(self, ctx, sub, outcome).await
     }
 
     fn project(
@@ -354,11 +499,13 @@ impl Reconciler for SubscriptionReconciler {
         figures: Option<&SubscriptionFigures>,
     ) {
         let (namespace, name) = identity(sub);
-        status::project(
-            status,
-            &naming::subscription_consumer_name(&namespace, &name),
-            figures.and_then(|f| f.consumer.as_ref()),
-        );
+        let consumer = naming::subscription_consumer_name(&namespace, &name);
+        let prefix = naming::per_pod_consumer_prefix(&consumer);
+        let layout = match sub.spec.mode {
+            SubscriptionMode::WorkerGroup => ConsumerLayout::Shared(&consumer),
+            SubscriptionMode::Broadcast => ConsumerLayout::PerPod { prefix: &prefix },
+        };
+        status::project(status, layout, figures.and_then(|f| f.consumers.as_deref()));
         if sub.spec.worker.is_none() {
             status::project_workers(status, None);
         } else if let Some(workers) = figures.and_then(|f| f.workers.as_ref()) {
@@ -368,26 +515,55 @@ impl Reconciler for SubscriptionReconciler {
 
     async fn cleanup(&self, ctx: &Context, sub: &Subscription) -> Result<KubeEvent, BrokerError> {
         let (namespace, name) = identity(sub);
+        self.autoscaler.forget(&namespace, &name);
         let stream = naming::stream_name(&namespace, &sub.spec.topic_ref.name);
         let consumer = naming::subscription_consumer_name(&namespace, &name);
+        let prefix = naming::per_pod_consumer_prefix(&consumer);
         let ours = naming::owner_id("Subscription", &namespace, &name);
-        let note = match ctx.broker.consumer_info(&stream, &consumer).await {
-            Ok(None) => format!("consumer {consumer} was already gone"),
+        let names = match ctx.broker.consumer_names(&stream).await {
+            Ok(names) => names,
             Err(e) if e.code() == Some(codes::STREAM_NOT_FOUND) => {
-                format!("stream {stream} is gone, and with it consumer {consumer}")
+                return Ok(KubeEvent::normal(
+                    "ConsumerDeleted",
+                    format!(
+                        "stream {stream} is gone, and with it the consumers of this Subscription"
+                    ),
+                ));
             }
             Err(e) => return Err(e),
-            Ok(Some(info)) if info.config.metadata.get(metadata::OWNER) != Some(&ours) => {
-                format!(
-                    "consumer {consumer} is not owned by this Subscription and was left untouched"
-                )
-            }
-            Ok(Some(_)) => {
-                ctx.broker.delete_consumer(&stream, &consumer).await?;
-                info!(consumer, stream, "consumer deleted");
-                format!("deleted consumer {consumer}")
-            }
         };
+        let (mut deleted, mut foreign) = (Vec::new(), Vec::new());
+        for candidate in names
+            .into_iter()
+            .filter(|n| *n == consumer || n.starts_with(&prefix))
+        {
+            match ctx.broker.consumer_info(&stream, &candidate).await? {
+                None => {}
+                Some(info) if info.config.metadata.get(metadata::OWNER) != Some(&ours) => {
+                    foreign.push(candidate);
+                }
+                Some(_) => {
+                    ctx.broker.delete_consumer(&stream, &candidate).await?;
+                    info!(consumer = candidate, stream, "consumer deleted");
+                    deleted.push(candidate);
+                }
+            }
+        }
+        let mut note = if deleted.is_empty() {
+            format!("consumer {consumer} was already gone")
+        } else {
+            format!(
+                "deleted consumer{} {}",
+                plural(deleted.len()),
+                deleted.join(", ")
+            )
+        };
+        if !foreign.is_empty() {
+            note.push_str(&format!(
+                "; left {} untouched: not owned by this Subscription",
+                foreign.join(", ")
+            ));
+        }
         Ok(KubeEvent::normal("ConsumerDeleted", note))
     }
 
@@ -413,141 +589,161 @@ impl Reconciler for SubscriptionReconciler {
         )
     }
 
-    /// A Topic appearing, changing or going away wakes the Subscriptions naming it.
+    /// Topics, worker Deployments and Broadcast worker pods wake the Subscriptions they
+    /// concern (see [`caches`]); the lag loop wakes those whose pod count it changes.
     fn watch_related(
         &self,
         controller: Controller<DeserializeGuard<Subscription>>,
         store: Store<DeserializeGuard<Subscription>>,
         ctx: &Context,
     ) -> Controller<DeserializeGuard<Subscription>> {
-        let namespace = ctx.config.namespace.as_deref();
-        let topics: Api<Topic> = api_for(&ctx.client, namespace);
-        let deployments: Api<Deployment> = api_for(&ctx.client, namespace);
-        controller
-            .owns(deployments, watcher::Config::default().any_semantic())
-            .watches(
-                topics,
-                watcher::Config::default().any_semantic(),
-                referrers(store, |guard: &DeserializeGuard<Subscription>| {
-                    guard
-                        .0
-                        .as_ref()
-                        .map(|sub| vec![sub.spec.topic_ref.name.clone()])
-                        .unwrap_or_default()
-                }),
-            )
+        let readings = self.autoscaler.readings(
+            store.clone(),
+            ctx.broker.clone(),
+            ctx.clock.clone(),
+            ctx.config.autoscale_interval,
+        );
+        self.caches
+            .watch(controller, store, ctx)
+            .reconcile_on(readings)
     }
 }
 
-fn figures(consumer: Option<ConsumerInfo>) -> SubscriptionFigures {
-    SubscriptionFigures {
-        consumer,
-        workers: None,
-    }
-}
-
-/// Applies (or removes) the worker Deployment and reports its availability: WorkersAvailable,
-/// and Ready only once the workers are.
-async fn sync_workers(
-    ctx: &Context,
-    sub: &Subscription,
-    mut outcome: Outcome<SubscriptionReconciler>,
-) -> Result<Outcome<SubscriptionReconciler>, Error> {
-    let (namespace, name) = identity(sub);
-    let consumer = naming::subscription_consumer_name(&namespace, &name);
-    let stream = naming::stream_name(&namespace, &sub.spec.topic_ref.name);
-    let dispatcher = workers::DispatcherSettings {
-        image: ctx.config.dispatcher_image.clone(),
-        nats_url: ctx.config.broker.url.clone(),
-        env: Vec::new(),
-    };
-    let replicas = sub.spec.worker.as_ref().map_or(0, |worker| {
-        worker
-            .replicas
-            .or(worker.autoscaling.as_ref().map(|a| a.min_replicas))
-            .unwrap_or(1)
-    });
-    let Some(deployment) =
-        workers::desired_deployment(sub, &stream, &consumer, replicas, &dispatcher)
-    else {
-        // No worker (any more): remove a Deployment left from an earlier spec.
-        if sub
-            .status
-            .as_ref()
-            .and_then(|s| s.desired_workers)
-            .is_some()
-        {
-            let mut gone = Deployment::default();
-            gone.metadata.name = Some(workers::deployment_name(sub));
-            gone.metadata.namespace = Some(namespace);
-            if ctx
-                .writer
-                .delete_child(SubscriptionReconciler::KIND, &gone)
-                .await?
-            {
-                outcome.event = Some(KubeEvent::normal(
-                    "WorkersRemoved",
-                    format!(
-                        "deleted Deployment {} as spec.worker was removed",
-                        workers::deployment_name(sub)
-                    ),
-                ));
+impl SubscriptionReconciler {
+    /// Brings one consumer in line with its plan: what the server reports afterwards and the
+    /// Event worth recording, or the outcome that stops the reconcile.
+    async fn apply_consumer(
+        &self,
+        ctx: &Context,
+        sub: &Subscription,
+        desired: &DesiredConsumers,
+        config: &pull::Config,
+        found: Option<ConsumerInfo>,
+        step: ConsumerPlan,
+    ) -> Result<(ConsumerInfo, Option<KubeEvent>), Outcome<Self>> {
+        let stream = desired.stream();
+        let consumer = config.durable_name.clone().unwrap_or_default();
+        let (namespace, name) = identity(sub);
+        match step {
+            ConsumerPlan::InSync => match found {
+                Some(info) => Ok((info, None)),
+                None => unreachable!("the planner says in sync only for a consumer it found"),
+            },
+            ConsumerPlan::Create | ConsumerPlan::Recreate => {
+                match ctx.broker.create_consumer(stream, config.clone()).await {
+                    Ok(info) => {
+                        info!(subscription = %name, %namespace, consumer, ?step, "consumer created");
+                        // Its own reason: Kubernetes folds repeated Events of one reason into a
+                        // series that keeps the first note.
+                        let event = if step == ConsumerPlan::Recreate {
+                            KubeEvent::warning(
+                                "ConsumerRecreated",
+                                format!(
+                                    "consumer {consumer} was deleted outside Switchyard; recreated it on stream {stream}"
+                                ),
+                            )
+                        } else {
+                            KubeEvent::normal(
+                                "ConsumerCreated",
+                                format!("created consumer {consumer} on stream {stream}"),
+                            )
+                        };
+                        Ok((info, Some(event)))
+                    }
+                    Err(e) => Err(self.broker_failure(ctx, desired, e).await),
+                }
             }
+            ConsumerPlan::Update { cause, changed } => {
+                match ctx.broker.update_consumer(stream, config.clone()).await {
+                    Ok(info) => {
+                        let fields = changed.join(", ");
+                        info!(subscription = %name, %namespace, consumer, ?cause, fields, "consumer updated");
+                        let event = match cause {
+                            UpdateCause::SpecChanged => KubeEvent::normal(
+                                "ConsumerUpdated",
+                                format!("updated consumer {consumer}: {fields}"),
+                            ),
+                            UpdateCause::Drift => KubeEvent::warning(
+                                "DriftCorrected",
+                                format!(
+                                    "consumer {consumer} was changed outside Switchyard ({fields}); restored the declared configuration"
+                                ),
+                            ),
+                            UpdateCause::Adoption => KubeEvent::normal(
+                                "ConsumerAdopted",
+                                format!(
+                                    "adopted existing consumer {consumer} and applied the spec ({fields})"
+                                ),
+                            ),
+                        };
+                        Ok((info, Some(event)))
+                    }
+                    Err(e) => Err(self.broker_failure(ctx, desired, e).await),
+                }
+            }
+            ConsumerPlan::NotOwned { owner } => {
+                let found = owner
+                    .map(|o| format!("its metadata names {o} as owner"))
+                    .unwrap_or_else(|| "it records no Switchyard owner".into());
+                Err(waiting(
+                    SubscriptionReason::ConsumerNotOwned,
+                    format!(
+                        "consumer {consumer} on stream {stream} already exists and was not created for this Subscription ({found}); it is left untouched"
+                    ),
+                ))
+            }
+            ConsumerPlan::Refused { field, message } => Err(waiting(
+                SubscriptionReason::ChangeRefused,
+                format!("{field}: {message}"),
+            )
+            .with_figures(Some(figures(found.into_iter().collect())))),
         }
-        return Ok(outcome);
-    };
-    let unchanged = status::deployment_matches(sub, &deployment);
-    let applied = ctx
-        .writer
-        .apply_child(SubscriptionReconciler::KIND, &deployment)
-        .await?;
-    let state = status::worker_figures(&applied, replicas);
-    let verdict = if state.available >= state.desired && state.rolled_out {
-        Verdict::new(
-            ConditionType::WorkersAvailable,
-            true,
-            SubscriptionReason::WorkersAvailable,
-            format!(
-                "{} of {} worker pods available",
-                state.available, state.desired
-            ),
-        )
-    } else {
-        Verdict::new(
-            ConditionType::WorkersAvailable,
-            false,
-            SubscriptionReason::WorkersProgressing,
-            format!(
-                "{} of {} worker pods available; Deployment {} is rolling out",
-                state.available,
-                state.desired,
-                workers::deployment_name(sub)
-            ),
-        )
-    };
-    if !verdict.status {
-        outcome.ready = Verdict::not_ready(
-            SubscriptionReason::WorkersProgressing,
-            verdict.message.clone(),
+    }
+}
+
+/// One Event for what a reconcile did to several consumers: the single one as it is; several
+/// under the first one's reason (warnings first), notes joined.
+fn one_event(mut events: Vec<KubeEvent>) -> Option<KubeEvent> {
+    if events.len() <= 1 {
+        return events.pop();
+    }
+    events.sort_by_key(|e| e.type_ != kube::runtime::events::EventType::Warning);
+    let first = &events[0];
+    let note = events
+        .iter()
+        .map(|e| e.note.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(KubeEvent {
+        type_: first.type_,
+        reason: first.reason,
+        note,
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_consumer_events_become_one_with_warnings_first() {
+        assert_eq!(one_event(Vec::new()), None);
+        let single = KubeEvent::normal("ConsumerCreated", "created consumer a");
+        assert_eq!(one_event(vec![single.clone()]), Some(single));
+        let merged = one_event(vec![
+            KubeEvent::normal("ConsumerCreated", "created consumer a"),
+            KubeEvent::warning("DriftCorrected", "consumer b was changed"),
+            KubeEvent::normal("ConsumerDeleted", "deleted consumer c"),
+        ])
+        .unwrap();
+        assert_eq!(merged.reason, "DriftCorrected");
+        assert_eq!(
+            merged.note,
+            "consumer b was changed; created consumer a; deleted consumer c"
         );
     }
-    if !unchanged && outcome.event.is_none() {
-        outcome.event = Some(KubeEvent::normal(
-            "WorkersApplied",
-            format!(
-                "applied Deployment {} ({replicas} replicas)",
-                workers::deployment_name(sub)
-            ),
-        ));
-    }
-    outcome.conditions.push(verdict);
-    if let Some(figures) = outcome.figures.as_mut() {
-        figures.workers = Some(state);
-    } else {
-        outcome.figures = Some(SubscriptionFigures {
-            consumer: None,
-            workers: Some(state),
-        });
-    }
-    Ok(outcome)
 }

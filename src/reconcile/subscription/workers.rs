@@ -14,8 +14,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SecurityContext,
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+            ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SecurityContext,
         },
     },
     apimachinery::pkg::{
@@ -26,10 +27,20 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-use crate::api::{Subscription, subscription::WorkerSpec};
+use crate::{
+    api::{
+        Subscription,
+        subscription::{SubscriptionMode, WorkerSpec},
+    },
+    naming,
+};
 
 /// Label selecting a Subscription's worker pods.
 pub const SUBSCRIPTION_LABEL: &str = "switchyard.dev/subscription";
+/// Label on the pods of Broadcast Subscriptions, each of which reads its own consumer.
+pub const MODE_LABEL: &str = "switchyard.dev/mode";
+/// Environment variable holding the pod's name in the dispatcher (downward API).
+pub const POD_NAME_ENV: &str = "POD_NAME";
 /// Port of the dispatcher's health endpoints.
 pub const DISPATCHER_HEALTH_PORT: i32 = 9090;
 
@@ -75,6 +86,9 @@ pub fn desired_deployment(
     // The user's pod labels first, so Switchyard's own win on a clash.
     let mut pod_labels = worker.pod_labels.clone().unwrap_or_default();
     pod_labels.extend(labels.clone());
+    if sub.spec.mode == SubscriptionMode::Broadcast {
+        pod_labels.insert(MODE_LABEL.into(), "Broadcast".into());
+    }
     Some(Deployment {
         metadata: ObjectMeta {
             name: Some(deployment_name(sub)),
@@ -95,7 +109,13 @@ pub fn desired_deployment(
                     annotations: worker.pod_annotations.clone(),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(worker, stream, consumer, dispatcher)),
+                spec: Some(pod_spec(
+                    sub.spec.mode,
+                    worker,
+                    stream,
+                    consumer,
+                    dispatcher,
+                )),
             },
             ..Default::default()
         },
@@ -116,6 +136,7 @@ fn owner(sub: &Subscription) -> Option<OwnerReference> {
 }
 
 fn pod_spec(
+    mode: SubscriptionMode,
     worker: &WorkerSpec,
     stream: &str,
     consumer: &str,
@@ -140,7 +161,7 @@ fn pod_spec(
     PodSpec {
         containers: vec![
             handler,
-            dispatcher_container(worker, stream, consumer, dispatcher),
+            dispatcher_container(mode, worker, stream, consumer, dispatcher),
         ],
         service_account_name: worker.service_account_name.clone(),
         image_pull_secrets: worker.image_pull_secrets.clone(),
@@ -153,6 +174,7 @@ fn pod_spec(
 }
 
 fn dispatcher_container(
+    mode: SubscriptionMode,
     worker: &WorkerSpec,
     stream: &str,
     consumer: &str,
@@ -162,12 +184,20 @@ fn dispatcher_container(
         "http://127.0.0.1:{}{}",
         worker.endpoint.port, worker.endpoint.path
     );
+    // Broadcast: each pod reads the consumer named after it; the kubelet expands `$(POD_NAME)`
+    // from the container's environment.
+    let consumer = match mode {
+        SubscriptionMode::WorkerGroup => consumer.to_string(),
+        SubscriptionMode::Broadcast => {
+            naming::per_pod_consumer_name(consumer, &format!("$({POD_NAME_ENV})"))
+        }
+    };
     let mut args = vec![
         "dispatch".to_string(),
         "--stream".into(),
         stream.into(),
         "--consumer".into(),
-        consumer.into(),
+        consumer,
         "--endpoint".into(),
         endpoint,
         "--concurrency".into(),
@@ -181,6 +211,19 @@ fn dispatcher_container(
         value: Some(dispatcher.nats_url.clone()),
         ..Default::default()
     }];
+    if mode == SubscriptionMode::Broadcast {
+        env.push(EnvVar {
+            name: POD_NAME_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     env.extend(dispatcher.env.iter().cloned());
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
@@ -303,6 +346,55 @@ mod tests {
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert!(dispatcher.readiness_probe.is_some() && dispatcher.liveness_probe.is_some());
+    }
+
+    #[test]
+    fn broadcast_pods_read_the_consumer_named_after_them() {
+        let sub = subscription("  mode: Broadcast\n  worker: {image: acme/cache:2, replicas: 3}\n");
+        let d =
+            desired_deployment(&sub, "shop_orders", "sub_shop_billing", 3, &settings()).unwrap();
+        let labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        assert_eq!(labels[MODE_LABEL], "Broadcast");
+        let [_, dispatcher] = containers(&d).try_into().unwrap();
+        let args = dispatcher.args.unwrap().join(" ");
+        assert!(
+            args.contains("--consumer sub_shop_billing_$(POD_NAME) "),
+            "{args}"
+        );
+        let env = dispatcher.env.unwrap();
+        let pod_name = env.iter().find(|e| e.name == POD_NAME_ENV).unwrap();
+        assert_eq!(
+            pod_name
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.name"
+        );
+        let group = desired_deployment(
+            &subscription("  worker: {image: acme/cache:2}\n"),
+            "shop_orders",
+            "sub_shop_billing",
+            1,
+            &settings(),
+        )
+        .unwrap();
+        let labels = group.spec.template.metadata.unwrap().labels.unwrap();
+        assert!(
+            !labels.contains_key(MODE_LABEL),
+            "WorkerGroup pods are not watched"
+        );
     }
 
     #[test]

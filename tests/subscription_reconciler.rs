@@ -401,7 +401,10 @@ async fn bad_input_gets_a_precise_reason_or_is_refused_at_apply_time() {
             "  topicRef: {name: orders}\n  worker: {image: a/b, autoscaling: {maxReplicas: 2, lagPerReplica: 0}}\n",
             "lagPerReplica",
         ),
-        ("  topicRef: {name: orders}\n  mode: Broadcast\n", "spec.worker"),
+        (
+            "  topicRef: {name: orders}\n  mode: Broadcast\n",
+            "spec.worker",
+        ),
         (
             "  topicRef: {name: orders}\n  mode: Broadcast\n  worker: {image: a/b, autoscaling: {maxReplicas: 2}}\n",
             "spec.worker.autoscaling",
@@ -415,4 +418,327 @@ async fn bad_input_gets_a_precise_reason_or_is_refused_at_apply_time() {
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
     s.operator.assert_alive();
+}
+
+/// Names of the worker pods of a Subscription, sorted.
+async fn worker_pods(s: &Setup, subscription: &str) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let selector = format!("switchyard.dev/subscription={subscription}");
+    let mut names: Vec<String> = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Consumer names on a stream starting with `prefix`, sorted.
+async fn consumers_with_prefix(s: &Setup, topic: &str, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = s
+        .broker
+        .consumer_names(&s.stream(topic))
+        .await
+        .expect("consumer names")
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Publishes events of the given types to a plain Topic of the test namespace.
+async fn publish(s: &Setup, topic: &str, types: &[&str]) {
+    let client = async_nats::connect(nats_url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    for (i, event_type) in types.iter().enumerate() {
+        jetstream
+            .publish(
+                format!("{}.{topic}.{event_type}", s.ns.name),
+                format!("event {i}").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+}
+
+/// Reads and acknowledges up to `max` events from a durable consumer, as a worker would;
+/// returns their subjects.
+async fn read_as_worker(s: &Setup, topic: &str, consumer: &str, max: usize) -> Vec<String> {
+    use async_nats::jetstream::consumer::PullConsumer;
+    let client = async_nats::connect(nats_url()).await.expect("connect");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream.get_stream(s.stream(topic)).await.expect("stream");
+    let consumer: PullConsumer = stream.get_consumer(consumer).await.expect("consumer");
+    let mut messages = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .expect("fetch");
+    let mut subjects = Vec::new();
+    while let Some(message) = futures::StreamExt::next(&mut messages).await {
+        let message = message.expect("message");
+        subjects.push(message.subject.to_string());
+        message.double_ack().await.expect("ack");
+    }
+    subjects
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_gives_every_worker_pod_its_own_consumer_for_as_long_as_the_pod_lives() {
+    let s = setup("sub-broadcast").await;
+    s.topic("prices", "  maxAge: 1h\n").await;
+    let spec = |replicas: i32| {
+        format!(
+            "  topicRef: {{name: prices}}\n  mode: Broadcast\n  eventTypes: [price.changed]\n  worker: {{image: acme/cache:1, replicas: {replicas}}}\n"
+        )
+    };
+    s.subscription("cache", &spec(2)).await;
+    let prefix = format!("{}_", s.consumer("cache"));
+    let sub = wait_until("a consumer for each of the two worker pods", || async {
+        let sub = s.subscriptions.get("cache").await.ok()?;
+        let status = sub.status.as_ref()?;
+        (status.consumers == Some(2) && ready_of(&sub)?.0 == "True").then_some(sub)
+    })
+    .await;
+    let status = sub.status.as_ref().unwrap();
+    assert_eq!(
+        status.consumer_name.as_deref(),
+        Some(format!("{prefix}<pod>").as_str())
+    );
+    let pods = worker_pods(&s, "cache").await;
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let expected: Vec<String> = pods.iter().map(|p| format!("{prefix}{p}")).collect();
+    assert_eq!(consumers_with_prefix(&s, "prices", &prefix).await, expected);
+    assert!(
+        s.consumer_info("prices", "cache").await.is_none(),
+        "no shared consumer in Broadcast mode"
+    );
+    for name in &expected {
+        let info = s
+            .broker
+            .consumer_info(&s.stream("prices"), name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            info.config.filter_subjects,
+            [format!("{}.prices.price.changed", s.ns.name)]
+        );
+        assert_eq!(info.config.inactive_threshold, Duration::ZERO);
+    }
+
+    // Every pod's consumer receives every matching event.
+    publish(
+        &s,
+        "prices",
+        &["price.changed", "stock.changed", "price.changed"],
+    )
+    .await;
+    for name in &expected {
+        let subjects = read_as_worker(&s, "prices", name, 10).await;
+        assert_eq!(
+            subjects,
+            [
+                format!("{}.prices.price.changed", s.ns.name),
+                format!("{}.prices.price.changed", s.ns.name)
+            ],
+            "{name}"
+        );
+    }
+
+    // A pod that goes away takes its consumer with it.
+    s.subscription("cache", &spec(1)).await;
+    let (remaining, left) = wait_until("one pod and one consumer left", || async {
+        let pods = worker_pods(&s, "cache").await;
+        let left = consumers_with_prefix(&s, "prices", &prefix).await;
+        (pods.len() == 1 && left.len() == 1).then_some((pods, left))
+    })
+    .await;
+    assert_eq!(left, [format!("{prefix}{}", remaining[0])]);
+    let events = events_for(&s.client, &s.ns.name, "cache").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, note)| note.contains("its worker pod is gone")),
+        "{events:?}"
+    );
+
+    // Deleting the Subscription leaves no consumer behind.
+    s.subscriptions
+        .delete("cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until_deleted(&s.subscriptions, "cache").await;
+    assert_eq!(
+        consumers_with_prefix(&s, "prices", &s.consumer("cache")).await,
+        Vec::<String>::new()
+    );
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autoscaling_follows_the_backlog_and_scales_back_after_the_window_without_flapping() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let client = kube_client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "sub-autoscale").await;
+    let addr = free_addr();
+    let s = Setup {
+        topics: Api::namespaced(client.clone(), &ns.name),
+        subscriptions: Api::namespaced(client.clone(), &ns.name),
+        broker: broker(&nats_url()).await,
+        operator: Operator::start_with(&client, &ns.name, &nats_url(), |c| {
+            c.autoscale_interval = Duration::from_millis(500);
+            c.http_addr = Some(addr);
+        }),
+        client,
+        ns,
+    };
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let replicas = || async {
+        deployments
+            .get_opt("resize-worker")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.spec.replicas)
+    };
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.subscription(
+        "resize",
+        "  topicRef: {name: orders}\n  worker:\n    image: acme/handler:1\n    autoscaling: {minReplicas: 0, maxReplicas: 3, lagPerReplica: 10, stabilizationWindow: 8s}\n",
+    )
+    .await;
+    let idle = s.ready("resize").await;
+    assert_eq!(idle.status.as_ref().unwrap().desired_workers, Some(0));
+    assert_eq!(replicas().await, Some(0), "no lag, no pods");
+
+    // A backlog of 25 events wants ceil(25 / 10) = 3 pods, from zero.
+    let types = ["order.placed"; 25];
+    publish(&s, "orders", &types).await;
+    wait_until("three worker pods wanted", || async {
+        (replicas().await == Some(3)).then_some(())
+    })
+    .await;
+    let scaled = wait_until("the status to explain the count", || async {
+        let sub = s.subscriptions.get("resize").await.ok()?;
+        let status = sub.status.clone()?;
+        (status.desired_workers == Some(3)).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        scaled.scaling.as_deref(),
+        Some("lag 25 needs 3 pods at lagPerReplica 10")
+    );
+    assert!(scaled.last_scale_time.is_some());
+    let events = events_for(&s.client, &s.ns.name, "resize").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, reason, note)| reason == "WorkersScaled"
+                && note.contains("from 0 to 3 pods: lag 25 needs 3 pods")),
+        "{events:?}"
+    );
+
+    // Drained by a plain client: the count holds through the stabilization window, then
+    // drops straight to minReplicas, with nothing in between.
+    let drained = read_as_worker(&s, "orders", &s.consumer("resize"), 100).await;
+    assert_eq!(drained.len(), 25);
+    let drained_at = std::time::Instant::now();
+    let mut seen = vec![3];
+    let dropped_after = loop {
+        let now = replicas().await.expect("the Deployment stays");
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        if now == 0 {
+            break drained_at.elapsed();
+        }
+        assert!(
+            drained_at.elapsed() < Duration::from_secs(60),
+            "still {now} pods a minute after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen, [3, 0], "one step down, no flapping");
+    // The window (8 s) counts from the last reading that still saw the backlog, which is at
+    // most one reading interval (0.5 s) before the drain finished.
+    assert!(
+        dropped_after >= Duration::from_millis(7_500),
+        "scaled down {dropped_after:?} after draining, inside the 8 s window"
+    );
+    let settled = wait_until("the status to follow", || async {
+        let sub = s.subscriptions.get("resize").await.ok()?;
+        let status = sub.status.clone()?;
+        (status.desired_workers == Some(0) && status.available_workers == Some(0))
+            .then_some(status)
+    })
+    .await;
+    assert_eq!(
+        settled.scaling.as_deref(),
+        Some("lag 0 needs 0 pods at lagPerReplica 10")
+    );
+
+    // Idle again: resyncs (every 2 s here) write nothing, the Deployment included.
+    let writes = || async {
+        let (_, body) = http_get(addr, "/metrics").await.expect("metrics");
+        metric(
+            &body,
+            "switchyard_kube_writes_total",
+            &[r#"kind="Subscription""#],
+        )
+    };
+    s.ready("resize").await;
+    let before = writes().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, body) = http_get(addr, "/metrics").await.expect("metrics");
+    assert_eq!(
+        writes().await,
+        before,
+        "no writes while nothing changes: {}",
+        body.lines()
+            .filter(|l| l.starts_with("switchyard_kube_writes_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_topic_is_reported_on_its_subscriptions() {
+    let s = setup("sub-topic-gone").await;
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.subscription("billing", "  topicRef: {name: orders}\n")
+        .await;
+    s.ready("billing").await;
+    s.topics
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = wait_for_ready(&s.subscriptions, "billing", "False", "TopicNotFound").await;
+    let message = ready_of(&gone).unwrap().2;
+    assert!(
+        message.contains("was deleted while this Subscription read it"),
+        "{message}"
+    );
+    let events = events_for(&s.client, &s.ns.name, "billing").await;
+    assert!(
+        events
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "TopicDeleted"),
+        "{events:?}"
+    );
+    // The Topic returns (its stream was retained): Ready again by itself.
+    s.topic("orders", "  maxAge: 1h\n").await;
+    s.ready("billing").await;
 }

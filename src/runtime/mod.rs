@@ -71,6 +71,9 @@ pub struct OperatorConfig {
     pub election: Option<lease::LeaseConfig>,
     /// Image of the dispatcher sidecar in worker pods (the operator's own image).
     pub dispatcher_image: String,
+    /// Secret (in each Subscription's namespace) mounted into the dispatchers as their NATS
+    /// credentials directory; `None` gives them only the server URL.
+    pub worker_nats_secret: Option<String>,
 }
 
 impl OperatorConfig {
@@ -87,6 +90,7 @@ impl OperatorConfig {
             http_addr: None,
             election: None,
             dispatcher_image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
+            worker_nats_secret: None,
         }
     }
 

@@ -460,6 +460,7 @@ async fn sync_workers(
         image: ctx.config.dispatcher_image.clone(),
         nats_url: ctx.config.broker.url.clone(),
         env: Vec::new(),
+        credentials_secret: ctx.config.worker_nats_secret.clone(),
     };
     let replicas = sub.spec.worker.as_ref().map_or(0, |worker| {
         worker

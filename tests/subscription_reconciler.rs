@@ -680,8 +680,7 @@ async fn autoscaling_follows_the_backlog_and_scales_back_after_the_window_withou
     let settled = wait_until("the status to follow", || async {
         let sub = s.subscriptions.get("resize").await.ok()?;
         let status = sub.status.clone()?;
-        (status.desired_workers == Some(0) && status.available_workers == Some(0))
-            .then_some(status)
+        (status.desired_workers == Some(0) && status.available_workers == Some(0)).then_some(status)
     })
     .await;
     assert_eq!(

@@ -12,7 +12,10 @@ use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams},
 };
-use switchyard::{api::Topic, broker::Broker};
+use switchyard::{
+    api::{Subscription, Topic},
+    broker::Broker,
+};
 
 struct Setup {
     client: kube::Client,
@@ -36,6 +39,31 @@ impl Setup {
     /// Waits until the Topic is Ready for its current generation.
     async fn ready(&self, name: &str) -> Topic {
         wait_for_ready(&self.topics, name, "True", "StreamReady").await
+    }
+
+    /// Applies a Subscription on `topic` and waits until its consumer is in sync.
+    async fn subscribe(&self, name: &str, topic: &str) {
+        let subscriptions: Api<Subscription> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let yaml = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n  topicRef: {{name: {topic}}}\n",
+            self.ns.name
+        );
+        apply(&subscriptions, &yaml)
+            .await
+            .unwrap_or_else(|e| panic!("applying Subscription {name}: {e}"));
+        wait_for_ready(&subscriptions, name, "True", "ConsumerInSync").await;
+    }
+
+    /// Waits for an Event of `reason` on the object `name`; returns (type, note).
+    async fn event(&self, name: &str, reason: &str) -> (String, String) {
+        wait_until(&format!("a {reason} Event on {name}"), || async {
+            events_for(&self.client, &self.ns.name, name)
+                .await
+                .into_iter()
+                .find(|(_, r, _)| r == reason)
+                .map(|(type_, _, note)| (type_, note))
+        })
+        .await
     }
 }
 
@@ -267,6 +295,109 @@ async fn deleting_with_retain_keeps_the_stream_and_with_delete_removes_it() {
         stream(&s.broker, &format!("{ns}_dropped")).await.is_none(),
         "Delete policy removes the stream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_retained_topic_warns_naming_the_subscriptions_still_reading_it() {
+    let s = setup("del-read").await;
+    let ns = &s.ns.name;
+    for topic in ["orders", "users", "unread"] {
+        s.apply(topic, "  maxAge: 1h\n").await;
+        s.ready(topic).await;
+    }
+    s.subscribe("shipping", "orders").await;
+    s.subscribe("billing", "orders").await;
+    s.subscribe("welcome-mail", "users").await;
+
+    s.topics
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (type_, note) = s.event("orders", "DeletedWhileSubscribed").await;
+    assert_eq!(type_, "Warning");
+    assert!(
+        note.contains("Subscriptions billing, shipping still read it"),
+        "{note}"
+    );
+    assert!(!note.contains("welcome-mail"), "{note}");
+    assert!(
+        note.contains(&format!("stream {ns}_orders is retained")),
+        "{note}"
+    );
+    // What the note promises: the stream and the consumers stay.
+    assert!(stream(&s.broker, &format!("{ns}_orders")).await.is_some());
+    let consumer = s
+        .broker
+        .consumer_info(&format!("{ns}_orders"), &format!("sub_{ns}_billing"))
+        .await
+        .expect("consumer info");
+    assert!(consumer.is_some(), "the consumer keeps its position");
+
+    // A Topic nobody reads goes without a word. Deletions are reported in order, so once the
+    // later one is, the earlier one was handled.
+    for topic in ["unread", "users"] {
+        s.topics
+            .delete(topic, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let (_, note) = s.event("users", "DeletedWhileSubscribed").await;
+    assert!(
+        note.contains("Subscription welcome-mail still read it; its stream"),
+        "{note}"
+    );
+    assert!(note.contains("its consumer keeps its position"), "{note}");
+    assert!(
+        events_for(&s.client, ns, "unread")
+            .await
+            .iter()
+            .all(|(_, r, _)| r != "DeletedWhileSubscribed"),
+        "no Subscription read it"
+    );
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_delete_policy_topic_names_the_subscriptions_that_lost_their_consumers() {
+    let s = setup("del-drop").await;
+    let ns = &s.ns.name;
+    s.apply("ledger", "  deletionPolicy: Delete\n").await;
+    s.ready("ledger").await;
+    s.subscribe("audit", "ledger").await;
+
+    s.topics
+        .delete("ledger", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until_deleted(&s.topics, "ledger").await;
+    let (type_, note) = s.event("ledger", "StreamDeletedWhileSubscribed").await;
+    assert_eq!(type_, "Warning");
+    assert_eq!(
+        note,
+        format!(
+            "deleted stream {ns}_ledger and its events; Subscription audit still referred to it and lost its consumer"
+        )
+    );
+    assert!(stream(&s.broker, &format!("{ns}_ledger")).await.is_none());
+
+    // The finalizer's Event tells the whole story: the deletion is not reported again once the
+    // Topic is gone. Deletions are reported in order, so once a later one is, this one was.
+    s.apply("marker", "  maxAge: 1h\n").await;
+    s.ready("marker").await;
+    s.subscribe("marker-reader", "marker").await;
+    s.topics
+        .delete("marker", &DeleteParams::default())
+        .await
+        .unwrap();
+    s.event("marker", "DeletedWhileSubscribed").await;
+    let events = events_for(&s.client, ns, "ledger").await;
+    assert!(
+        events
+            .iter()
+            .all(|(_, r, _)| r != "DeletedWhileSubscribed" && r != "StreamDeleted"),
+        "{events:?}"
+    );
+    s.operator.assert_alive();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,8 @@
 //! advisories and typed errors (with the few server error codes worth reacting to named in
 //! [`codes`]); nothing above it builds JetStream API subjects or payloads.
 //!
-//! One module per job: [`connect`] turns settings into a logged, observable connection,
+//! One module per job: [`credentials`] decides which credential and TLS files to use,
+//! [`connect`] turns settings into a logged, observable connection,
 //! [`streams`], [`consumers`] and [`kv`] wrap the JetStream API calls, [`advisories`] delivers
 //! live server advisories, [`error`] classifies failures. This module holds the [`Broker`] handle
 //! and the JetStream request every API call goes through.
@@ -10,6 +11,7 @@
 mod advisories;
 mod connect;
 mod consumers;
+pub mod credentials;
 mod error;
 mod kv;
 mod streams;

@@ -7,7 +7,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    broker::{BrokerAuth, BrokerOptions, BrokerTls},
+    broker::{
+        BrokerOptions,
+        credentials::{self, AuthSource, CredentialSources, CredentialsDir, UserName},
+    },
     crdgen,
     runtime::{self, OperatorConfig, lease::LeaseConfig},
     telemetry::{self, LogFormat},
@@ -92,6 +95,11 @@ pub struct RunArgs {
     /// sets it).
     #[arg(long, env = "SWITCHYARD_DISPATCHER_IMAGE", default_value = concat!("switchyard:", env!("CARGO_PKG_VERSION")))]
     pub dispatcher_image: String,
+    /// Secret with the dispatcher's NATS credentials (files as for --nats-credentials-dir),
+    /// mounted into every worker pod's dispatcher. Read from the Subscription's namespace, so
+    /// it must exist in every namespace with workers. Unset: dispatchers get only the URL.
+    #[arg(long, env = "SWITCHYARD_WORKER_NATS_SECRET")]
+    pub worker_nats_secret: Option<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -210,38 +218,54 @@ pub struct NatsArgs {
     /// Client key for mutual TLS.
     #[arg(long = "nats-tls-key", env = "NATS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Directory (a mounted Secret) whose files are used when present: `creds`, `nkey`, `token`,
+    /// `user` + `password` (one of these), `ca.crt`, `tls.crt` + `tls.key`. The flags above win
+    /// over its files.
+    #[arg(long = "nats-credentials-dir", env = credentials::CREDENTIALS_DIR_ENV)]
+    pub credentials_dir: Option<PathBuf>,
 }
 
 impl NatsArgs {
     /// Secrets are read from files (mounted Secrets) so they never appear in the process list.
+    /// Explicit flags win over the files of `--nats-credentials-dir`.
     pub fn to_options(&self) -> Result<BrokerOptions, String> {
-        let read = |path: &PathBuf| {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
-        let auth = if let Some(path) = &self.creds_file {
-            BrokerAuth::CredsFile(path.clone())
-        } else if let Some(path) = &self.nkey_file {
-            BrokerAuth::NkeySeed(read(path)?)
-        } else if let Some(path) = &self.token_file {
-            BrokerAuth::Token(read(path)?)
-        } else if let (Some(user), Some(path)) = (&self.user, &self.password_file) {
-            BrokerAuth::UserPassword {
-                user: user.clone(),
-                password: read(path)?,
-            }
-        } else {
-            BrokerAuth::None
-        };
+        let dir = self
+            .credentials_dir
+            .as_deref()
+            .map(CredentialsDir::scan)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let sources = credentials::resolve(self.explicit_sources(), dir.as_ref())
+            .map_err(|e| e.to_string())?;
+        let (auth, tls) = credentials::load(&sources).map_err(|e| e.to_string())?;
+        tracing::info!(credentials = %sources, "NATS credentials");
         let mut options = BrokerOptions::new(self.url.clone());
         options.auth = auth;
-        options.tls = BrokerTls {
-            ca_file: self.tls_ca.clone(),
-            cert_file: self.tls_cert.clone(),
-            key_file: self.tls_key.clone(),
-        };
+        options.tls = tls;
         Ok(options)
+    }
+
+    /// The files the flags name; clap lets at most one way to authenticate through.
+    fn explicit_sources(&self) -> CredentialSources {
+        let auth = if let Some(path) = &self.creds_file {
+            AuthSource::CredsFile(path.clone())
+        } else if let Some(path) = &self.nkey_file {
+            AuthSource::NkeyFile(path.clone())
+        } else if let Some(path) = &self.token_file {
+            AuthSource::TokenFile(path.clone())
+        } else if let (Some(user), Some(path)) = (&self.user, &self.password_file) {
+            AuthSource::UserPassword {
+                user: UserName::Given(user.clone()),
+                password_file: path.clone(),
+            }
+        } else {
+            AuthSource::None
+        };
+        CredentialSources {
+            auth,
+            tls_ca: self.tls_ca.clone(),
+            tls_client: self.tls_cert.clone().zip(self.tls_key.clone()),
+        }
     }
 }
 
@@ -309,6 +333,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     }
     let config = OperatorConfig {
         dispatcher_image: args.dispatcher_image,
+        worker_nats_secret: args.worker_nats_secret,
         election,
         http_addr,
         namespace: args.namespace,

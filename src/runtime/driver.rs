@@ -3,10 +3,11 @@
 //! everything else and does it the same way for every kind: the invalid-object guard, pause and
 //! adopt annotations, the finalizer and deletion policy (never wedging when the broker is gone),
 //! conditions and `observedGeneration`, Kubernetes Events, the status diff and its single
-//! writer, metrics and retry timing.
+//! writer, metrics and retry timing, and reporting deletions no finalizer saw.
 
 use std::{fmt::Debug, future::Future, sync::Arc};
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::SignedDuration};
 use kube::{
     Resource, ResourceExt,
@@ -184,6 +185,20 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
 
     /// The Event for a deletion that gave up on cleaning the broker.
     fn left_behind(obj: &Self::Kind, error: &BrokerError) -> KubeEvent;
+
+    /// The Event for an object deleted without the finalizer: its deletion policy keeps the
+    /// broker state, so no reconcile sees it go, and this is the only chance to say what the
+    /// deletion means for others (e.g. objects still referring to it). Called by the leader,
+    /// once per deletion the watch reports; objects whose policy cleans up are reported by
+    /// [`Self::cleanup`] instead, never here. Most kinds have nothing to say.
+    fn deleted(
+        &self,
+        ctx: &Context,
+        obj: &Self::Kind,
+    ) -> impl Future<Output = Result<Option<KubeEvent>, super::Error>> + Send {
+        let _ = (ctx, obj);
+        async { Ok(None) }
+    }
 
     /// Adds the watches through which related kinds wake this kind's objects (see
     /// [`super::relations`]). `store` is this kind's cache.
@@ -495,6 +510,36 @@ async fn finalize<R: Reconciler>(
     ctx.writer.finalizers(R::KIND, obj, rest).await?;
     driven.retry.succeeded(&retry_key(obj));
     Ok(Action::await_change())
+}
+
+/// Hands each deletion of `deleted` to [`Reconciler::deleted`] and records the Event it returns,
+/// until the stream ends (with the controller's watch). One at a time: deletions are rare, and
+/// each may read the API server.
+pub async fn report_deletions<R: Reconciler>(
+    driven: Arc<Driven<R>>,
+    deleted: impl Stream<Item = DeserializeGuard<R::Kind>>,
+) {
+    let ctx = &driven.ctx;
+    let mut deleted = std::pin::pin!(deleted);
+    while let Some(guard) = deleted.next().await {
+        // An object this version cannot read has no spec to judge: nothing to report.
+        let Ok(obj) = &guard.0 else { continue };
+        // Its deletion went through the finalizer, whose Event already told the story.
+        if R::cleans_up(obj) {
+            continue;
+        }
+        match driven.reconciler.deleted(ctx, obj).await {
+            Ok(Some(event)) => ctx.writer.event(R::KIND, &obj.object_ref(&()), event).await,
+            Ok(None) => {}
+            Err(e) => warn!(
+                kind = R::KIND,
+                name = %obj.name_any(),
+                category = e.category(),
+                error = %e,
+                "could not report a deletion"
+            ),
+        }
+    }
 }
 
 fn deletion_overdue<K: Resource>(obj: &K, ctx: &Context) -> bool {

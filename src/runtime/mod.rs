@@ -73,6 +73,9 @@ pub struct OperatorConfig {
     pub election: Option<lease::LeaseConfig>,
     /// Image of the dispatcher sidecar in worker pods (the operator's own image).
     pub dispatcher_image: String,
+    /// Secret (in each Subscription's namespace) mounted into the dispatchers as their NATS
+    /// credentials directory; `None` gives them only the server URL.
+    pub worker_nats_secret: Option<String>,
 }
 
 impl OperatorConfig {
@@ -90,6 +93,7 @@ impl OperatorConfig {
             http_addr: None,
             election: None,
             dispatcher_image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
+            worker_nats_secret: None,
         }
     }
 
@@ -295,7 +299,7 @@ async fn run_controller<R>(
 {
     let api: Api<DeserializeGuard<R::Kind>> = api_for(&ctx.client, ctx.config.namespace.as_deref());
     health.set_synced(R::KIND, false);
-    let (store, stream) = {
+    let (store, stream, deletions) = {
         let health = health.clone();
         watch::lifecycle_stream(api, move || health.set_synced(R::KIND, true))
     };
@@ -307,7 +311,10 @@ async fn run_controller<R>(
     let controller = Controller::for_stream(stream, store.clone());
     let controller = reconciler.watch_related(controller, store, ctx);
     let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
-    controller
+    // Runs next to the controller and ends with it (the deletions channel closes with the
+    // watch), so deletions are reported only while this instance leads.
+    let deletions = driver::report_deletions(driven.clone(), deletions);
+    let controller = controller
         .with_config(controller::Config::default().concurrency(ctx.config.concurrency))
         .reconcile_all_on(reconnects(ctx.broker.connection_state()))
         .graceful_shutdown_on(term)
@@ -322,8 +329,8 @@ async fn run_controller<R>(
                 // Watch failures (RBAC, API server away) are retried by the watch's backoff.
                 Err(e) => warn!(kind = R::KIND, error = %e, "watch failed; retrying"),
             }
-        })
-        .await;
+        });
+    tokio::join!(controller, deletions);
     info!(kind = R::KIND, "controller stopped");
 }
 

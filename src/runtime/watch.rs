@@ -5,13 +5,17 @@
 //! Topic whose figures move (events flowing) would be rewritten in a loop. So only changes of
 //! the spec (`generation`), of Switchyard's annotations, of finalizers and of the deletion
 //! timestamp pass; live figures are refreshed by the periodic resync instead.
+//!
+//! Deletions do not reach the reconciler either (there is nothing left to reconcile); they are
+//! handed out on their own channel, so a kind can report an object that went without passing
+//! through its finalizer.
 
 use std::{
     collections::{HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
 };
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, channel::mpsc};
 use kube::{
     Api, Resource,
     runtime::{
@@ -56,34 +60,46 @@ pub fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// The watch stream a controller runs on, and the cache behind it: the cache sees every change
-/// (so a reconcile reads the latest status), the stream only lifecycle changes. `on_synced` is
-/// called each time the watch has listed every object (at start, and after a re-list).
+/// The watch stream a controller runs on, the cache behind it, and the objects the watch saw
+/// deleted: the cache sees every change (so a reconcile reads the latest status), the stream
+/// only lifecycle changes. `on_synced` is called each time the watch has listed every object (at
+/// start, and after a re-list).
+///
+/// The deletions channel ends with the stream. A deletion that happens while the watch is
+/// re-listing (after the API server was away) is not seen: the list just lacks the object.
 pub fn lifecycle_stream<K>(
     api: Api<K>,
     on_synced: impl Fn() + Send + 'static,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    mpsc::UnboundedReceiver<K>,
 )
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
     K: serde::de::DeserializeOwned,
 {
     let (reader, writer) = reflector::store();
+    // Unbounded: deletions are rare and each is handled once; a bounded channel would have to
+    // either drop them or hold up the watch.
+    let (deleted, deletions) = mpsc::unbounded();
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                on_synced();
+        .inspect(move |event| match event {
+            Ok(watcher::Event::InitDone) => on_synced(),
+            // Tapped here because `applied_objects` below drops deletions. A send fails only
+            // once nobody listens any more, which is fine to ignore.
+            Ok(watcher::Event::Delete(obj)) => {
+                let _ = deleted.unbounded_send(obj.clone());
             }
+            _ => {}
         })
         .modify(slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(lifecycle_hash, PredicateConfig::default())
         .boxed();
-    (reader, stream)
+    (reader, stream, deletions)
 }
 
 /// A watch on a related kind reduced to the objects whose change matters: those new to the

@@ -5,8 +5,9 @@
 //! (`dispatcher`, `switchyard dispatch` from the operator's image), which pulls from the durable
 //! consumer and POSTs each event to the handler on loopback. The dispatcher's contract, fixed
 //! here: `switchyard dispatch --stream S --consumer C --endpoint URL --concurrency N
-//! [--timeout D]`, NATS settings from the same environment variables as `switchyard run`, health
-//! on `:9090` (`/healthz`, `/readyz`).
+//! [--timeout D]`, NATS settings from the same environment variables as `switchyard run`
+//! (credentials from the Secret mounted at [`CREDENTIALS_MOUNT_PATH`], when the operator names
+//! one), health on `:9090` (`/healthz`, `/readyz`).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use k8s_openapi::{
         core::v1::{
             Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
             ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-            SecurityContext,
+            SecretVolumeSource, SecurityContext, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -32,6 +33,7 @@ use crate::{
         Subscription,
         subscription::{SubscriptionMode, WorkerSpec},
     },
+    broker::credentials::CREDENTIALS_DIR_ENV,
     naming,
 };
 
@@ -43,6 +45,10 @@ pub const MODE_LABEL: &str = "switchyard.dev/mode";
 pub const POD_NAME_ENV: &str = "POD_NAME";
 /// Port of the dispatcher's health endpoints.
 pub const DISPATCHER_HEALTH_PORT: i32 = 9090;
+/// Where the dispatcher finds its NATS credentials Secret.
+pub const CREDENTIALS_MOUNT_PATH: &str = "/etc/switchyard/nats";
+/// The pod volume holding that Secret.
+const CREDENTIALS_VOLUME: &str = "nats-credentials";
 
 /// How the operator runs dispatchers: its own image and the NATS settings it passes on.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +59,9 @@ pub struct DispatcherSettings {
     pub nats_url: String,
     /// Environment the dispatcher gets besides NATS_URL (credential file paths and the like).
     pub env: Vec<EnvVar>,
+    /// Secret in the Subscription's namespace holding the dispatcher's NATS credentials, in the
+    /// file layout of a credentials directory.
+    pub credentials_secret: Option<String>,
 }
 
 /// The Deployment's name: the Subscription's, so `kubectl get deploy` reads naturally.
@@ -169,8 +178,24 @@ fn pod_spec(
         tolerations: worker.tolerations.clone(),
         priority_class_name: worker.priority_class_name.clone(),
         termination_grace_period_seconds: worker.termination_grace_period_seconds,
+        volumes: credentials_volume(dispatcher).map(|v| vec![v]),
         ..Default::default()
     }
+}
+
+/// The credentials Secret as a pod volume. The default file mode (0644) is kept on purpose: the
+/// dispatcher runs as an arbitrary non-root user without an fsGroup, and must read the files.
+/// Only the dispatcher mounts it, so the user's container never sees the credentials.
+fn credentials_volume(dispatcher: &DispatcherSettings) -> Option<Volume> {
+    let secret = dispatcher.credentials_secret.as_ref()?;
+    Some(Volume {
+        name: CREDENTIALS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 fn dispatcher_container(
@@ -225,6 +250,20 @@ fn dispatcher_container(
         });
     }
     env.extend(dispatcher.env.iter().cloned());
+    let mut volume_mounts = None;
+    if dispatcher.credentials_secret.is_some() {
+        env.push(EnvVar {
+            name: CREDENTIALS_DIR_ENV.into(),
+            value: Some(CREDENTIALS_MOUNT_PATH.into()),
+            ..Default::default()
+        });
+        volume_mounts = Some(vec![VolumeMount {
+            name: CREDENTIALS_VOLUME.into(),
+            mount_path: CREDENTIALS_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]);
+    }
     let probe = |path: &str| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -240,6 +279,7 @@ fn dispatcher_container(
         image: Some(dispatcher.image.clone()),
         args: Some(args),
         env: Some(env),
+        volume_mounts,
         ports: Some(vec![ContainerPort {
             name: Some("health".into()),
             container_port: DISPATCHER_HEALTH_PORT,
@@ -287,6 +327,7 @@ mod tests {
             image: "ghcr.io/switchyard/switchyard:0.1.0".into(),
             nats_url: "nats://nats:4222".into(),
             env: vec![],
+            credentials_secret: None,
         }
     }
 
@@ -395,6 +436,55 @@ mod tests {
             !labels.contains_key(MODE_LABEL),
             "WorkerGroup pods are not watched"
         );
+    }
+
+    #[test]
+    fn without_a_credentials_secret_the_pod_mounts_nothing() {
+        let sub = subscription("  worker: {image: acme/handler:1.4}\n");
+        let d = desired_deployment(&sub, "s", "c", 1, &settings()).unwrap();
+        assert!(d.spec.template.spec.as_ref().unwrap().volumes.is_none());
+        let [_, dispatcher] = containers(&d).try_into().unwrap();
+        assert!(dispatcher.volume_mounts.is_none());
+        let env = dispatcher.env.unwrap();
+        assert!(env.iter().all(|e| e.name != CREDENTIALS_DIR_ENV), "{env:?}");
+    }
+
+    #[test]
+    fn the_credentials_secret_is_mounted_read_only_into_the_dispatcher_only() {
+        let sub = subscription("  worker: {image: acme/handler:1.4}\n");
+        let settings = DispatcherSettings {
+            credentials_secret: Some("nats-worker-credentials".into()),
+            ..settings()
+        };
+        let d = desired_deployment(&sub, "s", "c", 1, &settings).unwrap();
+        let volumes = d.spec.template.spec.as_ref().unwrap().volumes.clone();
+        let [volume] = volumes.unwrap().try_into().unwrap();
+        assert_eq!(
+            volume.secret.unwrap().secret_name.as_deref(),
+            Some("nats-worker-credentials")
+        );
+
+        let [handler, dispatcher] = containers(&d).try_into().unwrap();
+        assert!(handler.volume_mounts.is_none(), "the handler never sees it");
+        assert!(
+            handler
+                .env
+                .unwrap_or_default()
+                .iter()
+                .all(|e| e.name != CREDENTIALS_DIR_ENV)
+        );
+        let [mount] = dispatcher.volume_mounts.unwrap().try_into().unwrap();
+        assert_eq!(
+            (mount.name, mount.mount_path.as_str(), mount.read_only),
+            (volume.name, "/etc/switchyard/nats", Some(true))
+        );
+        let env = dispatcher.env.unwrap();
+        let dir = env.iter().find(|e| e.name == "NATS_CREDENTIALS_DIR");
+        assert_eq!(
+            dir.and_then(|e| e.value.as_deref()),
+            Some("/etc/switchyard/nats")
+        );
+        assert_eq!(env[0].name, "NATS_URL", "the URL still comes first");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub async fn sync(
         image: ctx.config.dispatcher_image.clone(),
         nats_url: ctx.config.broker.url.clone(),
         env: Vec::new(),
+        credentials_secret: ctx.config.worker_nats_secret.clone(),
     };
     let scale: Option<Scale> = sub
         .spec

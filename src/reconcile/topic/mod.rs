@@ -1,14 +1,16 @@
 //! Topic → JetStream stream. The stages: the desired stream from the spec (pure,
 //! [`stream_config`]), the actual one from the broker, the plan (pure, [`plan`]), applying it,
-//! and the figures the status shows (pure, [`status`]). The runtime does the rest.
+//! and the figures the status shows (pure, [`status`]). The runtime does the rest. Deleting a
+//! Topic names the Subscriptions still reading it ([`readers`]).
 
 pub mod plan;
+pub mod readers;
 pub mod status;
 pub mod stream_config;
 
 use async_nats::jetstream::stream::{Config as StreamConfig, Info as StreamInfo};
 use kube::ResourceExt;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::stream_config::{TopicIdentity, desired_stream, metadata};
 use crate::{
@@ -200,18 +202,40 @@ impl Reconciler for TopicReconciler {
         let namespace = topic.namespace().unwrap_or_default();
         let stream = naming::stream_name(&namespace, &topic.name_any());
         let ours = naming::owner_id("Topic", &namespace, &topic.name_any());
-        let note = match ctx.broker.stream_info(&stream).await? {
-            None => format!("stream {stream} was already gone"),
+        let event = match ctx.broker.stream_info(&stream).await? {
+            None => KubeEvent::normal("StreamDeleted", format!("stream {stream} was already gone")),
             Some(info) if info.config.metadata.get(metadata::OWNER) != Some(&ours) => {
-                format!("stream {stream} is not owned by this Topic and was left untouched")
+                KubeEvent::normal(
+                    "StreamDeleted",
+                    format!("stream {stream} is not owned by this Topic and was left untouched"),
+                )
             }
             Some(_) => {
+                // Not knowing who reads the stream must not keep it: the Event then names nobody.
+                let readers = readers::reading(ctx, topic).await.unwrap_or_else(|e| {
+                    warn!(topic = %topic.name_any(), %namespace, error = %e, "cannot list the Subscriptions of a deleted Topic");
+                    Vec::new()
+                });
                 ctx.broker.delete_stream(&stream).await?;
                 info!(stream, "stream deleted");
-                format!("deleted stream {stream} and its events")
+                readers::stream_deleted_event(&stream, &readers)
             }
         };
-        Ok(KubeEvent::normal("StreamDeleted", note))
+        Ok(event)
+    }
+
+    async fn deleted(
+        &self,
+        ctx: &Context,
+        topic: &Topic,
+    ) -> Result<Option<KubeEvent>, crate::runtime::Error> {
+        let stream = naming::stream_name(&topic.namespace().unwrap_or_default(), &topic.name_any());
+        let readers = readers::reading(ctx, topic).await?;
+        Ok(readers::retained_event(
+            &topic.name_any(),
+            &stream,
+            &readers,
+        ))
     }
 
     fn retained(topic: &Topic) -> KubeEvent {

@@ -133,6 +133,8 @@ pub enum Error {
     },
     #[error("leader election: {0}")]
     Election(String),
+    #[error("watch caches not ready: {0}")]
+    NotSynced(&'static str),
 }
 
 impl Error {
@@ -145,6 +147,7 @@ impl Error {
             Self::NotLeader(_) => "not_leader",
             Self::Http { .. } => "http",
             Self::Election(_) => "election",
+            Self::NotSynced(_) => "watch",
         }
     }
 }

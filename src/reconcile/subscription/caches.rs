@@ -3,7 +3,10 @@
 //! Broadcast mode, the worker pods (each gets its own consumer). The watches filling the caches
 //! also wake the Subscriptions concerned, and only when something they act on changed.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
@@ -21,7 +24,7 @@ use super::workers::{MODE_LABEL, SUBSCRIPTION_LABEL};
 use crate::{
     api::{Subscription, Topic},
     runtime::{
-        Context, api_for,
+        Context, Error, api_for,
         relations::referrers,
         watch::{lifecycle_hash, related_changes, slim},
     },
@@ -115,9 +118,16 @@ impl Caches {
     /// Waits until every cache has listed its objects once: before that a missing Topic or
     /// pod may only be missing from the cache, and a per-pod consumer would look orphaned.
     /// (kube's `Store::wait_until_ready` wakes a single waiter; reconciles run concurrently.)
-    pub async fn synced(&self) {
+    /// Gives up after `patience` with the reason, so a watch that cannot list (RBAC, say)
+    /// shows up as failing reconciles instead of silent ones.
+    pub async fn synced(&self, patience: Duration) -> Result<(), Error> {
         let mut synced = self.synced.subscribe();
-        let _ = synced.wait_for(|lists| *lists >= LISTS).await;
+        match tokio::time::timeout(patience, synced.wait_for(|lists| *lists >= LISTS)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::NotSynced(
+                "the watches on Topics, worker Deployments and Broadcast worker pods have not all listed their objects yet; check that the operator may list and watch them",
+            )),
+        }
     }
 
     /// Adds the watches that fill the caches and wake Subscriptions: a Topic appearing,

@@ -64,6 +64,10 @@ use crate::{
     },
 };
 
+/// How long a reconcile waits for the related caches' first lists before it fails (and is
+/// retried with backoff).
+const CACHE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Held on every Subscription: its consumers hold no data and go with it.
 pub const FINALIZER: &str = "switchyard.dev/consumer-cleanup";
 
@@ -222,7 +226,7 @@ impl Reconciler for SubscriptionReconciler {
         ctx: &Context,
         sub: &Subscription,
     ) -> Result<Result<SubscriptionRefs, Outcome<Self>>, Error> {
-        self.caches.synced().await;
+        self.caches.synced(CACHE_PATIENCE).await?;
         let (namespace, name) = identity(sub);
         let topic_name = &sub.spec.topic_ref.name;
         let Some(topic) = self.caches.topic(&namespace, topic_name) else {

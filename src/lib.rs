@@ -5,6 +5,7 @@
 //! - [`runtime`]: the controller runtime every kind runs on (lifecycle, status, leader election).
 //! - [`reconcile`]: each kind's stages, turning its objects into broker state.
 //! - [`broker`]: the only module that speaks to NATS.
+//! - [`dispatcher`]: the worker pods' sidecar, delivering events to handlers over HTTP.
 //! - [`conditions`], [`naming`], [`subjects`]: the shared vocabulary of status, broker names and
 //!   subject patterns.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
@@ -14,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod conditions;
 pub mod crdgen;
+pub mod dispatcher;
 pub mod metrics;
 pub mod naming;
 pub mod reconcile;

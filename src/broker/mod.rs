@@ -12,6 +12,7 @@ mod advisories;
 mod connect;
 mod consumers;
 pub mod credentials;
+pub mod delivery;
 mod error;
 mod kv;
 mod streams;

@@ -1,5 +1,6 @@
 //! The `switchyard` command line.
 
+mod dispatch;
 mod schema_check;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -40,6 +41,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator.
     Run(Box<RunArgs>),
+    /// Deliver a durable consumer's events to an HTTP handler as CloudEvents (the worker
+    /// pods' sidecar; also usable on its own).
+    Dispatch(Box<dispatch::DispatchArgs>),
     /// Work with event schemas without a cluster.
     Schema {
         #[command(subcommand)]
@@ -280,6 +284,10 @@ pub async fn execute(cli: Cli) -> ExitCode {
             telemetry::init(cli.log_format);
             run_operator(*args).await
         }
+        Command::Dispatch(args) => {
+            telemetry::init(cli.log_format);
+            dispatch::run(*args).await
+        }
     }
 }
 
@@ -314,15 +322,12 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let http_addr = match args.http_addr.as_str() {
-        "off" => None,
-        addr => match addr.parse() {
-            Ok(addr) => Some(addr),
-            Err(e) => {
-                tracing::error!("invalid --http-addr {addr:?}: {e} (write host:port, or off)");
-                return ExitCode::from(2);
-            }
-        },
+    let http_addr = match parse_http_addr(&args.http_addr) {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
     };
     let election = args.election.to_config(&args.instance);
     if let Some(lease) = &election
@@ -355,6 +360,17 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             tracing::error!("operator stopped: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--http-addr`: `host:port`, or `off` for no server.
+fn parse_http_addr(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    match value {
+        "off" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("invalid --http-addr {addr:?}: {e} (write host:port, or off)")),
     }
 }
 

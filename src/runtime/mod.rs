@@ -165,7 +165,11 @@ pub async fn run(
     let health = Arc::new(Health::default());
     let http = match config.http_addr {
         Some(addr) => {
-            let task = http::serve(addr, metrics.clone(), health.clone(), shutdown.clone())
+            let probes = Arc::new(http::OperatorProbes {
+                metrics: metrics.clone(),
+                health: health.clone(),
+            });
+            let task = http::serve(addr, probes, shutdown.clone())
                 .await
                 .map_err(|source| Error::Http { addr, source })?;
             info!(%addr, "serving /metrics, /healthz and /readyz");

@@ -1,0 +1,91 @@
+//! `switchyard dispatch`: the worker sidecar, also usable on a laptop against any NATS.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Args;
+
+use super::{NatsArgs, parse_http_addr, shutdown_signal};
+use crate::dispatcher::{self, DispatchConfig, cloudevents::TopicLayout};
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    /// The JetStream stream holding the events (a Topic's stream: `<namespace>_<topic>`).
+    #[arg(long)]
+    pub stream: String,
+    /// The durable consumer to read (a Subscription's: `sub_<namespace>_<name>`).
+    #[arg(long)]
+    pub consumer: String,
+    /// The handler's URL; each event is POSTed to it as a CloudEvents 1.0 HTTP request.
+    #[arg(long, default_value = "http://127.0.0.1:8080/")]
+    pub endpoint: String,
+    /// Events handled at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// How long the handler may take per event (default: the consumer's ackWait).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The Topic's subject prefix (`<namespace>.<topic>`): the CloudEvents type of a plain
+    /// payload is its subject after this prefix.
+    #[arg(long, default_value = "")]
+    pub subject_prefix: String,
+    /// For partitioned Topics: how many subject tokens after the partition form the type.
+    #[arg(long)]
+    pub partition_type_tokens: Option<usize>,
+    /// CloudEvents source of events that carry none (default: `/streams/<stream>`).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Address for /metrics, /healthz and /readyz; "off" disables the server.
+    #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+pub async fn run(args: DispatchArgs) -> ExitCode {
+    let broker = match args.nats.to_options() {
+        Ok(options) => options,
+        Err(e) => {
+            tracing::error!("invalid NATS settings: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let http_addr = match parse_http_addr(&args.http_addr) {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = DispatchConfig {
+        broker,
+        layout: TopicLayout {
+            subject_prefix: args.subject_prefix,
+            partition_type_tokens: args.partition_type_tokens,
+            source: args
+                .source
+                .unwrap_or_else(|| format!("/streams/{}", args.stream)),
+        },
+        stream: args.stream,
+        consumer: args.consumer,
+        endpoint: args.endpoint,
+        concurrency: args.concurrency,
+        timeout: args.timeout,
+        http_addr,
+    };
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match dispatcher::run(config, shutdown_signal(ctrl_c)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(
+            e @ (dispatcher::DispatchError::Endpoint(_) | dispatcher::DispatchError::Concurrency),
+        ) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!("dispatcher stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

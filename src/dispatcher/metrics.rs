@@ -1,0 +1,117 @@
+//! The dispatcher's metrics: what became of the events it delivered, and how long the handler
+//! and JetStream took.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// acked, naked or terminated.
+    pub outcome: &'static str,
+    /// Why: ok, http_5xx, http_408, http_429, timeout, unreachable, rejected, invalid_event.
+    pub reason: &'static str,
+}
+
+pub struct DispatchMetrics {
+    registry: Registry,
+    pub delivered: Counter,
+    pub outcomes: Family<OutcomeLabels, Counter>,
+    pub in_flight: Gauge,
+    pub handler_seconds: Histogram,
+    pub fetch_seconds: Histogram,
+}
+
+/// Buckets from 0.5 ms to 10 s: a handler on loopback answers in well under a millisecond.
+fn latency_buckets() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("switchyard_dispatch");
+        let delivered = Counter::default();
+        registry.register(
+            "delivered",
+            "Events handed to the handler (redeliveries included)",
+            delivered.clone(),
+        );
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "outcomes",
+            "What became of delivered events: acked, naked (redelivered later) or terminated, and why",
+            outcomes.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("in_flight", "Events being handled now", in_flight.clone());
+        let handler_seconds = latency_buckets();
+        registry.register(
+            "handler_duration_seconds",
+            "Time from sending an event to the handler until its answer (or the timeout)",
+            handler_seconds.clone(),
+        );
+        let fetch_seconds = latency_buckets();
+        registry.register(
+            "fetch_duration_seconds",
+            "Time from asking JetStream for events until the first arrived",
+            fetch_seconds.clone(),
+        );
+        Self {
+            registry,
+            delivered,
+            outcomes,
+            in_flight,
+            handler_seconds,
+            fetch_seconds,
+        }
+    }
+}
+
+impl DispatchMetrics {
+    pub fn observe_outcome(&self, outcome: &'static str, reason: &'static str) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels { outcome, reason })
+            .inc();
+    }
+
+    pub fn observe_handler(&self, took: Duration) {
+        self.handler_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_counted_by_kind_and_reason() {
+        let m = DispatchMetrics::default();
+        m.observe_outcome("terminated", "rejected");
+        m.observe_outcome("terminated", "rejected");
+        m.delivered.inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"switchyard_dispatch_outcomes_total{outcome="terminated",reason="rejected"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_dispatch_delivered_total 1"),
+            "{text}"
+        );
+    }
+}

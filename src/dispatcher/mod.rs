@@ -1,0 +1,329 @@
+//! `switchyard dispatch`: the worker pods' sidecar. It pulls events from a Subscription's
+//! durable consumer and delivers each to the handler next to it as a CloudEvents 1.0 HTTP
+//! request ([`cloudevents`], [`handler`]), then tells JetStream what became of it
+//! ([`outcome`]): acknowledged, redelivered later with the Subscription's backoff, or
+//! terminated with a reason.
+//!
+//! Flow control: at most `concurrency` events are in flight; the dispatcher asks JetStream for
+//! exactly as many as it has room for, so no event waits in a local buffer (where its ackWait
+//! would run out unseen). A handler that takes long keeps its event alive with in-progress
+//! acknowledgements, up to the timeout.
+//!
+//! Shutdown (SIGTERM): stop asking for events, let the events in flight finish (or time out and
+//! be redelivered), and exit; an event is acknowledged once at most, and an event that was
+//! handed out but not handled is redelivered. Broker and handler outages are waited out, not
+//! fatal.
+
+pub mod cloudevents;
+mod deliver;
+pub mod handler;
+pub mod metrics;
+pub mod outcome;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use self::{
+    cloudevents::TopicLayout, deliver::Deliverer, handler::Handler, metrics::DispatchMetrics,
+    outcome::Redelivery,
+};
+use crate::{
+    broker::{Broker, BrokerError, BrokerOptions, delivery::BoundConsumer},
+    runtime::{http, shutdown::Shutdown},
+};
+
+/// How long one request for events stays open when fewer arrive.
+const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+/// Retry delays while the consumer does not exist or NATS is away.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often the handler's port is probed for readiness.
+const HANDLER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything `switchyard dispatch` is told.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    pub broker: BrokerOptions,
+    pub stream: String,
+    pub consumer: String,
+    /// The handler: `http://127.0.0.1:<port><path>`.
+    pub endpoint: String,
+    /// Events handled at the same time.
+    pub concurrency: usize,
+    /// How long a handler may take; `None`: the consumer's ackWait.
+    pub timeout: Option<Duration>,
+    pub layout: TopicLayout,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`; `None` serves nothing.
+    pub http_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Endpoint(#[from] handler::EndpointError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--concurrency must be at least 1")]
+    Concurrency,
+}
+
+/// What readiness and metrics report.
+#[derive(Default)]
+struct State {
+    metrics: DispatchMetrics,
+    bound: AtomicBool,
+    handler_reachable: AtomicBool,
+    connected: AtomicBool,
+}
+
+impl http::Probes for State {
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn readiness(&self) -> (bool, String) {
+        let yes = |flag: &AtomicBool| flag.load(Ordering::Relaxed);
+        let lines = [
+            ("consumer bound", yes(&self.bound)),
+            ("handler reachable", yes(&self.handler_reachable)),
+            ("nats connected", yes(&self.connected)),
+        ];
+        let text = lines
+            .iter()
+            .map(|(what, ok)| format!("{what}: {}\n", if *ok { "yes" } else { "no" }))
+            .collect();
+        (lines.iter().all(|(_, ok)| *ok), text)
+    }
+}
+
+/// Runs the dispatcher until `signal` resolves and the events in flight are done.
+pub async fn run(
+    config: DispatchConfig,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DispatchError> {
+    if config.concurrency == 0 {
+        return Err(DispatchError::Concurrency);
+    }
+    let handler = Handler::new(&config.endpoint)?;
+    let shutdown = Shutdown::default();
+    shutdown.trigger_on(signal);
+    let state = Arc::new(State::default());
+    let http = match config.http_addr {
+        Some(addr) => Some(
+            http::serve(addr, state.clone(), shutdown.clone())
+                .await
+                .map_err(|source| DispatchError::Http { addr, source })?,
+        ),
+        None => None,
+    };
+    let broker = Broker::connect(&config.broker).await?;
+    follow_connection(&broker, &state, &shutdown);
+    probe_handler(&handler, &state, &shutdown);
+
+    let Some(bound) = bind(&broker, &config, &state, &shutdown).await else {
+        return finish(http).await;
+    };
+    let redelivery = Redelivery {
+        backoff: bound.config.backoff.clone(),
+        ack_wait: bound.config.ack_wait,
+    };
+    let timeout = config.timeout.unwrap_or(redelivery.ack_wait);
+    info!(
+        stream = config.stream,
+        consumer = config.consumer,
+        endpoint = %handler.endpoint(),
+        concurrency = config.concurrency,
+        ?timeout,
+        "dispatching"
+    );
+    let deliverer = Arc::new(Deliverer {
+        handler,
+        layout: config.layout.clone(),
+        redelivery,
+        timeout,
+        state: state.clone(),
+    });
+    pull(&bound, deliverer, config.concurrency, &shutdown).await;
+    info!("dispatcher stopped");
+    finish(http).await
+}
+
+async fn finish(
+    http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> Result<(), DispatchError> {
+    if let Some(task) = http {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Binds to the consumer, waiting while it does not exist yet (the operator creates it, in
+/// Broadcast mode only once the pod exists) or NATS is away; `None` on shutdown.
+async fn bind(
+    broker: &Broker,
+    config: &DispatchConfig,
+    state: &State,
+    shutdown: &Shutdown,
+) -> Option<BoundConsumer> {
+    let mut delay = RETRY_FIRST;
+    let mut told = false;
+    loop {
+        match broker.bind(&config.stream, &config.consumer).await {
+            Ok(Some(bound)) => {
+                state.bound.store(true, Ordering::Relaxed);
+                return Some(bound);
+            }
+            Ok(None) if !told => {
+                info!(
+                    stream = config.stream,
+                    consumer = config.consumer,
+                    "waiting for the consumer to exist"
+                );
+                told = true;
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot read the consumer; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.triggered() => return None,
+            () = tokio::time::sleep(delay) => {},
+        }
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// Asks for as many events as there is room for, hands each to a delivery task, and on
+/// shutdown waits for the deliveries in flight.
+async fn pull(
+    bound: &BoundConsumer,
+    deliverer: Arc<Deliverer>,
+    concurrency: usize,
+    shutdown: &Shutdown,
+) {
+    let room = Arc::new(Semaphore::new(concurrency));
+    let mut delay = RETRY_FIRST;
+    'fetching: loop {
+        let first = tokio::select! {
+            () = shutdown.triggered() => break,
+            permit = room.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let wanted = 1 + room.available_permits();
+        let fetch_started = std::time::Instant::now();
+        let batch = tokio::select! {
+            () = shutdown.triggered() => break,
+            batch = bound.fetch(wanted, FETCH_EXPIRES) => batch,
+        };
+        let mut batch = match batch {
+            Ok(batch) => Box::pin(batch),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "cannot fetch events");
+                drop(first);
+                tokio::select! {
+                    () = shutdown.triggered() => break,
+                    () = tokio::time::sleep(delay) => {},
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        loop {
+            let next = tokio::select! {
+                () = shutdown.triggered() => {
+                    // Events already on their way to us: hand them back at once.
+                    release_rest(&mut batch).await;
+                    break 'fetching;
+                }
+                next = batch.next() => next,
+            };
+            let delivered = match next {
+                None => break,
+                Some(Ok(delivered)) => delivered,
+                Some(Err(e)) => {
+                    warn!(error = %e, "fetching events failed");
+                    break;
+                }
+            };
+            if first.is_some() {
+                deliverer
+                    .state
+                    .metrics
+                    .fetch_seconds
+                    .observe(fetch_started.elapsed().as_secs_f64());
+            }
+            delay = RETRY_FIRST;
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => room.clone().acquire_owned().await.expect("never closed"),
+            };
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move {
+                deliverer.deliver(delivered).await;
+                drop(permit);
+            });
+        }
+    }
+    // Every permit back: every delivery in flight has finished.
+    let _ = room.acquire_many(concurrency as u32).await;
+}
+
+/// Naks, without delay, the events of a fetch that arrive after shutdown began, for at most a
+/// moment: another dispatcher gets them at once instead of after the ackWait.
+async fn release_rest(
+    batch: &mut (
+             impl futures::Stream<Item = Result<crate::broker::delivery::Delivered, BrokerError>> + Unpin
+         ),
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    while let Ok(Some(Ok(delivered))) = tokio::time::timeout_at(deadline, batch.next()).await {
+        let _ = delivered.nak(Duration::ZERO).await;
+    }
+}
+
+fn follow_connection(broker: &Broker, state: &Arc<State>, shutdown: &Shutdown) {
+    let mut connection = broker.connection_state();
+    let (state, stop) = (state.clone(), shutdown.triggered());
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            let connected = *connection.borrow_and_update();
+            state.connected.store(connected, Ordering::Relaxed);
+            tokio::select! {
+                () = &mut stop => return,
+                changed = connection.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+fn probe_handler(handler: &Handler, state: &Arc<State>, shutdown: &Shutdown) {
+    let (handler, state, stop) = (handler.clone(), state.clone(), shutdown.triggered());
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        let mut ticks = tokio::time::interval(HANDLER_PROBE_INTERVAL);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = ticks.tick() => {
+                    let reachable = handler.reachable().await;
+                    state.handler_reachable.store(reachable, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+}

@@ -14,29 +14,6 @@ use switchyard::{
     },
 };
 
-/// Deletes the test stream when dropped, also when the test fails.
-struct StreamGuard(String);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(nats_url()).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&name)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 fn spec(yaml: &str) -> SubscriptionSpec {
     serde_yaml::from_str(&format!("topicRef: {{name: orders}}\n{yaml}")).expect("spec")
 }

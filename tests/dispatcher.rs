@@ -1,0 +1,687 @@
+//! `switchyard dispatch` against a real nats-server and real HTTP handlers in the test process.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_nats::jetstream::{self, consumer::pull, stream::Config as StreamConfig};
+use axum::{Router, extract::State, http::HeaderMap, response::IntoResponse, routing::post};
+use common::*;
+use futures::StreamExt;
+use switchyard::{
+    broker::BrokerOptions,
+    dispatcher::{self, DispatchConfig, cloudevents::TopicLayout},
+};
+use tokio::sync::oneshot;
+
+/// One request the handler received.
+#[derive(Clone, Debug)]
+struct Call {
+    id: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    at: Instant,
+}
+
+/// How the handler answers the n-th call (0-based) for an event id: (status, Retry-After,
+/// time to take).
+type Script = Arc<dyn Fn(&Call, usize) -> (u16, Option<u64>, Duration) + Send + Sync>;
+
+/// An HTTP handler in the test process that records every call.
+#[derive(Clone)]
+struct TestHandler {
+    addr: SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+#[derive(Clone)]
+struct Served {
+    calls: Arc<Mutex<Vec<Call>>>,
+    script: Script,
+}
+
+impl TestHandler {
+    async fn start(script: Script) -> Self {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/events", post(receive))
+            .with_state(Served {
+                calls: calls.clone(),
+                script,
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, calls }
+    }
+
+    fn ok() -> Script {
+        Arc::new(|_, _| (200, None, Duration::ZERO))
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}/events", self.addr)
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn calls_of(&self, id: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.id == id).collect()
+    }
+
+    fn distinct_ids(&self) -> HashSet<String> {
+        self.calls().into_iter().map(|c| c.id).collect()
+    }
+}
+
+async fn receive(
+    State(served): State<Served>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let call = Call {
+        id: headers
+            .get("ce-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        headers,
+        body: body.to_vec(),
+        at: Instant::now(),
+    };
+    let attempt = {
+        let mut calls = served.calls.lock().unwrap();
+        let attempt = calls.iter().filter(|c| c.id == call.id).count();
+        calls.push(call.clone());
+        attempt
+    };
+    let (status, retry_after, takes) = (served.script)(&call, attempt);
+    tokio::time::sleep(takes).await;
+    let mut response = axum::http::StatusCode::from_u16(status)
+        .unwrap()
+        .into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    response
+}
+
+/// A stream with one or more durable consumers, deleted when dropped.
+struct Fixture {
+    stream: String,
+    prefix: String,
+    jetstream: jetstream::Context,
+    _guard: StreamGuard,
+}
+
+impl Fixture {
+    async fn new(name: &str) -> Self {
+        let suffix = format!("{:x}", rand::random::<u32>());
+        let stream = format!("dispatch{suffix}_{name}");
+        let prefix = format!("dispatch{suffix}.{name}");
+        let guard = StreamGuard(stream.clone());
+        let jetstream = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+        jetstream
+            .create_stream(StreamConfig {
+                name: stream.clone(),
+                subjects: vec![format!("{prefix}.>")],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        Self {
+            stream,
+            prefix,
+            jetstream,
+            _guard: guard,
+        }
+    }
+
+    async fn consumer(&self, name: &str, tweak: impl FnOnce(&mut pull::Config)) {
+        let mut config = pull::Config {
+            durable_name: Some(name.into()),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+            ..Default::default()
+        };
+        tweak(&mut config);
+        self.jetstream
+            .get_stream(&self.stream)
+            .await
+            .unwrap()
+            .create_consumer(config)
+            .await
+            .expect("consumer");
+    }
+
+    async fn publish(&self, event_type: &str, count: usize) {
+        let mut acks = futures::stream::FuturesUnordered::new();
+        for i in 0..count {
+            let ack = self
+                .jetstream
+                .publish(
+                    format!("{}.{event_type}", self.prefix),
+                    format!("event {i}").into(),
+                )
+                .await
+                .expect("publish");
+            acks.push(ack.into_future());
+            if acks.len() >= 256 {
+                acks.next().await.unwrap().expect("stored");
+            }
+        }
+        while let Some(ack) = acks.next().await {
+            ack.expect("stored");
+        }
+    }
+
+    async fn consumer_state(&self, name: &str) -> jetstream::consumer::Info {
+        let mut stream = self.jetstream.get_stream(&self.stream).await.unwrap();
+        let _ = stream.info().await;
+        stream
+            .get_consumer::<pull::Config>(name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone()
+    }
+
+    fn config(&self, consumer: &str, handler: &TestHandler, concurrency: usize) -> DispatchConfig {
+        DispatchConfig {
+            broker: BrokerOptions::new(nats_url()),
+            stream: self.stream.clone(),
+            consumer: consumer.into(),
+            endpoint: handler.endpoint(),
+            concurrency,
+            timeout: None,
+            layout: TopicLayout {
+                subject_prefix: self.prefix.clone(),
+                partition_type_tokens: None,
+                source: format!("/streams/{}", self.stream),
+            },
+            http_addr: None,
+        }
+    }
+}
+
+/// A dispatcher running in the test process until dropped (or stopped).
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), dispatcher::DispatchError>>,
+}
+
+impl Running {
+    fn start(config: DispatchConfig) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(dispatcher::run(config, async {
+            let _ = rx.await;
+        }));
+        Self {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().expect("dispatcher run");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn wait_for_calls(handler: &TestHandler, what: &str, done: impl Fn(&[Call]) -> bool) {
+    wait_until(what, || async {
+        let calls = handler.calls();
+        done(&calls).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_dispatchers_of_a_worker_group_handle_every_event_exactly_once() {
+    let fixture = Fixture::new("orders").await;
+    fixture.consumer("group", |_| {}).await;
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let dispatchers: Vec<Running> = (0..3)
+        .map(|_| Running::start(fixture.config("group", &handler, 32)))
+        .collect();
+    fixture.publish("order.placed", 10_000).await;
+    wait_for_calls(&handler, "10,000 events handled", |calls| {
+        calls.len() >= 10_000
+    })
+    .await;
+    wait_until("every event acknowledged", || async {
+        let info = fixture.consumer_state("group").await;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    let calls = handler.calls();
+    assert_eq!(calls.len(), 10_000, "no event handled twice");
+    let ids: HashSet<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids.len(), 10_000);
+    let sample = &calls[0];
+    let header = |name: &str| {
+        sample
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("ce-specversion"), "1.0");
+    assert_eq!(header("ce-type"), "order.placed");
+    assert_eq!(header("ce-source"), format!("/streams/{}", fixture.stream));
+    assert_eq!(header("ce-deliverycount"), "1");
+    assert!(String::from_utf8_lossy(&sample.body).starts_with("event "));
+    for running in dispatchers {
+        running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broadcast_consumers_each_get_every_event() {
+    let fixture = Fixture::new("prices").await;
+    let mut handlers = Vec::new();
+    let mut dispatchers = Vec::new();
+    for pod in 0..3 {
+        let consumer = format!("pod{pod}");
+        fixture.consumer(&consumer, |_| {}).await;
+        let handler = TestHandler::start(TestHandler::ok()).await;
+        dispatchers.push(Running::start(fixture.config(&consumer, &handler, 8)));
+        handlers.push(handler);
+    }
+    fixture.publish("price.changed", 300).await;
+    for handler in &handlers {
+        wait_for_calls(handler, "300 events at each replica", |calls| {
+            calls.len() >= 300
+        })
+        .await;
+        assert_eq!(handler.distinct_ids().len(), 300);
+    }
+    for running in dispatchers {
+        running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_failures_are_redelivered_with_the_backoff_and_refusals_terminated() {
+    let fixture = Fixture::new("payments").await;
+    fixture
+        .consumer("retry", |c| {
+            c.backoff = vec![Duration::from_secs(1), Duration::from_secs(2)];
+            c.max_deliver = 5;
+        })
+        .await;
+    let terminated = fixture
+        .jetstream
+        .client()
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.retry",
+            fixture.stream
+        ))
+        .await
+        .unwrap();
+    // By type: 500, 500, 200 | 429 (Retry-After 2), 200 | 400.
+    let handler = TestHandler::start(Arc::new(|call, attempt| {
+        let kind = call
+            .headers
+            .get("ce-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        match (kind.as_str(), attempt) {
+            ("flaky", 0 | 1) => (500, None, Duration::ZERO),
+            ("busy", 0) => (429, Some(2), Duration::ZERO),
+            ("bad", _) => (400, None, Duration::ZERO),
+            _ => (200, None, Duration::ZERO),
+        }
+    }))
+    .await;
+    let running = Running::start(fixture.config("retry", &handler, 4));
+    fixture.publish("flaky", 1).await;
+    fixture.publish("busy", 1).await;
+    fixture.publish("bad", 1).await;
+    wait_for_calls(&handler, "flaky handled on its third delivery", |calls| {
+        calls.iter().filter(|c| c.id == "1").count() >= 3
+    })
+    .await;
+    wait_for_calls(&handler, "busy handled on its second delivery", |calls| {
+        calls.iter().filter(|c| c.id == "2").count() >= 2
+    })
+    .await;
+    let flaky = handler.calls_of("1");
+    let gaps: Vec<Duration> = flaky.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(950),
+        "first backoff 1 s, got {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(1_950),
+        "second backoff 2 s, got {gaps:?}"
+    );
+    let counts: Vec<String> = flaky
+        .iter()
+        .map(|c| {
+            c.headers
+                .get("ce-deliverycount")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(counts, ["1", "2", "3"]);
+    let busy = handler.calls_of("2");
+    assert!(
+        busy[1].at - busy[0].at >= Duration::from_millis(1_950),
+        "Retry-After 2 s"
+    );
+
+    let advisory = tokio::time::timeout(Duration::from_secs(10), terminated.take(1).next())
+        .await
+        .expect("a terminated advisory")
+        .unwrap();
+    let advisory: serde_json::Value = serde_json::from_slice(&advisory.payload).unwrap();
+    assert_eq!(advisory["stream_seq"], 3);
+    assert_eq!(advisory["reason"], "HandlerRejected: HTTP 400");
+    wait_until("everything settled", || async {
+        let info = fixture.consumer_state("retry").await;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        handler.calls_of("3").len(),
+        1,
+        "a refused event is not redelivered"
+    );
+    assert_eq!(handler.calls_of("1").len(), 3);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_slower_than_ack_wait_but_within_its_timeout_is_not_redelivered() {
+    let fixture = Fixture::new("reports").await;
+    fixture
+        .consumer("slow", |c| c.ack_wait = Duration::from_secs(1))
+        .await;
+    let handler =
+        TestHandler::start(Arc::new(|_, _| (200, None, Duration::from_millis(2_500)))).await;
+    let mut config = fixture.config("slow", &handler, 2);
+    config.timeout = Some(Duration::from_secs(5));
+    let running = Running::start(config);
+    fixture.publish("report.requested", 1).await;
+    wait_until("the slow event acknowledged", || async {
+        let info = fixture.consumer_state("slow").await;
+        (info.ack_floor.stream_sequence == 1).then_some(())
+    })
+    .await;
+    assert_eq!(handler.calls().len(), 1, "kept alive, not redelivered");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_that_never_answers_or_hangs_up_gets_the_event_again() {
+    let fixture = Fixture::new("jobs").await;
+    fixture
+        .consumer("stuck", |c| c.backoff = vec![Duration::from_millis(300)])
+        .await;
+    let handler = TestHandler::start(Arc::new(|_, attempt| match attempt {
+        0 => (200, None, Duration::from_secs(30)),
+        _ => (200, None, Duration::ZERO),
+    }))
+    .await;
+    let mut config = fixture.config("stuck", &handler, 1);
+    config.timeout = Some(Duration::from_millis(500));
+    let running = Running::start(config);
+    fixture.publish("job.started", 1).await;
+    wait_until("acknowledged on the second delivery", || async {
+        let info = fixture.consumer_state("stuck").await;
+        (info.ack_floor.stream_sequence == 1).then_some(())
+    })
+    .await;
+    assert_eq!(handler.calls_of("1").len(), 2);
+    running.stop().await;
+
+    // Nothing listens at the endpoint: redelivered with the backoff until something does.
+    let closed = free_addr();
+    let mut config = fixture.config("stuck", &handler, 1);
+    config.endpoint = format!("http://{closed}/events");
+    let running = Running::start(config);
+    fixture.publish("job.started", 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let info = fixture.consumer_state("stuck").await;
+    assert_eq!(
+        info.ack_floor.stream_sequence, 1,
+        "not acknowledged without a handler"
+    );
+    assert!(
+        info.num_redelivered >= 1 || info.num_ack_pending == 1,
+        "{info:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_endpoint_is_a_clear_error() {
+    let fixture = Fixture::new("misc").await;
+    fixture.consumer("any", |_| {}).await;
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    for endpoint in ["https://127.0.0.1:1/x", "localhost:8080", ""] {
+        let mut config = fixture.config("any", &handler, 1);
+        config.endpoint = endpoint.into();
+        let err = dispatcher::run(config, std::future::pending())
+            .await
+            .expect_err(endpoint);
+        assert!(err.to_string().starts_with("--endpoint"), "{err}");
+    }
+    let mut config = fixture.config("any", &handler, 1);
+    config.concurrency = 0;
+    let err = dispatcher::run(config, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--concurrency"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dispatcher_rides_out_a_nats_restart() {
+    let mut nats = PrivateNats::start();
+    let jetstream = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    jetstream
+        .create_stream(StreamConfig {
+            name: "restart_orders".into(),
+            subjects: vec!["restart.orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    jetstream
+        .get_stream("restart_orders")
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("group".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let mut broker = BrokerOptions::new(nats.url());
+    broker.request_timeout = Duration::from_secs(2);
+    let running = Running::start(DispatchConfig {
+        broker,
+        stream: "restart_orders".into(),
+        consumer: "group".into(),
+        endpoint: handler.endpoint(),
+        concurrency: 4,
+        timeout: None,
+        layout: TopicLayout {
+            subject_prefix: "restart.orders".into(),
+            partition_type_tokens: None,
+            source: "/restart".into(),
+        },
+        http_addr: None,
+    });
+    let publish = |n: usize| {
+        let jetstream = jetstream.clone();
+        async move {
+            for i in 0..n {
+                jetstream
+                    .publish("restart.orders.order.placed", format!("{i}").into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    publish(10).await;
+    wait_for_calls(&handler, "the first 10", |calls| calls.len() >= 10).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.resume();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    for i in 0..10 {
+        jetstream
+            .publish("restart.orders.order.placed", format!("{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    wait_for_calls(&handler, "the next 10 after the restart", |calls| {
+        calls
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<HashSet<_>>()
+            .len()
+            >= 20
+    })
+    .await;
+    running.stop().await;
+}
+
+/// The `switchyard` binary as a separate process, for signals.
+fn spawn_binary(
+    fixture: &Fixture,
+    consumer: &str,
+    handler: &TestHandler,
+    concurrency: usize,
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "dispatch",
+            "--stream",
+            &fixture.stream,
+            "--consumer",
+            consumer,
+            "--endpoint",
+            &handler.endpoint(),
+            "--concurrency",
+            &concurrency.to_string(),
+            "--subject-prefix",
+            &fixture.prefix,
+            "--http-addr",
+            "off",
+            "--nats-url",
+            &nats_url(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("switchyard binary")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_events_and_kill_loses_nothing() {
+    let fixture = Fixture::new("burst").await;
+    fixture
+        .consumer("group", |c| c.ack_wait = Duration::from_secs(2))
+        .await;
+    let handler = TestHandler::start(Arc::new(|_, _| (200, None, Duration::from_millis(5)))).await;
+    fixture.publish("order.placed", 5_000).await;
+
+    // SIGTERM mid-burst: the process stops by itself, quickly, with code 0.
+    let mut first = spawn_binary(&fixture, "group", &handler, 16);
+    wait_for_calls(&handler, "the burst under way", |calls| calls.len() >= 500).await;
+    let pid = first.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = first.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let after_term = handler.distinct_ids().len();
+    assert!(after_term < 5_000, "the burst was cut short ({after_term})");
+
+    // kill -9 mid-burst: what it held comes back after the ackWait.
+    let mut second = spawn_binary(&fixture, "group", &handler, 16);
+    wait_for_calls(&handler, "the burst going on", |calls| {
+        calls
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<HashSet<_>>()
+            .len()
+            >= after_term + 500
+    })
+    .await;
+    second.kill().unwrap();
+    let _ = second.wait();
+
+    let mut third = spawn_binary(&fixture, "group", &handler, 16);
+    wait_until("every event handled and acknowledged", || async {
+        let info = fixture.consumer_state("group").await;
+        (handler.distinct_ids().len() == 5_000
+            && info.num_ack_pending == 0
+            && info.num_pending == 0)
+            .then_some(())
+    })
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &third.id().to_string()])
+        .status();
+    let _ = third.wait();
+    let mut handled: HashMap<String, usize> = HashMap::new();
+    for call in handler.calls() {
+        *handled.entry(call.id).or_default() += 1;
+    }
+    assert_eq!(handled.len(), 5_000, "no event lost");
+    let repeated = handled.values().filter(|n| **n > 1).count();
+    // Only what the killed process held may come twice: at most its in-flight window plus
+    // what its last fetch had asked for.
+    assert!(repeated <= 32, "{repeated} events handled twice");
+}

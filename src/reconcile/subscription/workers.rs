@@ -5,7 +5,8 @@
 //! (`dispatcher`, `switchyard dispatch` from the operator's image), which pulls from the durable
 //! consumer and POSTs each event to the handler on loopback. The dispatcher's contract, fixed
 //! here: `switchyard dispatch --stream S --consumer C --endpoint URL --concurrency N
-//! [--timeout D]`, NATS settings from the same environment variables as `switchyard run`
+//! --subject-prefix NS.TOPIC --source SOURCE [--partition-type-tokens K] [--timeout D]` (Broadcast:
+//! `--consumer C_$(POD_NAME)`), NATS settings from the same environment variables as `switchyard run`
 //! (credentials from the Secret mounted at [`CREDENTIALS_MOUNT_PATH`], when the operator names
 //! one), health on `:9090` (`/healthz`, `/readyz`).
 
@@ -28,6 +29,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
+use super::consumer_config::TopicView;
 use crate::{
     api::{
         Subscription,
@@ -64,6 +66,31 @@ pub struct DispatcherSettings {
     pub credentials_secret: Option<String>,
 }
 
+/// What a Subscription's dispatcher reads, and how it names the events of plain publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DispatchTarget {
+    pub stream: String,
+    /// The Subscription's consumer (Broadcast: the prefix of the per-pod ones).
+    pub consumer: String,
+    /// `<namespace>.<topic>`: a plain event's type is its subject after this.
+    pub subject_prefix: String,
+    pub partition_type_tokens: Option<usize>,
+    /// CloudEvents `source` of events that carry none.
+    pub source: String,
+}
+
+impl DispatchTarget {
+    pub fn of(namespace: &str, subscription: &str, topic: &TopicView) -> Self {
+        Self {
+            stream: naming::stream_name(namespace, &topic.name),
+            consumer: naming::subscription_consumer_name(namespace, subscription),
+            subject_prefix: format!("{namespace}.{}", topic.name),
+            partition_type_tokens: topic.partition_type_tokens,
+            source: format!("/namespaces/{namespace}/topics/{}", topic.name),
+        }
+    }
+}
+
 /// The Deployment's name: the Subscription's, so `kubectl get deploy` reads naturally.
 pub fn deployment_name(sub: &Subscription) -> String {
     format!("{}-worker", sub.name_any())
@@ -72,8 +99,7 @@ pub fn deployment_name(sub: &Subscription) -> String {
 /// The worker Deployment, or `None` when the Subscription declares no worker.
 pub fn desired_deployment(
     sub: &Subscription,
-    stream: &str,
-    consumer: &str,
+    target: &DispatchTarget,
     replicas: i32,
     dispatcher: &DispatcherSettings,
 ) -> Option<Deployment> {
@@ -118,13 +144,7 @@ pub fn desired_deployment(
                     annotations: worker.pod_annotations.clone(),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(
-                    sub.spec.mode,
-                    worker,
-                    stream,
-                    consumer,
-                    dispatcher,
-                )),
+                spec: Some(pod_spec(sub.spec.mode, worker, target, dispatcher)),
             },
             ..Default::default()
         },
@@ -147,8 +167,7 @@ fn owner(sub: &Subscription) -> Option<OwnerReference> {
 fn pod_spec(
     mode: SubscriptionMode,
     worker: &WorkerSpec,
-    stream: &str,
-    consumer: &str,
+    target: &DispatchTarget,
     dispatcher: &DispatcherSettings,
 ) -> PodSpec {
     let handler = Container {
@@ -170,7 +189,7 @@ fn pod_spec(
     PodSpec {
         containers: vec![
             handler,
-            dispatcher_container(mode, worker, stream, consumer, dispatcher),
+            dispatcher_container(mode, worker, target, dispatcher),
         ],
         service_account_name: worker.service_account_name.clone(),
         image_pull_secrets: worker.image_pull_secrets.clone(),
@@ -201,8 +220,7 @@ fn credentials_volume(dispatcher: &DispatcherSettings) -> Option<Volume> {
 fn dispatcher_container(
     mode: SubscriptionMode,
     worker: &WorkerSpec,
-    stream: &str,
-    consumer: &str,
+    target: &DispatchTarget,
     dispatcher: &DispatcherSettings,
 ) -> Container {
     let endpoint = format!(
@@ -212,22 +230,29 @@ fn dispatcher_container(
     // Broadcast: each pod reads the consumer named after it; the kubelet expands `$(POD_NAME)`
     // from the container's environment.
     let consumer = match mode {
-        SubscriptionMode::WorkerGroup => consumer.to_string(),
+        SubscriptionMode::WorkerGroup => target.consumer.clone(),
         SubscriptionMode::Broadcast => {
-            naming::per_pod_consumer_name(consumer, &format!("$({POD_NAME_ENV})"))
+            naming::per_pod_consumer_name(&target.consumer, &format!("$({POD_NAME_ENV})"))
         }
     };
     let mut args = vec![
         "dispatch".to_string(),
         "--stream".into(),
-        stream.into(),
+        target.stream.clone(),
         "--consumer".into(),
         consumer,
         "--endpoint".into(),
         endpoint,
         "--concurrency".into(),
         worker.concurrency.to_string(),
+        "--subject-prefix".into(),
+        target.subject_prefix.clone(),
+        "--source".into(),
+        target.source.clone(),
     ];
+    if let Some(tokens) = target.partition_type_tokens {
+        args.extend(["--partition-type-tokens".into(), tokens.to_string()]);
+    }
     if let Some(timeout) = &worker.timeout {
         args.extend(["--timeout".into(), timeout.to_string()]);
     }
@@ -331,15 +356,26 @@ mod tests {
         }
     }
 
+    fn target() -> DispatchTarget {
+        DispatchTarget::of(
+            "shop",
+            "billing",
+            &TopicView {
+                name: "orders".into(),
+                subjects: vec!["shop.orders.>".into()],
+                partition_type_tokens: None,
+                work_queue: false,
+            },
+        )
+    }
+
     fn containers(d: &Deployment) -> Vec<Container> {
         d.spec.template.spec.as_ref().unwrap().containers.clone()
     }
 
     #[test]
     fn no_worker_no_deployment() {
-        assert!(
-            desired_deployment(&subscription(""), "shop_orders", "c", 1, &settings()).is_none()
-        );
+        assert!(desired_deployment(&subscription(""), &target(), 1, &settings()).is_none());
     }
 
     #[test]
@@ -347,8 +383,7 @@ mod tests {
         let sub = subscription(
             "  worker:\n    image: acme/handler:1.4\n    concurrency: 4\n    timeout: 10s\n    endpoint: {port: 9000, path: /events}\n    env: [{name: MODE, value: live}]\n    serviceAccountName: billing\n    podLabels: {team: payments, switchyard.dev/subscription: spoofed}\n",
         );
-        let d =
-            desired_deployment(&sub, "shop_orders", "sub_shop_billing", 3, &settings()).unwrap();
+        let d = desired_deployment(&sub, &target(), 3, &settings()).unwrap();
         assert_eq!(d.metadata.name.as_deref(), Some("billing-worker"));
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -380,7 +415,7 @@ mod tests {
         let args = dispatcher.args.unwrap().join(" ");
         assert_eq!(
             args,
-            "dispatch --stream shop_orders --consumer sub_shop_billing --endpoint http://127.0.0.1:9000/events --concurrency 4 --timeout 10s"
+            "dispatch --stream shop_orders --consumer sub_shop_billing --endpoint http://127.0.0.1:9000/events --concurrency 4 --subject-prefix shop.orders --source /namespaces/shop/topics/orders --timeout 10s"
         );
         let security = dispatcher.security_context.unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
@@ -392,8 +427,7 @@ mod tests {
     #[test]
     fn broadcast_pods_read_the_consumer_named_after_them() {
         let sub = subscription("  mode: Broadcast\n  worker: {image: acme/cache:2, replicas: 3}\n");
-        let d =
-            desired_deployment(&sub, "shop_orders", "sub_shop_billing", 3, &settings()).unwrap();
+        let d = desired_deployment(&sub, &target(), 3, &settings()).unwrap();
         let labels = d
             .spec
             .template
@@ -425,8 +459,7 @@ mod tests {
         );
         let group = desired_deployment(
             &subscription("  worker: {image: acme/cache:2}\n"),
-            "shop_orders",
-            "sub_shop_billing",
+            &target(),
             1,
             &settings(),
         )
@@ -441,7 +474,7 @@ mod tests {
     #[test]
     fn without_a_credentials_secret_the_pod_mounts_nothing() {
         let sub = subscription("  worker: {image: acme/handler:1.4}\n");
-        let d = desired_deployment(&sub, "s", "c", 1, &settings()).unwrap();
+        let d = desired_deployment(&sub, &target(), 1, &settings()).unwrap();
         assert!(d.spec.template.spec.as_ref().unwrap().volumes.is_none());
         let [_, dispatcher] = containers(&d).try_into().unwrap();
         assert!(dispatcher.volume_mounts.is_none());
@@ -456,7 +489,7 @@ mod tests {
             credentials_secret: Some("nats-worker-credentials".into()),
             ..settings()
         };
-        let d = desired_deployment(&sub, "s", "c", 1, &settings).unwrap();
+        let d = desired_deployment(&sub, &target(), 1, &settings).unwrap();
         let volumes = d.spec.template.spec.as_ref().unwrap().volumes.clone();
         let [volume] = volumes.unwrap().try_into().unwrap();
         assert_eq!(
@@ -491,7 +524,7 @@ mod tests {
     fn a_subscription_not_yet_stored_has_no_owner_to_reference() {
         let mut sub = subscription("  worker: {image: acme/handler:1.4}\n");
         sub.metadata.uid = None;
-        let d = desired_deployment(&sub, "s", "c", 1, &settings()).unwrap();
+        let d = desired_deployment(&sub, &target(), 1, &settings()).unwrap();
         assert!(d.metadata.owner_references.is_none());
     }
 }

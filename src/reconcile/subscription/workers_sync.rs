@@ -15,13 +15,12 @@ use std::{
 use k8s_openapi::api::apps::v1::Deployment;
 
 use super::{
-    SubscriptionFigures, SubscriptionReason, SubscriptionReconciler, autoscale::Policy, identity,
-    lag_loop::Scale, status, workers,
+    SubscriptionFigures, SubscriptionReason, SubscriptionReconciler, autoscale::Policy,
+    consumer_config::TopicView, identity, lag_loop::Scale, status, workers,
 };
 use crate::{
     api::Subscription,
     conditions::{ConditionType, Verdict},
-    naming,
     runtime::{Context, Error, driver::Outcome, driver::Reconciler, kube_events::KubeEvent},
 };
 
@@ -69,8 +68,14 @@ pub async fn sync(
     let key = format!("{namespace}/{name}");
     let deployment_name = workers::deployment_name(sub);
     let cached = reconciler.caches.deployment(&namespace, &deployment_name);
-    let consumer = naming::subscription_consumer_name(&namespace, &name);
-    let stream = naming::stream_name(&namespace, &sub.spec.topic_ref.name);
+    // The Topic was found by this reconcile's dereference; gone since, the next one says so.
+    let Some(topic) = reconciler
+        .caches
+        .topic(&namespace, &sub.spec.topic_ref.name)
+    else {
+        return Ok(outcome);
+    };
+    let target = workers::DispatchTarget::of(&namespace, &name, &TopicView::of(&topic, &namespace));
     let dispatcher = workers::DispatcherSettings {
         image: ctx.config.dispatcher_image.clone(),
         nats_url: ctx.config.broker.url.clone(),
@@ -98,9 +103,7 @@ pub async fn sync(
             .or(scale.as_ref().map(|s| s.replicas))
             .unwrap_or(1)
     });
-    let Some(deployment) =
-        workers::desired_deployment(sub, &stream, &consumer, replicas, &dispatcher)
-    else {
+    let Some(deployment) = workers::desired_deployment(sub, &target, replicas, &dispatcher) else {
         // No worker (any more): remove a Deployment left from an earlier spec.
         reconciler.workers.forget(&key);
         if let Some(gone) = cached

@@ -203,7 +203,8 @@ impl Fixture {
         DispatchConfig {
             broker: BrokerOptions::new(nats_url()),
             stream: self.stream.clone(),
-            consumer: consumer.into(),
+            consumers: vec![consumer.into()],
+            per_key: false,
             endpoint: handler.endpoint(),
             concurrency,
             timeout: None,
@@ -532,7 +533,8 @@ async fn the_dispatcher_rides_out_a_nats_restart() {
     let running = Running::start(DispatchConfig {
         broker,
         stream: "restart_orders".into(),
-        consumer: "group".into(),
+        consumers: vec!["group".into()],
+        per_key: false,
         endpoint: handler.endpoint(),
         concurrency: 4,
         timeout: None,

@@ -12,9 +12,14 @@ pub struct DispatchArgs {
     /// The JetStream stream holding the events (a Topic's stream: `<namespace>_<topic>`).
     #[arg(long)]
     pub stream: String,
-    /// The durable consumer to read (a Subscription's: `sub_<namespace>_<name>`).
-    #[arg(long)]
-    pub consumer: String,
+    /// The durable consumer to read (a Subscription's: `sub_<namespace>_<name>`); repeat it to
+    /// read several (one per partition with `--ordering per-key`).
+    #[arg(long = "consumer", required = true)]
+    pub consumers: Vec<String>,
+    /// `per-key`: events of one partition key one at a time, in stream order, keys in
+    /// parallel (partitioned Topics only; needs --partition-type-tokens).
+    #[arg(long, value_enum, default_value = "none")]
+    pub ordering: Ordering,
     /// The handler's URL; each event is POSTed to it as a CloudEvents 1.0 HTTP request.
     #[arg(long, default_value = "http://127.0.0.1:8080/")]
     pub endpoint: String,
@@ -39,6 +44,12 @@ pub struct DispatchArgs {
     pub http_addr: String,
     #[command(flatten)]
     pub nats: NatsArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ordering {
+    None,
+    PerKey,
 }
 
 pub async fn run(args: DispatchArgs) -> ExitCode {
@@ -66,7 +77,8 @@ pub async fn run(args: DispatchArgs) -> ExitCode {
                 .unwrap_or_else(|| format!("/streams/{}", args.stream)),
         },
         stream: args.stream,
-        consumer: args.consumer,
+        consumers: args.consumers,
+        per_key: args.ordering == Ordering::PerKey,
         endpoint: args.endpoint,
         concurrency: args.concurrency,
         timeout: args.timeout,

@@ -3,34 +3,130 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::sync::{RwLock, Semaphore};
 use tracing::{debug, warn};
 
 use super::{
     State,
     cloudevents::{self, Received, TopicLayout},
     handler::Handler,
+    key_order::{KeyOrder, key_of},
     outcome::{HandlerResult, Redelivery, Verdict, judge},
 };
-use crate::broker::delivery::Delivered;
+use crate::{broker::delivery::Delivered, runtime::shutdown::Shutdown};
 
 pub struct Deliverer {
     pub handler: Handler,
     pub layout: TopicLayout,
     pub redelivery: Redelivery,
+    /// The consumer's `max_deliver` (-1: unlimited).
+    pub max_deliveries: i64,
     pub timeout: Duration,
     pub state: Arc<State>,
+    /// `ordering: PerKey`: the key lines, and how to read a key from a subject.
+    pub key_order: Option<KeyLines>,
+    pub shutdown: Shutdown,
+    /// Held (shared) by every delivery task, so shutdown can wait for them all.
+    pub in_flight: Arc<RwLock<()>>,
+}
+
+pub struct KeyLines {
+    pub order: KeyOrder,
+    pub subject_prefix: String,
+    pub type_tokens: usize,
+}
+
+/// An event's place in its key's line.
+pub struct Place {
+    key: String,
+    sequence: u64,
 }
 
 impl Deliverer {
-    pub async fn deliver(&self, event: Delivered) {
+    pub async fn deliver(self: Arc<Self>, event: Delivered) {
+        let _running = self.in_flight.clone().read_owned().await;
+        self.deliver_now(&event).await;
+    }
+
+    async fn deliver_now(&self, event: &Delivered) -> Option<(Verdict, i64)> {
         let metrics = &self.state.metrics;
         metrics.in_flight.inc();
         metrics.delivered.inc();
-        self.handle(&event).await;
+        let verdict = self.handle(event).await;
         metrics.in_flight.dec();
+        verdict
     }
 
-    async fn handle(&self, event: &Delivered) {
+    /// With per-key order: puts the event in its key's line (called in stream order).
+    pub fn line_up(&self, event: &Delivered) -> Option<Place> {
+        let lines = self.key_order.as_ref()?;
+        let sequence = event.info().ok()?.stream_sequence;
+        let key = key_of(event.subject(), &lines.subject_prefix, lines.type_tokens);
+        lines.order.enqueue(&key, sequence);
+        Some(Place { key, sequence })
+    }
+
+    /// Waits for the event's turn in its key's line (keeping it alive meanwhile), then for
+    /// room, then delivers it. It leaves the line once settled; an event JetStream will
+    /// redeliver keeps its place, so the later events of its key keep waiting for it.
+    pub async fn deliver_in_turn(
+        self: Arc<Self>,
+        event: Delivered,
+        place: Place,
+        room: Arc<Semaphore>,
+    ) {
+        let _running = self.in_flight.clone().read_owned().await;
+        let Some(lines) = self.key_order.as_ref() else {
+            return;
+        };
+        let waited = async {
+            self.keep_alive_while(&event, lines.order.turn(&place.key, place.sequence))
+                .await;
+            room.acquire_owned().await.ok()
+        };
+        let permit = tokio::select! {
+            permit = waited => permit,
+            () = self.shutdown.triggered() => None,
+        };
+        let Some(permit) = permit else {
+            // Shutting down before its turn: another replica (or the next start) gets it now.
+            let _ = event.nak(Duration::ZERO).await;
+            return;
+        };
+        let settled = match self.deliver_now(&event).await {
+            None => true,
+            Some((Verdict::Nak { .. }, delivered)) => {
+                // Redelivered later unless this was the last delivery JetStream allows.
+                self.max_deliveries > 0 && delivered >= self.max_deliveries
+            }
+            Some(_) => true,
+        };
+        drop(permit);
+        if settled {
+            lines.order.done(&place.key, place.sequence);
+        }
+    }
+
+    /// Runs `work`, telling JetStream every half ackWait that the event is still in progress.
+    async fn keep_alive_while<T>(&self, event: &Delivered, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let every = (self.redelivery.ack_wait / 2).max(Duration::from_millis(100));
+        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                _ = keep_alive.tick() => {
+                    if let Err(e) = event.in_progress().await {
+                        debug!(error = %e, "in-progress acknowledgement failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Translates, POSTs and settles one event; the verdict and the delivery count, or `None`
+    /// if the event was unusable (terminated, or without metadata).
+    async fn handle(&self, event: &Delivered) -> Option<(Verdict, i64)> {
         let metrics = &self.state.metrics;
         let info = match event.info() {
             Ok(info) => info,
@@ -38,7 +134,7 @@ impl Deliverer {
                 // Without its metadata the event cannot be acknowledged either; JetStream
                 // redelivers it after the ackWait.
                 warn!(error = %e, subject = event.subject(), "delivery without JetStream metadata");
-                return;
+                return None;
             }
         };
         let received = Received {
@@ -58,11 +154,14 @@ impl Deliverer {
                 if let Err(e) = event.term(&reason).await {
                     warn!(error = %e, "could not terminate an invalid event");
                 }
-                return;
+                return None;
             }
         };
         let started = std::time::Instant::now();
-        let result = self.post_keeping_alive(event, request).await;
+        let call = self
+            .handler
+            .deliver(request.headers, request.body, self.timeout);
+        let result = self.keep_alive_while(event, call).await;
         metrics.observe_handler(started.elapsed());
         let verdict = judge(&result, info.delivered, &self.redelivery);
         let (outcome, reason) = labels(&result, &verdict);
@@ -76,31 +175,7 @@ impl Deliverer {
             // JetStream redelivers what it did not hear about; nothing is lost.
             warn!(error = %e, sequence = info.stream_sequence, ?verdict, "could not report the outcome");
         }
-    }
-
-    /// POSTs the event; while the handler works longer than half the ackWait, tells JetStream
-    /// it is in progress so it is not redelivered meanwhile.
-    async fn post_keeping_alive(
-        &self,
-        event: &Delivered,
-        request: cloudevents::HttpEvent,
-    ) -> HandlerResult {
-        let call = self
-            .handler
-            .deliver(request.headers, request.body, self.timeout);
-        tokio::pin!(call);
-        let every = (self.redelivery.ack_wait / 2).max(Duration::from_millis(100));
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                result = &mut call => return result,
-                _ = keep_alive.tick() => {
-                    if let Err(e) = event.in_progress().await {
-                        debug!(error = %e, "in-progress acknowledgement failed");
-                    }
-                }
-            }
-        }
+        Some((verdict, info.delivered))
     }
 }
 

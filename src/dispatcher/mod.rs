@@ -17,6 +17,7 @@
 pub mod cloudevents;
 mod deliver;
 pub mod handler;
+pub mod key_order;
 pub mod metrics;
 pub mod outcome;
 
@@ -55,7 +56,12 @@ const HANDLER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub struct DispatchConfig {
     pub broker: BrokerOptions,
     pub stream: String,
-    pub consumer: String,
+    /// The consumers to read: one, or one per partition of a Topic (`ordering: PerKey`, where
+    /// JetStream pins each to one dispatcher replica).
+    pub consumers: Vec<String>,
+    /// Deliver the events of one partition key one at a time, in stream order (needs
+    /// `layout.partition_type_tokens`).
+    pub per_key: bool,
     /// The handler: `http://127.0.0.1:<port><path>`.
     pub endpoint: String,
     /// Events handled at the same time.
@@ -80,6 +86,8 @@ pub enum DispatchError {
     },
     #[error("--concurrency must be at least 1")]
     Concurrency,
+    #[error("{0}")]
+    Arguments(&'static str),
 }
 
 /// What readiness and metrics report.
@@ -119,6 +127,22 @@ pub async fn run(
     if config.concurrency == 0 {
         return Err(DispatchError::Concurrency);
     }
+    if config.consumers.is_empty() {
+        return Err(DispatchError::Arguments("name at least one --consumer"));
+    }
+    let key_order = match (config.per_key, config.layout.partition_type_tokens) {
+        (false, _) => None,
+        (true, Some(type_tokens)) => Some(deliver::KeyLines {
+            order: Default::default(),
+            subject_prefix: config.layout.subject_prefix.clone(),
+            type_tokens,
+        }),
+        (true, None) => {
+            return Err(DispatchError::Arguments(
+                "--ordering per-key needs --partition-type-tokens: keys are only known on partitioned Topics",
+            ));
+        }
+    };
     let handler = Handler::new(&config.endpoint)?;
     let shutdown = Shutdown::default();
     shutdown.trigger_on(signal);
@@ -135,17 +159,25 @@ pub async fn run(
     follow_connection(&broker, &state, &shutdown);
     probe_handler(&handler, &state, &shutdown);
 
-    let Some(bound) = bind(&broker, &config, &state, &shutdown).await else {
-        return finish(http).await;
-    };
+    let mut bound = Vec::with_capacity(config.consumers.len());
+    for consumer in &config.consumers {
+        let Some(one) = bind(&broker, &config.stream, consumer, &shutdown).await else {
+            return finish(http).await;
+        };
+        bound.push(one);
+    }
+    state.bound.store(true, Ordering::Relaxed);
+    // The consumers of one Subscription share their redelivery settings.
     let redelivery = Redelivery {
-        backoff: bound.config.backoff.clone(),
-        ack_wait: bound.config.ack_wait,
+        backoff: bound[0].config.backoff.clone(),
+        ack_wait: bound[0].config.ack_wait,
     };
+    let max_deliveries = bound[0].config.max_deliver;
     let timeout = config.timeout.unwrap_or(redelivery.ack_wait);
     info!(
         stream = config.stream,
-        consumer = config.consumer,
+        consumers = ?config.consumers,
+        per_key = config.per_key,
         endpoint = %handler.endpoint(),
         concurrency = config.concurrency,
         ?timeout,
@@ -155,10 +187,14 @@ pub async fn run(
         handler,
         layout: config.layout.clone(),
         redelivery,
+        max_deliveries,
         timeout,
         state: state.clone(),
+        key_order,
+        shutdown: shutdown.clone(),
+        in_flight: Default::default(),
     });
-    pull(&bound, deliverer, config.concurrency, &shutdown).await;
+    pull_all(&bound, deliverer, config.concurrency, &shutdown).await;
     info!("dispatcher stopped");
     finish(http).await
 }
@@ -176,24 +212,17 @@ async fn finish(
 /// Broadcast mode only once the pod exists) or NATS is away; `None` on shutdown.
 async fn bind(
     broker: &Broker,
-    config: &DispatchConfig,
-    state: &State,
+    stream: &str,
+    consumer: &str,
     shutdown: &Shutdown,
 ) -> Option<BoundConsumer> {
     let mut delay = RETRY_FIRST;
     let mut told = false;
     loop {
-        match broker.bind(&config.stream, &config.consumer).await {
-            Ok(Some(bound)) => {
-                state.bound.store(true, Ordering::Relaxed);
-                return Some(bound);
-            }
+        match broker.bind(stream, consumer).await {
+            Ok(Some(bound)) => return Some(bound),
             Ok(None) if !told => {
-                info!(
-                    stream = config.stream,
-                    consumer = config.consumer,
-                    "waiting for the consumer to exist"
-                );
+                info!(stream, consumer, "waiting for the consumer to exist");
                 told = true;
             }
             Ok(None) => {}
@@ -207,22 +236,46 @@ async fn bind(
     }
 }
 
-/// Asks for as many events as there is room for, hands each to a delivery task, and on
-/// shutdown waits for the deliveries in flight.
-async fn pull(
-    bound: &BoundConsumer,
+/// Asks each consumer for as many events as there is room for, hands each to a delivery task,
+/// and on shutdown waits for the deliveries in flight.
+async fn pull_all(
+    bound: &[BoundConsumer],
     deliverer: Arc<Deliverer>,
     concurrency: usize,
     shutdown: &Shutdown,
 ) {
     let room = Arc::new(Semaphore::new(concurrency));
+    futures::future::join_all(
+        bound
+            .iter()
+            .map(|consumer| pull(consumer, deliverer.clone(), room.clone(), shutdown)),
+    )
+    .await;
+    // Every delivery task holds a read guard: the write lock waits for them all.
+    let _ = deliverer.in_flight.write().await;
+}
+
+/// One consumer's fetch loop. Room is reserved before asking (all of it that is free), and
+/// each event takes its share of the reservation, so no event ever waits for room unseen.
+async fn pull(
+    bound: &BoundConsumer,
+    deliverer: Arc<Deliverer>,
+    room: Arc<Semaphore>,
+    shutdown: &Shutdown,
+) {
     let mut delay = RETRY_FIRST;
     'fetching: loop {
-        let first = tokio::select! {
+        let mut reserved = tokio::select! {
             () = shutdown.triggered() => break,
             permit = room.clone().acquire_owned() => permit.expect("never closed"),
         };
-        let wanted = 1 + room.available_permits();
+        if let Ok(more) = room
+            .clone()
+            .try_acquire_many_owned(room.available_permits() as u32)
+        {
+            reserved.merge(more);
+        }
+        let wanted = reserved.num_permits();
         let fetch_started = std::time::Instant::now();
         let batch = tokio::select! {
             () = shutdown.triggered() => break,
@@ -232,7 +285,7 @@ async fn pull(
             Ok(batch) => Box::pin(batch),
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "cannot fetch events");
-                drop(first);
+                drop(reserved);
                 tokio::select! {
                     () = shutdown.triggered() => break,
                     () = tokio::time::sleep(delay) => {},
@@ -241,7 +294,7 @@ async fn pull(
                 continue;
             }
         };
-        let mut first = Some(first);
+        let mut first = true;
         loop {
             let next = tokio::select! {
                 () = shutdown.triggered() => {
@@ -259,7 +312,7 @@ async fn pull(
                     break;
                 }
             };
-            if first.is_some() {
+            if std::mem::take(&mut first) {
                 deliverer
                     .state
                     .metrics
@@ -267,19 +320,29 @@ async fn pull(
                     .observe(fetch_started.elapsed().as_secs_f64());
             }
             delay = RETRY_FIRST;
-            let permit = match first.take() {
-                Some(permit) => permit,
-                None => room.clone().acquire_owned().await.expect("never closed"),
+            let Some(permit) = reserved.split(1) else {
+                break; // More than asked for: cannot happen; JetStream redelivers it.
             };
             let deliverer = deliverer.clone();
-            tokio::spawn(async move {
-                deliverer.deliver(delivered).await;
-                drop(permit);
-            });
+            match deliverer.line_up(&delivered) {
+                // In key order: the delivery takes room only once it is its key's turn, so
+                // events waiting behind a failed one never block the fetching of its redelivery.
+                Some(place) => {
+                    drop(permit);
+                    let room = room.clone();
+                    tokio::spawn(
+                        async move { deliverer.deliver_in_turn(delivered, place, room).await },
+                    );
+                }
+                None => {
+                    tokio::spawn(async move {
+                        deliverer.deliver(delivered).await;
+                        drop(permit);
+                    });
+                }
+            }
         }
     }
-    // Every permit back: every delivery in flight has finished.
-    let _ = room.acquire_many(concurrency as u32).await;
 }
 
 /// Naks, without delay, the events of a fetch that arrive after shutdown began, for at most a

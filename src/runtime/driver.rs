@@ -508,6 +508,7 @@ async fn finalize<R: Reconciler>(
         .cloned()
         .collect();
     ctx.writer.finalizers(R::KIND, obj, rest).await?;
+    ctx.writer.forget(obj);
     driven.retry.succeeded(&retry_key(obj));
     Ok(Action::await_change())
 }

@@ -2,7 +2,11 @@
 //! Kubernetes Events. Every write first checks that this instance still leads (so a replica that
 //! lost its Lease writes nothing), and is counted per kind.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, VecDeque, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -23,6 +27,42 @@ pub struct Writer {
     recorder: Recorder,
     leadership: Leadership,
     metrics: Arc<Metrics>,
+    recent: Mutex<HashMap<String, RecentWrites>>,
+}
+
+/// What this writer last did to one object, to recognise a cached copy that predates it.
+///
+/// The finalizer patch is itself a watch event, and the reconcile it wakes may read the object
+/// from the cache before the status written right after the patch has arrived there: it would
+/// write the same status again. Remembering which resourceVersions our own writes replaced
+/// (compared for equality only, as the API conventions ask) avoids that second write without
+/// trusting the cache less otherwise: a copy at any other version is compared as usual.
+#[derive(Default)]
+struct RecentWrites {
+    /// Versions of the object our writes replaced (the newest few).
+    replaced: VecDeque<String>,
+    /// Hash of the status last written.
+    status: Option<u64>,
+}
+
+const REMEMBERED_VERSIONS: usize = 4;
+const MAX_REMEMBERED_OBJECTS: usize = 50_000;
+
+impl RecentWrites {
+    fn replaced(&mut self, version: Option<String>) {
+        if let Some(version) = version {
+            if self.replaced.len() == REMEMBERED_VERSIONS {
+                self.replaced.pop_front();
+            }
+            self.replaced.push_back(version);
+        }
+    }
+}
+
+fn hash_of(value: &serde_json::Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Writer {
@@ -37,6 +77,54 @@ impl Writer {
             recorder,
             leadership,
             metrics,
+            recent: Mutex::default(),
+        }
+    }
+
+    /// Whether `obj` is a copy our last status write replaced and `status` is what we wrote
+    /// then: writing it again would change nothing.
+    fn already_written<K: Resource>(&self, obj: &K, status: &serde_json::Value) -> bool {
+        let (Some(uid), Some(version)) = (
+            obj.meta().uid.as_ref(),
+            obj.meta().resource_version.as_ref(),
+        ) else {
+            return false;
+        };
+        let recent = self.recent.lock().expect("recent writes");
+        recent.get(uid).is_some_and(|writes| {
+            writes.status == Some(hash_of(status)) && writes.replaced.contains(version)
+        })
+    }
+
+    fn remember<K: Resource>(
+        &self,
+        before: &K,
+        after: Option<&K>,
+        status: Option<&serde_json::Value>,
+    ) {
+        let Some(uid) = before.meta().uid.clone() else {
+            return;
+        };
+        let mut recent = self.recent.lock().expect("recent writes");
+        // Objects deleted without a finalizer are never forgotten one by one; a bound keeps
+        // churn from growing the map (forgetting only costs a possible repeated write).
+        if recent.len() >= MAX_REMEMBERED_OBJECTS && !recent.contains_key(&uid) {
+            recent.clear();
+        }
+        let writes = recent.entry(uid).or_default();
+        writes.replaced(before.meta().resource_version.clone());
+        if let Some(status) = status {
+            writes.status = Some(hash_of(status));
+        } else if let Some(after) = after {
+            // A finalizer patch: the status at that version is still the one last written.
+            writes.replaced(after.meta().resource_version.clone());
+        }
+    }
+
+    /// Forgets a deleted object.
+    pub fn forget<K: Resource>(&self, obj: &K) {
+        if let Some(uid) = obj.meta().uid.as_ref() {
+            self.recent.lock().expect("recent writes").remove(uid);
         }
     }
 
@@ -66,6 +154,11 @@ impl Writer {
         S: Serialize,
     {
         self.leadership.ensure()?;
+        let status = serde_json::to_value(status).map_err(|_| Error::MissingField("status"))?;
+        if self.already_written(obj, &status) {
+            debug!(kind, name = %obj.name_any(), "status already written from this version");
+            return Ok(());
+        }
         let patch = json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
@@ -78,6 +171,7 @@ impl Writer {
                 &Patch::Apply(&patch),
             )
             .await?;
+        self.remember(obj, None, Some(&status));
         self.metrics.observe_write(kind, "status");
         debug!(kind, name = %obj.name_any(), "status written");
         Ok(())
@@ -150,13 +244,15 @@ impl Writer {
                 "resourceVersion": obj.resource_version(),
             }
         });
-        self.api(obj)?
+        let patched = self
+            .api(obj)?
             .patch(
                 &obj.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await?;
+        self.remember(obj, Some(&patched), None);
         self.metrics.observe_write(kind, "finalizers");
         Ok(())
     }

@@ -246,7 +246,10 @@ echo "$scale_up; Subscription status: $status_loaded" >&2
 # A consumer that is missing (the Subscription never became Ready) drains nothing.
 read -r drained drained_at <<<"$("$backlog_bin" drain "$NATS_URL" "${NS}_auto" "sub_${NS}_auto" "$BACKLOG" || echo "0 $(now_us)")"
 scale_down="not measured (no scale-up)"
-if [[ -n $first_change ]]; then
+if [[ -z $first_change ]]; then
+  # Give the operator a resync to read the drained consumer, so the status below shows it.
+  sleep $((RESYNC + 1))
+else
   scale_down=""
   while (( $(now_us) - drained_at < SCALE_DOWN_LIMIT * 1000000 )); do
     if [[ $(replicas) == 0 ]]; then scale_down="**$(seconds "$drained_at" "$(now_us)") s** to return to 0"; break; fi
@@ -304,7 +307,7 @@ report="$(cat <<MD
 - Machine: $machine; $versions; release build, resync ${RESYNC}s
 - Load: $N Topics + $N Subscriptions (WorkerGroup, no worker), each Subscription created right after its Topic in one \`kubectl create\` ($create_seconds s, one request each, the operator reconciling meanwhile); Ready: $ready_topics Topics, $ready_subs Subscriptions; reconciles until Ready: $reconciles_topic per Topic, $reconciles_sub per Subscription, of which $waited
 - Autoscaling: Subscription with worker autoscaling (min 0, max 10, lagPerReplica $LAG_PER_REPLICA, stabilizationWindow 30s) Ready: $auto_ready after $auto_ready_seconds s; $published events published ($publish_failed failed), $drained acked back through \`sub_${NS}_auto\`
-- Subscription status $REACT_LIMIT s after publishing: $status_loaded; after the drain: $status_drained
+- Subscription status when the wait for scale-up ended: $status_loaded; at the end, after the drain: $status_drained
 - Operator log: $log_levels
 
 | measure | result | target |

@@ -23,7 +23,8 @@ LAG_PER_REPLICA=100
 WANT_REPLICAS=$(((BACKLOG + LAG_PER_REPLICA - 1) / LAG_PER_REPLICA))
 # How long the autoscaler gets to reach WANT_REPLICAS before the bench says it did not.
 REACT_LIMIT=30
-# Scaling down waits out the 30 s stabilization window, plus a resync or two to notice the drain.
+# Scaling down waits out the 30 s stabilization window, plus the lag readings (every
+# --autoscale-interval, or at resync) that notice the drain.
 SCALE_DOWN_LIMIT=90
 NS="bench-subs-$$"
 DEV=target/dev-env

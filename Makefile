@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 DEV_ENV := target/dev-env/env
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-schema-compat
+.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-schema-compat
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: tools ## Local cluster + NATS + operator + sample Topics, then show their 
 
 bench-topics: tools ## N Topics (N=1000) to Ready, API writes, RSS; then events into 200 of them for 60 s: status writes, CPU
 	hack/bench-topics.sh $(N)
+
+bench-subscriptions: tools ## N Topics + N Subscriptions (N=500) to Ready, writes, RSS, idle writes; autoscaling reaction to a backlog
+	hack/bench-subscriptions.sh $(N)
 
 bench-schema-compat: ## Time schema compatibility checks (realistic and 5,000-property pairs) → BENCHMARKS.md
 	hack/bench-schema-compat.sh

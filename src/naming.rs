@@ -71,6 +71,8 @@ pub mod metadata {
     pub const GENERATION: &str = "switchyard.dev/generation";
     /// Broadcast: the worker pod a per-pod consumer belongs to.
     pub const POD: &str = "switchyard.dev/pod";
+    /// Per-key order: the partition a per-partition consumer reads.
+    pub const PARTITION: &str = "switchyard.dev/partition";
     /// Prefix of the keys the server adds by itself; they are never compared.
     pub const SERVER_PREFIX: &str = "_nats.";
 }

@@ -27,6 +27,7 @@ async fn the_server_keeps_the_translated_config_and_one_filter_grows_into_severa
         subjects: vec![format!("{namespace}.orders.>")],
         partition_type_tokens: None,
         work_queue: false,
+        partitions: None,
     };
     let stream = format!("{namespace}_orders");
     let _guard = StreamGuard(stream.clone());

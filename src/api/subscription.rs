@@ -59,6 +59,7 @@ pub const MAX_WORKER_REPLICAS: i32 = 1000;
     validation = Rule::new("(self.deliverPolicy == 'ByStartSequence') == has(self.startSequence)").message("spec.startSequence is required when spec.deliverPolicy is ByStartSequence, and not allowed with any other deliverPolicy").reason(Reason::FieldValueRequired).field_path(".startSequence"),
     validation = Rule::new("self.mode != 'Broadcast' || has(self.worker)").message("spec.worker is required with mode Broadcast: every worker pod gets its own consumer, so without workers nothing would receive the events").reason(Reason::FieldValueRequired).field_path(".worker"),
     validation = Rule::new("self.mode != 'Broadcast' || !has(self.worker) || !has(self.worker.autoscaling)").message("spec.worker.autoscaling needs mode WorkerGroup: in Broadcast mode every replica receives every event, so more replicas never reduce lag; set spec.worker.replicas instead").reason(Reason::FieldValueForbidden).field_path(".worker.autoscaling"),
+    validation = Rule::new("!has(self.worker) || self.worker.ordering != 'PerKey' || !has(self.worker.autoscaling)").message("spec.worker.autoscaling cannot be combined with ordering PerKey: each partition is read by one pinned worker pod, so more pods than partitions never help; set spec.worker.replicas (at most the Topic's partitions)").reason(Reason::FieldValueForbidden).field_path(".worker.autoscaling"),
     validation = Rule::new("!has(self.worker) || self.worker.concurrency <= self.maxAckPending").message("spec.worker.concurrency must not exceed spec.maxAckPending: JetStream never hands out more unacknowledged events than maxAckPending, so the extra handlers would stay idle").reason(Reason::FieldValueInvalid).field_path(".worker.concurrency"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -243,11 +244,20 @@ pub struct WorkerSpec {
     #[serde(default)]
     pub endpoint: WorkerEndpoint,
 
-    /// Events each pod handles at the same time (1 to 1000, default 1). Keep 1 when the
-    /// handler relies on events of one key arriving in order.
+    /// Events each pod handles at the same time (1 to 1000, default 1).
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 1000))]
     pub concurrency: i32,
+
+    /// None (default): events are handled in any order. PerKey (partitioned Topics only): the
+    /// events of one partition key reach the handler one at a time, in publish order, also
+    /// across redeliveries (a failing event holds back the later events of its key, and only
+    /// those); different keys run in parallel up to `concurrency`. In WorkerGroup mode each
+    /// partition gets its own consumer, pinned by JetStream to one worker pod at a time (another
+    /// takes over when that pod goes away). Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.worker.ordering is immutable: PerKey reads through one consumer per partition; create a new Subscription instead").reason(Reason::FieldValueForbidden))]
+    pub ordering: Ordering,
 
     /// How long the dispatcher waits for your handler's HTTP response before it counts as a
     /// failure and the event is redelivered with the retry backoff (e.g. 10s). Unset: the
@@ -314,6 +324,14 @@ pub struct WorkerSpec {
 
 fn default_concurrency() -> i32 {
     1
+}
+
+/// In which order a worker receives events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Ordering {
+    #[default]
+    None,
+    PerKey,
 }
 
 /// When the kubelet pulls a container image.

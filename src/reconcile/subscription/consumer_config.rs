@@ -13,7 +13,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy as NatsDeliverPolicy, pull};
+use async_nats::jetstream::consumer::{
+    AckPolicy, DeliverPolicy as NatsDeliverPolicy, PriorityPolicy, pull,
+};
 
 use crate::{
     api::{
@@ -51,6 +53,8 @@ pub struct TopicView {
     pub subjects: Vec<String>,
     /// Event type tokens of a partitioned Topic; `None` if not partitioned.
     pub partition_type_tokens: Option<usize>,
+    /// Number of partitions of a partitioned Topic.
+    pub partitions: Option<u32>,
     /// WorkQueue retention: each event goes to one consumer only, so consumers may not overlap.
     pub work_queue: bool,
 }
@@ -70,6 +74,7 @@ impl TopicView {
                     .max(1) as usize
             }),
             work_queue: spec.retention == crate::api::topic::Retention::WorkQueue,
+            partitions: spec.partitions.and_then(|p| u32::try_from(p).ok()),
             name,
         }
     }
@@ -158,6 +163,83 @@ pub fn per_pod_consumer(subscription: &DesiredConsumer, pod: &str) -> pull::Conf
         .metadata
         .insert(metadata::POD.to_string(), pod.to_string());
     config
+}
+
+/// `ordering: PerKey` in WorkerGroup mode: one consumer per partition, each pinned by JetStream
+/// to one dispatcher at a time (a priority group with the pinned-client policy), so the events
+/// of a key are only ever in one pod's hands. Partitions no filter of the Subscription can
+/// match get no consumer.
+pub fn per_partition_consumers(
+    subscription: &DesiredConsumer,
+    topic: &TopicView,
+    namespace: &str,
+) -> Result<Vec<pull::Config>, InvalidSpec> {
+    let Some(partitions) = topic.partitions.filter(|_| topic.partition_type_tokens.is_some()) else {
+        return Err(InvalidSpec::new(
+            "spec.worker.ordering",
+            format!(
+                "PerKey needs a partitioned Topic (spec.partitions), and Topic {} has no partitions: without partition keys there is no per-key order to keep",
+                topic.name
+            ),
+        ));
+    };
+    let base = subscription.config.durable_name.clone().unwrap_or_default();
+    let prefix = format!("{namespace}.{}", topic.name);
+    let filters = &subscription.config.filter_subjects;
+    let mut consumers = Vec::new();
+    for partition in 0..partitions {
+        let pinned: Vec<String> = if filters.is_empty() {
+            vec![format!("{prefix}.{partition}.>")]
+        } else {
+            filters
+                .iter()
+                .filter_map(|f| pin_partition(f, &prefix, partition))
+                .collect()
+        };
+        if pinned.is_empty() {
+            continue;
+        }
+        let mut config = subscription.config.clone();
+        let name = naming::per_pod_consumer_name(&base, &format!("p{partition}"));
+        config.durable_name = Some(name.clone());
+        config.name = Some(name);
+        config.filter_subjects = pinned;
+        config.description = config
+            .description
+            .map(|d| format!("{d}, partition {partition}"));
+        config.priority_groups = vec![PINNED_GROUP.to_string()];
+        config.priority_policy = PriorityPolicy::PinnedClient;
+        config.priority_timeout = PINNED_TTL;
+        config
+            .metadata
+            .insert(metadata::PARTITION.to_string(), partition.to_string());
+        consumers.push(config);
+    }
+    Ok(consumers)
+}
+
+/// The priority group dispatchers pull per-partition consumers in.
+pub const PINNED_GROUP: &str = "switchyard";
+/// How long a partition stays pinned to a dispatcher that stopped pulling: the fail-over time
+/// when a worker pod dies.
+pub const PINNED_TTL: Duration = Duration::from_secs(10);
+
+/// A stored-subject filter restricted to one partition (the token after `<ns>.<topic>`), or
+/// `None` if it selects another partition only.
+fn pin_partition(filter: &str, prefix: &str, partition: u32) -> Option<String> {
+    let rest = filter.strip_prefix(prefix)?.strip_prefix('.')?;
+    let (first, tail) = match rest.split_once('.') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest, None),
+    };
+    let n = partition.to_string();
+    match (first, tail) {
+        (">", _) => Some(format!("{prefix}.{n}.>")),
+        ("*", Some(tail)) => Some(format!("{prefix}.{n}.{tail}")),
+        ("*", None) => Some(format!("{prefix}.{n}")),
+        (token, _) if token == n => Some(filter.to_string()),
+        _ => None,
+    }
 }
 
 /// Raw filters and event types as the subjects stored in the Topic's stream. Empty: everything.
@@ -398,12 +480,14 @@ mod tests {
             subjects: vec!["shop.orders.>".into()],
             partition_type_tokens: None,
             work_queue: false,
+            partitions: None,
         }
     }
 
     fn partitioned() -> TopicView {
         TopicView {
             partition_type_tokens: Some(2),
+            partitions: Some(4),
             ..plain()
         }
     }
@@ -472,6 +556,44 @@ mod tests {
                 .unwrap()
                 .ends_with("worker pod billing-worker-5d8f7c9b-x2x9z")
         );
+    }
+
+    #[test]
+    fn per_key_order_gets_one_pinned_consumer_per_partition() {
+        let all = desired_consumer(ID, &spec(""), &partitioned(), &[]).unwrap();
+        let consumers = per_partition_consumers(&all, &partitioned(), "shop").unwrap();
+        let names: Vec<_> = consumers.iter().map(|c| c.durable_name.clone().unwrap()).collect();
+        assert_eq!(names, ["sub_shop_billing_p0", "sub_shop_billing_p1", "sub_shop_billing_p2", "sub_shop_billing_p3"]);
+        assert_eq!(consumers[2].filter_subjects, ["shop.orders.2.>"]);
+        assert_eq!(consumers[2].priority_policy, PriorityPolicy::PinnedClient);
+        assert_eq!(consumers[2].priority_groups, [PINNED_GROUP]);
+        assert_eq!(consumers[2].metadata[metadata::PARTITION], "2");
+        assert_eq!(consumers[2].inactive_threshold, Duration::ZERO);
+
+        let typed = desired_consumer(ID, &spec("eventTypes: [order.placed, payment.>]\nfilterSubjects: [shop.orders.1.audit.>]"), &partitioned(), &[]).unwrap();
+        let consumers = per_partition_consumers(&typed, &partitioned(), "shop").unwrap();
+        assert_eq!(consumers.len(), 4);
+        assert_eq!(
+            consumers[0].filter_subjects,
+            ["shop.orders.0.order.placed.*", "shop.orders.0.payment.>"]
+        );
+        assert_eq!(
+            consumers[1].filter_subjects,
+            ["shop.orders.1.audit.>", "shop.orders.1.order.placed.*", "shop.orders.1.payment.>"],
+            "a filter naming one partition goes to that partition only"
+        );
+        let err = per_partition_consumers(&all, &plain(), "shop").unwrap_err();
+        assert_eq!(err.field, "spec.worker.ordering");
+    }
+
+    #[test]
+    fn filters_are_pinned_to_a_partition() {
+        let pin = |f: &str, n| pin_partition(f, "shop.orders", n);
+        assert_eq!(pin("shop.orders.>", 3).as_deref(), Some("shop.orders.3.>"));
+        assert_eq!(pin("shop.orders.*.order.*", 3).as_deref(), Some("shop.orders.3.order.*"));
+        assert_eq!(pin("shop.orders.3.order.*", 3).as_deref(), Some("shop.orders.3.order.*"));
+        assert_eq!(pin("shop.orders.2.order.*", 3), None);
+        assert_eq!(pin("shop.other.>", 3), None);
     }
 
     #[test]

@@ -365,6 +365,7 @@ mod tests {
                 subjects: vec!["shop.orders.>".into()],
                 partition_type_tokens: None,
                 work_queue: false,
+                partitions: None,
             },
         )
     }

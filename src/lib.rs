@@ -7,6 +7,7 @@
 //! - [`broker`]: the only module that speaks to NATS.
 //! - [`conditions`], [`naming`], [`subjects`]: the shared vocabulary of status, broker names and
 //!   subject patterns.
+//! - [`dispatcher`]: the worker sidecar that delivers events to the user's container.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod conditions;
 pub mod crdgen;
+pub mod dispatcher;
 pub mod metrics;
 pub mod naming;
 pub mod reconcile;

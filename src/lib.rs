@@ -8,6 +8,7 @@
 //! - [`dispatcher`]: the worker pods' sidecar, delivering events to handlers over HTTP.
 //! - [`conditions`], [`naming`], [`subjects`]: the shared vocabulary of status, broker names and
 //!   subject patterns.
+//! - [`dispatcher`]: the worker sidecar that delivers events to the user's container.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
 
 pub mod api;

@@ -93,7 +93,7 @@ impl Delivered {
         self.message.headers.as_ref()
     }
 
-    pub fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &bytes::Bytes {
         &self.message.payload
     }
 

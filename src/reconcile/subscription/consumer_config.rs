@@ -174,7 +174,10 @@ pub fn per_partition_consumers(
     topic: &TopicView,
     namespace: &str,
 ) -> Result<Vec<pull::Config>, InvalidSpec> {
-    let Some(partitions) = topic.partitions.filter(|_| topic.partition_type_tokens.is_some()) else {
+    let Some(partitions) = topic
+        .partitions
+        .filter(|_| topic.partition_type_tokens.is_some())
+    else {
         return Err(InvalidSpec::new(
             "spec.worker.ordering",
             format!(
@@ -562,15 +565,32 @@ mod tests {
     fn per_key_order_gets_one_pinned_consumer_per_partition() {
         let all = desired_consumer(ID, &spec(""), &partitioned(), &[]).unwrap();
         let consumers = per_partition_consumers(&all, &partitioned(), "shop").unwrap();
-        let names: Vec<_> = consumers.iter().map(|c| c.durable_name.clone().unwrap()).collect();
-        assert_eq!(names, ["sub_shop_billing_p0", "sub_shop_billing_p1", "sub_shop_billing_p2", "sub_shop_billing_p3"]);
+        let names: Vec<_> = consumers
+            .iter()
+            .map(|c| c.durable_name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "sub_shop_billing_p0",
+                "sub_shop_billing_p1",
+                "sub_shop_billing_p2",
+                "sub_shop_billing_p3"
+            ]
+        );
         assert_eq!(consumers[2].filter_subjects, ["shop.orders.2.>"]);
         assert_eq!(consumers[2].priority_policy, PriorityPolicy::PinnedClient);
         assert_eq!(consumers[2].priority_groups, [PINNED_GROUP]);
         assert_eq!(consumers[2].metadata[metadata::PARTITION], "2");
         assert_eq!(consumers[2].inactive_threshold, Duration::ZERO);
 
-        let typed = desired_consumer(ID, &spec("eventTypes: [order.placed, payment.>]\nfilterSubjects: [shop.orders.1.audit.>]"), &partitioned(), &[]).unwrap();
+        let typed = desired_consumer(
+            ID,
+            &spec("eventTypes: [order.placed, payment.>]\nfilterSubjects: [shop.orders.1.audit.>]"),
+            &partitioned(),
+            &[],
+        )
+        .unwrap();
         let consumers = per_partition_consumers(&typed, &partitioned(), "shop").unwrap();
         assert_eq!(consumers.len(), 4);
         assert_eq!(
@@ -579,7 +599,11 @@ mod tests {
         );
         assert_eq!(
             consumers[1].filter_subjects,
-            ["shop.orders.1.audit.>", "shop.orders.1.order.placed.*", "shop.orders.1.payment.>"],
+            [
+                "shop.orders.1.audit.>",
+                "shop.orders.1.order.placed.*",
+                "shop.orders.1.payment.>"
+            ],
             "a filter naming one partition goes to that partition only"
         );
         let err = per_partition_consumers(&all, &plain(), "shop").unwrap_err();
@@ -590,8 +614,14 @@ mod tests {
     fn filters_are_pinned_to_a_partition() {
         let pin = |f: &str, n| pin_partition(f, "shop.orders", n);
         assert_eq!(pin("shop.orders.>", 3).as_deref(), Some("shop.orders.3.>"));
-        assert_eq!(pin("shop.orders.*.order.*", 3).as_deref(), Some("shop.orders.3.order.*"));
-        assert_eq!(pin("shop.orders.3.order.*", 3).as_deref(), Some("shop.orders.3.order.*"));
+        assert_eq!(
+            pin("shop.orders.*.order.*", 3).as_deref(),
+            Some("shop.orders.3.order.*")
+        );
+        assert_eq!(
+            pin("shop.orders.3.order.*", 3).as_deref(),
+            Some("shop.orders.3.order.*")
+        );
         assert_eq!(pin("shop.orders.2.order.*", 3), None);
         assert_eq!(pin("shop.other.>", 3), None);
     }

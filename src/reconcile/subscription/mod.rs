@@ -42,7 +42,7 @@ use self::{
     caches::Caches,
     consumer_config::{
         DesiredConsumer, RetryDefaults, SubscriptionIdentity, TopicView, desired_consumer,
-        metadata, per_pod_consumer,
+        metadata, per_partition_consumers, per_pod_consumer,
     },
     lag_loop::Autoscaler,
     status::ConsumerLayout,
@@ -50,7 +50,7 @@ use self::{
 use crate::{
     api::{
         DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus,
-        subscription::SubscriptionMode,
+        subscription::{Ordering, SubscriptionMode},
     },
     broker::{BrokerError, codes},
     condition_reasons,
@@ -115,8 +115,18 @@ pub struct DesiredConsumers {
     /// The Subscription's consumer: the one created in WorkerGroup mode, the template of the
     /// per-pod consumers in Broadcast mode.
     pub subscription: DesiredConsumer,
-    /// Broadcast: one consumer per worker pod (the Subscription's own is not created).
-    pub per_pod: Option<Vec<pull::Config>>,
+    /// Broadcast: one consumer per worker pod; WorkerGroup with `ordering: PerKey`: one per
+    /// partition. The Subscription's own is not created then.
+    pub several: Option<Vec<pull::Config>>,
+    pub layout: Layout,
+}
+
+/// How a Subscription's events are spread over consumers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Shared,
+    PerPod,
+    PerPartition,
 }
 
 impl DesiredConsumers {
@@ -134,9 +144,9 @@ impl DesiredConsumers {
 
     /// The consumers to create or keep, in order.
     fn configs(&self) -> Vec<&pull::Config> {
-        match &self.per_pod {
+        match &self.several {
             None => vec![&self.subscription.config],
-            Some(per_pod) => per_pod.iter().collect(),
+            Some(several) => several.iter().collect(),
         }
     }
 }
@@ -161,6 +171,20 @@ pub struct SubscriptionReconciler {
     caches: Caches,
     autoscaler: Autoscaler,
     workers: workers_sync::AppliedDeployments,
+}
+
+/// The consumer layout the spec asks for.
+pub fn layout(sub: &Subscription) -> Layout {
+    let per_key = sub
+        .spec
+        .worker
+        .as_ref()
+        .is_some_and(|w| w.ordering == Ordering::PerKey);
+    match (sub.spec.mode, per_key) {
+        (SubscriptionMode::Broadcast, _) => Layout::PerPod,
+        (SubscriptionMode::WorkerGroup, true) => Layout::PerPartition,
+        (SubscriptionMode::WorkerGroup, false) => Layout::Shared,
+    }
 }
 
 fn identity(sub: &Subscription) -> (String, String) {
@@ -308,15 +332,24 @@ impl Reconciler for SubscriptionReconciler {
             .collect();
         let subscription =
             desired_consumer(id, &sub.spec, &refs.topic, &inherited).map_err(|e| e.to_string())?;
-        let per_pod = (sub.spec.mode == SubscriptionMode::Broadcast).then(|| {
-            refs.pods
-                .iter()
-                .map(|pod| per_pod_consumer(&subscription, pod))
-                .collect()
-        });
+        let layout = layout(sub);
+        let several = match layout {
+            Layout::Shared => None,
+            Layout::PerPod => Some(
+                refs.pods
+                    .iter()
+                    .map(|pod| per_pod_consumer(&subscription, pod))
+                    .collect(),
+            ),
+            Layout::PerPartition => Some(
+                per_partition_consumers(&subscription, &refs.topic, &namespace)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
         Ok(DesiredConsumers {
             subscription,
-            per_pod,
+            several,
+            layout,
         })
     }
 
@@ -326,14 +359,14 @@ impl Reconciler for SubscriptionReconciler {
         desired: &DesiredConsumers,
     ) -> Result<FoundConsumers, BrokerError> {
         let stream = desired.stream();
-        let Some(per_pod) = &desired.per_pod else {
+        let Some(several) = &desired.several else {
             let found = ctx.broker.consumer_info(stream, desired.name()).await?;
             return Ok(FoundConsumers {
                 each: vec![found],
                 orphans: Vec::new(),
             });
         };
-        // Broadcast: one listing finds both the pods' consumers and those of pods now gone.
+        // One listing finds both the consumers wanted and those of pods (or partitions) gone.
         let prefix = naming::per_pod_consumer_prefix(desired.name());
         let existing: HashSet<String> = ctx
             .broker
@@ -342,8 +375,8 @@ impl Reconciler for SubscriptionReconciler {
             .into_iter()
             .filter(|n| n.starts_with(&prefix))
             .collect();
-        let mut each = Vec::with_capacity(per_pod.len());
-        for config in per_pod {
+        let mut each = Vec::with_capacity(several.len());
+        for config in several {
             let name = config.durable_name.as_deref().unwrap_or_default();
             each.push(if existing.contains(name) {
                 ctx.broker.consumer_info(stream, name).await?
@@ -351,7 +384,7 @@ impl Reconciler for SubscriptionReconciler {
                 None
             });
         }
-        let wanted: HashSet<&str> = per_pod
+        let wanted: HashSet<&str> = several
             .iter()
             .filter_map(|c| c.durable_name.as_deref())
             .collect();
@@ -375,12 +408,12 @@ impl Reconciler for SubscriptionReconciler {
         inputs: PlanInputs,
     ) -> ConsumersPlan {
         // A per-pod consumer missing is a new pod's, not one deleted by hand.
-        let inputs = match desired.per_pod {
-            None => inputs,
-            Some(_) => PlanInputs {
+        let inputs = match desired.layout {
+            Layout::PerPod => PlanInputs {
                 synced_before: false,
                 ..inputs
             },
+            Layout::Shared | Layout::PerPartition => inputs,
         };
         let each = desired
             .configs()
@@ -440,17 +473,20 @@ impl Reconciler for SubscriptionReconciler {
                 Err(e) => return self.broker_failure(ctx, desired, e).await,
             }
         }
-        let message = match &desired.per_pod {
-            None => format!(
+        let count = desired.configs().len();
+        let message = match desired.layout {
+            Layout::Shared => format!(
                 "consumer {} on stream {stream} matches the spec",
                 desired.name()
             ),
-            Some(per_pod) if per_pod.is_empty() => format!(
+            Layout::PerPod if count == 0 => format!(
                 "no worker pods yet; each gets its own consumer on stream {stream} when it appears"
             ),
-            Some(per_pod) => format!(
-                "{} per-pod consumers on stream {stream} match the spec, one for each worker pod",
-                per_pod.len()
+            Layout::PerPod => format!(
+                "{count} per-pod consumers on stream {stream} match the spec, one for each worker pod"
+            ),
+            Layout::PerPartition => format!(
+                "{count} per-partition consumers on stream {stream} match the spec, each pinned to one worker pod at a time"
             ),
         };
         let outcome = verdicts(Verdict::ready(SubscriptionReason::ConsumerInSync, message))
@@ -505,9 +541,10 @@ impl Reconciler for SubscriptionReconciler {
         let (namespace, name) = identity(sub);
         let consumer = naming::subscription_consumer_name(&namespace, &name);
         let prefix = naming::per_pod_consumer_prefix(&consumer);
-        let layout = match sub.spec.mode {
-            SubscriptionMode::WorkerGroup => ConsumerLayout::Shared(&consumer),
-            SubscriptionMode::Broadcast => ConsumerLayout::PerPod { prefix: &prefix },
+        let layout = match layout(sub) {
+            Layout::Shared => ConsumerLayout::Shared(&consumer),
+            Layout::PerPod => ConsumerLayout::PerPod { prefix: &prefix },
+            Layout::PerPartition => ConsumerLayout::PerPartition { prefix: &prefix },
         };
         status::project(status, layout, figures.and_then(|f| f.consumers.as_deref()));
         if sub.spec.worker.is_none() {

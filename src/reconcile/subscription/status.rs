@@ -46,6 +46,8 @@ pub enum ConsumerLayout<'a> {
     Shared(&'a str),
     /// Broadcast: one consumer per worker pod, named `<prefix><pod>`.
     PerPod { prefix: &'a str },
+    /// Per-key order: one consumer per partition, named `<prefix>p<partition>`.
+    PerPartition { prefix: &'a str },
 }
 
 /// Writes the consumer name and, when the broker answered, its figures; without an answer the
@@ -62,14 +64,29 @@ pub fn project(
             status.consumer_name = Some(name.to_string());
             status.consumers = None;
         }
-        ConsumerLayout::PerPod { prefix } => {
-            status.consumer_name = Some(format!("{prefix}<pod>"));
+        ConsumerLayout::PerPod { prefix } | ConsumerLayout::PerPartition { prefix } => {
+            let part = match layout {
+                ConsumerLayout::PerPod { .. } => "<pod>",
+                _ => "p<partition>",
+            };
+            status.consumer_name = Some(format!("{prefix}{part}"));
             if let Some(infos) = infos {
                 status.consumers = Some(i32::try_from(infos.len()).unwrap_or(i32::MAX));
             }
         }
     }
     let Some(infos) = infos else { return };
+    if let ConsumerLayout::PerPartition { .. } = layout {
+        // The partitions' consumers share the work: their figures add up.
+        let sum = |f: fn(&ConsumerInfo) -> i64| infos.iter().map(f).fold(0i64, i64::saturating_add);
+        let pending = sum(|i| count(i.num_pending));
+        let ack_pending = sum(|i| count(i.num_ack_pending as u64));
+        status.pending = Some(pending);
+        status.ack_pending = Some(ack_pending);
+        status.redelivered = Some(sum(|i| count(i.num_redelivered as u64)));
+        status.lag = Some(pending.saturating_add(ack_pending));
+        return;
+    }
     let slowest = infos.iter().max_by_key(|info| lag(info));
     let (pending, ack_pending, redelivered) = slowest.map_or((0, 0, 0), |info| {
         (
@@ -169,6 +186,27 @@ mod tests {
             Some(&[]),
         );
         assert_eq!((status.consumers, status.lag), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn per_partition_consumers_add_up() {
+        let mut status = SubscriptionStatus::default();
+        project(
+            &mut status,
+            ConsumerLayout::PerPartition {
+                prefix: "sub_shop_billing_",
+            },
+            Some(&[info(1, 2, 0), info(10, 0, 3)]),
+        );
+        assert_eq!(
+            status.consumer_name.as_deref(),
+            Some("sub_shop_billing_p<partition>")
+        );
+        assert_eq!(status.consumers, Some(2));
+        assert_eq!(
+            (status.pending, status.lag, status.redelivered),
+            (Some(11), Some(13), Some(3))
+        );
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct DispatchTarget {
     pub partition_type_tokens: Option<usize>,
     /// CloudEvents `source` of events that carry none.
     pub source: String,
+    /// `ordering: PerKey`: deliver one event of a key at a time.
+    pub per_key: bool,
+    /// `ordering: PerKey` in WorkerGroup mode: the per-partition consumers to read (instead of
+    /// `consumer`).
+    pub partition_consumers: Vec<String>,
 }
 
 impl DispatchTarget {
@@ -87,6 +92,8 @@ impl DispatchTarget {
             subject_prefix: format!("{namespace}.{}", topic.name),
             partition_type_tokens: topic.partition_type_tokens,
             source: format!("/namespaces/{namespace}/topics/{}", topic.name),
+            per_key: false,
+            partition_consumers: Vec::new(),
         }
     }
 }
@@ -239,8 +246,14 @@ fn dispatcher_container(
         "dispatch".to_string(),
         "--stream".into(),
         target.stream.clone(),
-        "--consumer".into(),
-        consumer,
+    ];
+    if target.partition_consumers.is_empty() {
+        args.extend(["--consumer".into(), consumer]);
+    }
+    for partition in &target.partition_consumers {
+        args.extend(["--consumer".into(), partition.clone()]);
+    }
+    args.extend([
         "--endpoint".into(),
         endpoint,
         "--concurrency".into(),
@@ -249,7 +262,10 @@ fn dispatcher_container(
         target.subject_prefix.clone(),
         "--source".into(),
         target.source.clone(),
-    ];
+    ]);
+    if target.per_key {
+        args.extend(["--ordering".into(), "per-key".into()]);
+    }
     if let Some(tokens) = target.partition_type_tokens {
         args.extend(["--partition-type-tokens".into(), tokens.to_string()]);
     }
@@ -423,6 +439,30 @@ mod tests {
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert!(dispatcher.readiness_probe.is_some() && dispatcher.liveness_probe.is_some());
+    }
+
+    #[test]
+    fn per_key_dispatchers_read_every_partition_consumer_in_key_order() {
+        let sub = subscription("  worker: {image: acme/ledger:1, ordering: PerKey, replicas: 2}\n");
+        let target = DispatchTarget {
+            per_key: true,
+            partition_consumers: vec!["sub_shop_billing_p0".into(), "sub_shop_billing_p1".into()],
+            partition_type_tokens: Some(2),
+            ..target()
+        };
+        let d = desired_deployment(&sub, &target, 2, &settings()).unwrap();
+        let [_, dispatcher] = containers(&d).try_into().unwrap();
+        let args = dispatcher.args.unwrap().join(" ");
+        assert!(
+            args.contains(
+                "--consumer sub_shop_billing_p0 --consumer sub_shop_billing_p1 --endpoint"
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("--ordering per-key --partition-type-tokens 2"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -15,11 +15,11 @@ use std::{
 use k8s_openapi::api::apps::v1::Deployment;
 
 use super::{
-    SubscriptionFigures, SubscriptionReason, SubscriptionReconciler, autoscale::Policy,
+    Layout, SubscriptionFigures, SubscriptionReason, SubscriptionReconciler, autoscale::Policy,
     consumer_config::TopicView, identity, lag_loop::Scale, status, workers,
 };
 use crate::{
-    api::Subscription,
+    api::{Subscription, subscription::Ordering},
     conditions::{ConditionType, Verdict},
     runtime::{Context, Error, driver::Outcome, driver::Reconciler, kube_events::KubeEvent},
 };
@@ -75,7 +75,21 @@ pub async fn sync(
     else {
         return Ok(outcome);
     };
-    let target = workers::DispatchTarget::of(&namespace, &name, &TopicView::of(&topic, &namespace));
+    let mut target =
+        workers::DispatchTarget::of(&namespace, &name, &TopicView::of(&topic, &namespace));
+    target.per_key = sub
+        .spec
+        .worker
+        .as_ref()
+        .is_some_and(|w| w.ordering == Ordering::PerKey);
+    if super::layout(sub) == Layout::PerPartition {
+        // The consumers this reconcile brought in sync (partitions no filter matches have none).
+        let Some(consumers) = outcome.figures.as_ref().and_then(|f| f.consumers.as_ref()) else {
+            return Ok(outcome);
+        };
+        target.partition_consumers = consumers.iter().map(|c| c.name.clone()).collect();
+        target.partition_consumers.sort();
+    }
     let dispatcher = workers::DispatcherSettings {
         image: ctx.config.dispatcher_image.clone(),
         nats_url: ctx.config.broker.url.clone(),

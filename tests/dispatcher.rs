@@ -26,6 +26,8 @@ struct Call {
     headers: HeaderMap,
     body: Vec<u8>,
     at: Instant,
+    /// The status the handler answered with.
+    status: u16,
 }
 
 /// How the handler answers the n-th call (0-based) for an event id: (status, Retry-After,
@@ -97,6 +99,7 @@ async fn receive(
         headers,
         body: body.to_vec(),
         at: Instant::now(),
+        status: 0,
     };
     let attempt = {
         let mut calls = served.calls.lock().unwrap();
@@ -106,6 +109,18 @@ async fn receive(
     };
     let (status, retry_after, takes) = (served.script)(&call, attempt);
     tokio::time::sleep(takes).await;
+    // Recorded once answered: for events of one key, the log is then in handling order.
+    {
+        let mut calls = served.calls.lock().unwrap();
+        if let Some(recorded) = calls
+            .iter_mut()
+            .rev()
+            .find(|c| c.id == call.id && c.at == call.at)
+        {
+            recorded.status = status;
+            recorded.at = Instant::now();
+        }
+    }
     let mut response = axum::http::StatusCode::from_u16(status)
         .unwrap()
         .into_response();
@@ -584,35 +599,68 @@ async fn the_dispatcher_rides_out_a_nats_restart() {
     running.stop().await;
 }
 
+/// A dispatcher process, killed when the test ends, also when it fails.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn id(&self) -> String {
+        self.0.id().to_string()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.id()])
+            .status();
+        self.0.wait().expect("exit status")
+    }
+}
+
 /// The `switchyard` binary as a separate process, for signals.
 fn spawn_binary(
     fixture: &Fixture,
     consumer: &str,
     handler: &TestHandler,
     concurrency: usize,
-) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "dispatch",
-            "--stream",
-            &fixture.stream,
-            "--consumer",
-            consumer,
-            "--endpoint",
-            &handler.endpoint(),
-            "--concurrency",
-            &concurrency.to_string(),
-            "--subject-prefix",
-            &fixture.prefix,
-            "--http-addr",
-            "off",
-            "--nats-url",
-            &nats_url(),
-        ])
-        .stdout(std::process::Stdio::null())
+) -> Process {
+    spawn_dispatcher(vec![
+        "--stream".into(),
+        fixture.stream.clone(),
+        "--consumer".into(),
+        consumer.into(),
+        "--endpoint".into(),
+        handler.endpoint(),
+        "--concurrency".into(),
+        concurrency.to_string(),
+        "--subject-prefix".into(),
+        fixture.prefix.clone(),
+    ])
+}
+
+/// `switchyard dispatch` with these arguments (and no HTTP server) against the test NATS.
+fn spawn_dispatcher(args: Vec<String>) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("dispatch")
+        .args(args)
+        .args(["--http-addr", "off", "--nats-url", &nats_url()])
+        .stdout(
+            if std::env::var_os("SWITCHYARD_TEST_DISPATCHER_LOGS").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            },
+        )
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("switchyard binary")
+        .expect("switchyard binary");
+    Process(child)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -627,17 +675,16 @@ async fn sigterm_finishes_in_flight_events_and_kill_loses_nothing() {
     // SIGTERM mid-burst: the process stops by itself, quickly, with code 0.
     let mut first = spawn_binary(&fixture, "group", &handler, 16);
     wait_for_calls(&handler, "the burst under way", |calls| calls.len() >= 500).await;
-    let pid = first.id().to_string();
     assert!(
         std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &first.id()])
             .status()
             .unwrap()
             .success()
     );
     let stopped = Instant::now();
     let status = loop {
-        if let Some(status) = first.try_wait().unwrap() {
+        if let Some(status) = first.0.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -651,7 +698,7 @@ async fn sigterm_finishes_in_flight_events_and_kill_loses_nothing() {
     assert!(after_term < 5_000, "the burst was cut short ({after_term})");
 
     // kill -9 mid-burst: what it held comes back after the ackWait.
-    let mut second = spawn_binary(&fixture, "group", &handler, 16);
+    let second = spawn_binary(&fixture, "group", &handler, 16);
     wait_for_calls(&handler, "the burst going on", |calls| {
         calls
             .iter()
@@ -661,8 +708,7 @@ async fn sigterm_finishes_in_flight_events_and_kill_loses_nothing() {
             >= after_term + 500
     })
     .await;
-    second.kill().unwrap();
-    let _ = second.wait();
+    drop(second); // SIGKILL
 
     let mut third = spawn_binary(&fixture, "group", &handler, 16);
     wait_until("every event handled and acknowledged", || async {
@@ -673,10 +719,7 @@ async fn sigterm_finishes_in_flight_events_and_kill_loses_nothing() {
             .then_some(())
     })
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &third.id().to_string()])
-        .status();
-    let _ = third.wait();
+    assert!(third.terminate().success());
     let mut handled: HashMap<String, usize> = HashMap::new();
     for call in handler.calls() {
         *handled.entry(call.id).or_default() += 1;
@@ -686,4 +729,168 @@ async fn sigterm_finishes_in_flight_events_and_kill_loses_nothing() {
     // Only what the killed process held may come twice: at most its in-flight window plus
     // what its last fetch had asked for.
     assert!(repeated <= 32, "{repeated} events handled twice");
+}
+
+/// Publishes `per_key` events for each of `keys` keys on a partitioned Topic, interleaved, each
+/// carrying its key and its index in the payload (`<key>:<index>`).
+async fn publish_keyed(jetstream: &jetstream::Context, prefix: &str, keys: usize, per_key: usize) {
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for index in 0..per_key {
+        for key in 0..keys {
+            let ack = jetstream
+                .publish(
+                    format!("{prefix}.order.placed.k{key}"),
+                    format!("k{key}:{index}").into(),
+                )
+                .await
+                .expect("publish");
+            acks.push(ack.into_future());
+            if acks.len() >= 256 {
+                acks.next().await.unwrap().expect("stored");
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.expect("stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "unfinished: with a 200 ms backoff (so a 200 ms ackWait) the keep-alives of lined-up events and the per-key retries keep throughput far too low to finish; see the dispatcher notes"]
+async fn per_key_order_holds_across_failures_parallel_keys_and_a_killed_replica() {
+    use switchyard::{
+        api::{SubscriptionSpec, TopicSpec},
+        reconcile::{
+            subscription::consumer_config::{
+                SubscriptionIdentity, TopicView, desired_consumer, per_partition_consumers,
+            },
+            topic::stream_config::{TopicIdentity, desired_stream},
+        },
+    };
+    let namespace = format!("perkey{:x}", rand::random::<u32>());
+    let topic_spec: TopicSpec = serde_yaml::from_str("partitions: 4").unwrap();
+    let topic = TopicIdentity {
+        namespace: &namespace,
+        name: "ledger",
+        generation: 1,
+    };
+    let stream = desired_stream(topic, &topic_spec).unwrap();
+    let _guard = StreamGuard(stream.name.clone());
+    let jetstream = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let created = jetstream
+        .create_stream(stream.clone())
+        .await
+        .expect("stream");
+    let view = TopicView {
+        name: "ledger".into(),
+        subjects: stream.subjects.clone(),
+        partition_type_tokens: Some(2),
+        work_queue: false,
+        partitions: Some(4),
+    };
+    let sub_spec: SubscriptionSpec = serde_yaml::from_str(
+        "topicRef: {name: ledger}\nackWait: 3s\nretry: {maxDeliveries: 20, backoff: {delays: [200ms]}}",
+    )
+    .unwrap();
+    let id = SubscriptionIdentity {
+        namespace: &namespace,
+        name: "books",
+        generation: 1,
+    };
+    let subscription = desired_consumer(id, &sub_spec, &view, &[]).unwrap();
+    let partitions = per_partition_consumers(&subscription, &view, &namespace).unwrap();
+    let mut names = Vec::new();
+    for config in partitions {
+        names.push(config.durable_name.clone().unwrap());
+        created
+            .create_consumer(config)
+            .await
+            .expect("partition consumer");
+    }
+
+    // Random handling times; 5% of first deliveries fail.
+    let in_handler = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most_at_once = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (now, most) = (in_handler.clone(), most_at_once.clone());
+    let handler = TestHandler::start(Arc::new(move |_, attempt| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let running = now.fetch_add(1, SeqCst) + 1;
+        most.fetch_max(running, SeqCst);
+        now.fetch_sub(1, SeqCst);
+        let takes = Duration::from_micros(rand::random::<u64>() % 3_000);
+        if attempt == 0 && rand::random::<u8>().is_multiple_of(20) {
+            (503, None, takes)
+        } else {
+            (200, None, takes)
+        }
+    }))
+    .await;
+    let spawn = || {
+        let mut args = vec![
+            "--stream".to_string(),
+            stream.name.clone(),
+            "--endpoint".into(),
+            handler.endpoint(),
+            "--concurrency".into(),
+            "16".into(),
+            "--ordering".into(),
+            "per-key".into(),
+            "--subject-prefix".into(),
+            format!("{namespace}.ledger"),
+            "--partition-type-tokens".into(),
+            "2".into(),
+        ];
+        for name in &names {
+            args.extend(["--consumer".into(), name.clone()]);
+        }
+        spawn_dispatcher(args)
+    };
+    let first = spawn();
+    let mut second = spawn();
+    publish_keyed(&jetstream, &format!("{namespace}.ledger"), 20, 500).await;
+
+    // Kill one replica mid-run; the other takes over its partitions.
+    wait_for_calls(&handler, "a third of the events handled", |calls| {
+        calls.len() >= 3_300
+    })
+    .await;
+    drop(first); // SIGKILL
+    wait_until("every event handled", || async {
+        let ids: HashSet<String> = handler.distinct_ids();
+        (ids.len() == 10_000).then_some(())
+    })
+    .await;
+    assert!(second.terminate().success());
+
+    // Each key's successful handlings are in publish order. (A retried failure counts where it
+    // finally succeeded; an event handled twice after the kill counts at its first success.)
+    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut succeeded: Vec<Call> = handler
+        .calls()
+        .into_iter()
+        .filter(|c| c.status == 200)
+        .collect();
+    succeeded.sort_by_key(|c| c.at);
+    for call in succeeded {
+        let body = String::from_utf8_lossy(&call.body).to_string();
+        let (key, index) = body.split_once(':').unwrap();
+        let index: usize = index.parse().unwrap();
+        if !seen.insert(body.clone()) {
+            continue;
+        }
+        let expected = next.entry(key.to_string()).or_default();
+        assert_eq!(
+            index, *expected,
+            "key {key}: got event {index}, expected {expected}"
+        );
+        *expected += 1;
+    }
+    assert_eq!(next.len(), 20);
+    assert!(next.values().all(|n| *n == 500), "{next:?}");
+    let parallel = most_at_once.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        parallel > 1,
+        "keys ran one after another ({parallel} at most at once)"
+    );
 }

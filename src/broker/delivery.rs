@@ -7,7 +7,7 @@ use async_nats::{
     HeaderMap,
     jetstream::{
         self, AckKind,
-        consumer::{PullConsumer, pull},
+        consumer::{PriorityPolicy, PullConsumer, pull},
     },
 };
 use futures::{Stream, StreamExt};
@@ -18,6 +18,15 @@ use super::{Broker, BrokerError};
 pub struct BoundConsumer {
     consumer: PullConsumer,
     pub config: pull::Config,
+}
+
+impl BoundConsumer {
+    /// The priority group of a consumer JetStream pins to one client at a time, if it is one.
+    pub fn pinned_group(&self) -> Option<&str> {
+        (self.config.priority_policy == PriorityPolicy::PinnedClient)
+            .then(|| self.config.priority_groups.first().map(String::as_str))
+            .flatten()
+    }
 }
 
 /// One event handed out by JetStream, to be acknowledged one way or another.
@@ -55,6 +64,8 @@ impl Broker {
             backoff: info.config.backoff.clone(),
             max_deliver: info.config.max_deliver,
             max_ack_pending: info.config.max_ack_pending,
+            priority_policy: info.config.priority_policy,
+            priority_groups: info.config.priority_groups.clone(),
             ..Default::default()
         };
         Ok(Some(BoundConsumer { consumer, config }))
@@ -83,6 +94,35 @@ impl BoundConsumer {
         }))
     }
 }
+
+impl BoundConsumer {
+    /// A continuous pull in the consumer's priority group: JetStream hands this client the
+    /// events while it holds the pin (one-off fetches cannot carry the pin), keeping up to
+    /// `batch` on their way.
+    pub async fn pinned(
+        &self,
+        group: &str,
+        batch: usize,
+    ) -> Result<impl Stream<Item = Result<Delivered, BrokerError>> + use<>, BrokerError> {
+        let messages = self
+            .consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(PINNED_PULL_EXPIRES)
+            .group(group)
+            .messages()
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(messages.map(|item| {
+            item.map(|message| Delivered { message })
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))
+        }))
+    }
+}
+
+/// Pull requests of a pinned client expire well within the pin's time to live, so a live
+/// client keeps its pin.
+const PINNED_PULL_EXPIRES: Duration = Duration::from_secs(3);
 
 impl Delivered {
     pub fn subject(&self) -> &str {

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
 use tracing::{debug, warn};
 
 use super::{
@@ -34,16 +34,21 @@ pub struct KeyLines {
     pub order: KeyOrder,
     pub subject_prefix: String,
     pub type_tokens: usize,
+    /// Places in line: bounds the events lined up (and kept alive) ahead of their turn.
+    pub lookahead: Arc<Semaphore>,
 }
 
 /// An event's place in its key's line.
 pub struct Place {
     key: String,
     sequence: u64,
+    delivery: i64,
+    /// Held from lining up until settled (the first copy of an event holds it).
+    lookahead: Option<OwnedSemaphorePermit>,
 }
 
 impl Deliverer {
-    pub async fn deliver(self: Arc<Self>, event: Delivered) {
+    async fn deliver(self: Arc<Self>, event: Delivered) {
         let _running = self.in_flight.clone().read_owned().await;
         self.deliver_now(&event).await;
     }
@@ -57,19 +62,60 @@ impl Deliverer {
         verdict
     }
 
+    /// Starts the delivery of an event just received (called in stream order). In key order
+    /// the delivery takes room only once it is its key's turn, so events waiting behind a
+    /// failed one never keep its redelivery from being fetched; otherwise it waits for room
+    /// here (a fetch reserved it, so it is free at once).
+    pub async fn dispatch(self: Arc<Self>, event: Delivered, room: &Arc<Semaphore>) {
+        match self.line_up(&event).await {
+            Some(place) => {
+                let room = room.clone();
+                tokio::spawn(async move { self.deliver_in_turn(event, place, room).await });
+            }
+            None => {
+                let Ok(permit) = room.clone().acquire_owned().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    self.deliver(event).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
     /// With per-key order: puts the event in its key's line (called in stream order).
-    pub fn line_up(&self, event: &Delivered) -> Option<Place> {
+    async fn line_up(&self, event: &Delivered) -> Option<Place> {
         let lines = self.key_order.as_ref()?;
-        let sequence = event.info().ok()?.stream_sequence;
+        let info = event.info().ok()?;
         let key = key_of(event.subject(), &lines.subject_prefix, lines.type_tokens);
-        lines.order.enqueue(&key, sequence);
-        Some(Place { key, sequence })
+        // Bounded lookahead: a new event waits for a place before it is lined up (holding up
+        // the pull), so lines stay short. A redelivery of an event in line needs no place;
+        // it is what the line waits for.
+        let in_line = lines
+            .order
+            .redelivered(&key, info.stream_sequence, info.delivered);
+        let lookahead = if in_line {
+            None
+        } else {
+            let place = lines.lookahead.clone().acquire_owned().await.ok()?;
+            lines
+                .order
+                .enqueue(&key, info.stream_sequence, info.delivered);
+            Some(place)
+        };
+        Some(Place {
+            key,
+            sequence: info.stream_sequence,
+            delivery: info.delivered,
+            lookahead,
+        })
     }
 
     /// Waits for the event's turn in its key's line (keeping it alive meanwhile), then for
     /// room, then delivers it. It leaves the line once settled; an event JetStream will
     /// redeliver keeps its place, so the later events of its key keep waiting for it.
-    pub async fn deliver_in_turn(
+    async fn deliver_in_turn(
         self: Arc<Self>,
         event: Delivered,
         place: Place,
@@ -82,6 +128,12 @@ impl Deliverer {
         let waited = async {
             self.keep_alive_while(&event, lines.order.turn(&place.key, place.sequence))
                 .await;
+            if !lines
+                .order
+                .current(&place.key, place.sequence, place.delivery)
+            {
+                return None; // A redelivery of this event arrived meanwhile; it goes instead.
+            }
             room.acquire_owned().await.ok()
         };
         let permit = tokio::select! {
@@ -89,8 +141,10 @@ impl Deliverer {
             () = self.shutdown.triggered() => None,
         };
         let Some(permit) = permit else {
-            // Shutting down before its turn: another replica (or the next start) gets it now.
-            let _ = event.nak(Duration::ZERO).await;
+            if self.shutdown.is_triggered() {
+                // Shutting down before its turn: another replica (or the next start) gets it now.
+                let _ = event.nak(Duration::ZERO).await;
+            }
             return;
         };
         let settled = match self.deliver_now(&event).await {
@@ -104,6 +158,7 @@ impl Deliverer {
         drop(permit);
         if settled {
             lines.order.done(&place.key, place.sequence);
+            drop(place.lookahead);
         }
     }
 

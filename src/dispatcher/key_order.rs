@@ -16,48 +16,88 @@ use std::{
 
 use tokio::sync::Notify;
 
-#[derive(Default)]
-struct Line {
-    /// Stream sequences in stream order; the first one's delivery may run.
-    waiting: VecDeque<u64>,
+/// One event in line, with the signal that its turn has come (a stored permit, so a signal
+/// sent before the event waits is not lost). Only the new head is woken when the line moves:
+/// waking every waiter would cost the square of a long line.
+struct Waiting {
+    sequence: u64,
     turn: Arc<Notify>,
+    /// The latest delivery of the event seen: an older copy still waiting gives way to it.
+    delivery: i64,
 }
 
 /// The lines of every key with events in flight.
 #[derive(Default)]
 pub struct KeyOrder {
-    lines: Mutex<HashMap<String, Line>>,
+    lines: Mutex<HashMap<String, VecDeque<Waiting>>>,
 }
 
 impl KeyOrder {
-    /// Puts an event in line for its key; a redelivery of an event still in line keeps its
-    /// place. Must be called in stream order.
-    pub fn enqueue(&self, key: &str, sequence: u64) {
+    /// Puts an event in line for its key; `true` if it is new there. A redelivery of an event
+    /// still in line keeps its place and becomes the copy to handle. Must be called in stream
+    /// order.
+    pub fn enqueue(&self, key: &str, sequence: u64, delivery: i64) -> bool {
         let mut lines = self.lines.lock().expect("key lines");
         let line = lines.entry(key.to_string()).or_default();
-        if !line.waiting.contains(&sequence) {
-            line.waiting.push_back(sequence);
+        match line.iter_mut().find(|w| w.sequence == sequence) {
+            Some(waiting) => {
+                waiting.delivery = waiting.delivery.max(delivery);
+                false
+            }
+            None => {
+                line.push_back(Waiting {
+                    sequence,
+                    turn: Arc::new(Notify::new()),
+                    delivery,
+                });
+                true
+            }
         }
     }
 
-    /// Resolves once `sequence` is first in its key's line.
+    /// For a redelivery of an event still in line: makes it the copy to handle and says
+    /// `true`; `false` if the event is not in line.
+    pub fn redelivered(&self, key: &str, sequence: u64, delivery: i64) -> bool {
+        let mut lines = self.lines.lock().expect("key lines");
+        let Some(waiting) = lines
+            .get_mut(key)
+            .and_then(|line| line.iter_mut().find(|w| w.sequence == sequence))
+        else {
+            return false;
+        };
+        waiting.delivery = waiting.delivery.max(delivery);
+        true
+    }
+
+    /// Whether `delivery` is the copy of the event to handle (no later redelivery arrived).
+    /// A copy that is not steps back and passes its turn on to the current one.
+    pub fn current(&self, key: &str, sequence: u64, delivery: i64) -> bool {
+        let lines = self.lines.lock().expect("key lines");
+        let Some(waiting) = lines
+            .get(key)
+            .and_then(|line| line.iter().find(|w| w.sequence == sequence))
+        else {
+            return false;
+        };
+        let current = waiting.delivery == delivery;
+        if !current {
+            waiting.turn.notify_one();
+        }
+        current
+    }
+
+    /// Resolves once `sequence` is first in its key's line (at once if it is not in line).
     pub async fn turn(&self, key: &str, sequence: u64) {
-        loop {
-            let notify = {
-                let lines = self.lines.lock().expect("key lines");
-                match lines.get(key) {
-                    Some(line) if line.waiting.front() != Some(&sequence) => line.turn.clone(),
-                    // First in line, or not in line at all (nothing to wait for).
-                    _ => return,
-                }
-            };
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_first(key, sequence) {
-                return;
+        let turn = {
+            let lines = self.lines.lock().expect("key lines");
+            let Some(line) = lines.get(key) else { return };
+            match line.iter().position(|w| w.sequence == sequence) {
+                Some(0) | None => return,
+                Some(at) => line[at].turn.clone(),
             }
-            notified.await;
+        };
+        while !self.is_first(key, sequence) {
+            turn.notified().await;
         }
     }
 
@@ -65,7 +105,7 @@ impl KeyOrder {
         let lines = self.lines.lock().expect("key lines");
         lines
             .get(key)
-            .is_none_or(|line| line.waiting.front() == Some(&sequence))
+            .is_none_or(|line| line.front().is_none_or(|w| w.sequence == sequence))
     }
 
     /// The event is settled: the next of its key may go.
@@ -74,11 +114,12 @@ impl KeyOrder {
         let Some(line) = lines.get_mut(key) else {
             return;
         };
-        line.waiting.retain(|s| *s != sequence);
-        if line.waiting.is_empty() {
-            lines.remove(key);
-        } else {
-            line.turn.notify_waiters();
+        line.retain(|w| w.sequence != sequence);
+        match line.front() {
+            Some(head) => head.turn.notify_one(),
+            None => {
+                lines.remove(key);
+            }
         }
     }
 
@@ -129,9 +170,9 @@ mod tests {
     async fn events_of_a_key_take_turns_in_stream_order() {
         let order = Arc::new(KeyOrder::default());
         for seq in [1, 2, 3] {
-            order.enqueue("k", seq);
+            assert!(order.enqueue("k", seq, 1));
         }
-        order.enqueue("other", 4);
+        order.enqueue("other", 4, 1);
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         // Started in reverse: the turns still go by stream order.
@@ -158,16 +199,18 @@ mod tests {
     #[tokio::test]
     async fn a_redelivery_keeps_its_place_and_holds_back_its_key_only() {
         let order = KeyOrder::default();
-        order.enqueue("k", 1);
-        order.enqueue("k", 2);
+        order.enqueue("k", 1, 1);
+        order.enqueue("k", 2, 1);
         // 1 failed and waits for redelivery: 2 must not run.
         assert!(
             tokio::time::timeout(Duration::from_millis(20), order.turn("k", 2))
                 .await
                 .is_err()
         );
-        order.enqueue("k", 1);
+        assert!(!order.enqueue("k", 1, 2), "a redelivery keeps its place");
         order.turn("k", 1).await;
+        assert!(!order.current("k", 1, 1), "the first copy gives way");
+        assert!(order.current("k", 1, 2));
         order.done("k", 1);
         tokio::time::timeout(Duration::from_millis(20), order.turn("k", 2))
             .await

@@ -48,6 +48,10 @@ const FETCH_EXPIRES: Duration = Duration::from_secs(5);
 /// Retry delays while the consumer does not exist or NATS is away.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Per-key order: events lined up ahead of their turn, per unit of concurrency (and at least
+/// the minimum): enough to keep every key busy, few enough to keep alive cheaply.
+const LOOKAHEAD_PER_SLOT: usize = 8;
+const MIN_LOOKAHEAD: usize = 64;
 /// How often the handler's port is probed for readiness.
 const HANDLER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -136,6 +140,9 @@ pub async fn run(
             order: Default::default(),
             subject_prefix: config.layout.subject_prefix.clone(),
             type_tokens,
+            lookahead: Arc::new(Semaphore::new(
+                (config.concurrency * LOOKAHEAD_PER_SLOT).max(MIN_LOOKAHEAD),
+            )),
         }),
         (true, None) => {
             return Err(DispatchError::Arguments(
@@ -263,6 +270,9 @@ async fn pull(
     room: Arc<Semaphore>,
     shutdown: &Shutdown,
 ) {
+    if let Some(group) = bound.pinned_group() {
+        return pull_pinned(bound, group, deliverer, room, shutdown).await;
+    }
     let mut delay = RETRY_FIRST;
     'fetching: loop {
         let mut reserved = tokio::select! {
@@ -323,24 +333,56 @@ async fn pull(
             let Some(permit) = reserved.split(1) else {
                 break; // More than asked for: cannot happen; JetStream redelivers it.
             };
-            let deliverer = deliverer.clone();
-            match deliverer.line_up(&delivered) {
-                // In key order: the delivery takes room only once it is its key's turn, so
-                // events waiting behind a failed one never block the fetching of its redelivery.
-                Some(place) => {
-                    drop(permit);
-                    let room = room.clone();
-                    tokio::spawn(
-                        async move { deliverer.deliver_in_turn(delivered, place, room).await },
-                    );
+            // The reservation is handed back and taken again at once by `dispatch`.
+            drop(permit);
+            deliverer.clone().dispatch(delivered, &room).await;
+        }
+    }
+}
+
+/// A pinned consumer's loop: a continuous pull (JetStream decides which replica gets the
+/// partition), each event taking room as it arrives.
+async fn pull_pinned(
+    bound: &BoundConsumer,
+    group: &str,
+    deliverer: Arc<Deliverer>,
+    room: Arc<Semaphore>,
+    shutdown: &Shutdown,
+) {
+    let concurrency = room.available_permits().max(1);
+    let mut delay = RETRY_FIRST;
+    loop {
+        let mut messages = match bound.pinned(group, concurrency).await {
+            Ok(messages) => Box::pin(messages),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?delay, "cannot pull events");
+                tokio::select! {
+                    () = shutdown.triggered() => return,
+                    () = tokio::time::sleep(delay) => {},
                 }
-                None => {
-                    tokio::spawn(async move {
-                        deliverer.deliver(delivered).await;
-                        drop(permit);
-                    });
-                }
+                delay = (delay * 2).min(RETRY_MAX);
+                continue;
             }
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.triggered() => {
+                    release_rest(&mut messages).await;
+                    return;
+                }
+                next = messages.next() => next,
+            };
+            let delivered = match next {
+                None => break,
+                Some(Ok(delivered)) => delivered,
+                Some(Err(e)) => {
+                    // Heartbeats missed or the connection went: pull again.
+                    warn!(error = %e, "pulling events failed");
+                    break;
+                }
+            };
+            delay = RETRY_FIRST;
+            deliverer.clone().dispatch(delivered, &room).await;
         }
     }
 }

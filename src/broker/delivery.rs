@@ -88,10 +88,7 @@ impl BoundConsumer {
             .messages()
             .await
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        Ok(batch.map(|item| {
-            item.map(|message| Delivered { message })
-                .map_err(|e| BrokerError::Unavailable(e.to_string()))
-        }))
+        Ok(delivered(batch))
     }
 }
 
@@ -113,11 +110,18 @@ impl BoundConsumer {
             .messages()
             .await
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        Ok(messages.map(|item| {
-            item.map(|message| Delivered { message })
-                .map_err(|e| BrokerError::Unavailable(e.to_string()))
-        }))
+        Ok(delivered(messages))
     }
+}
+
+/// The client's message stream as deliveries.
+fn delivered<E: std::fmt::Display>(
+    messages: impl Stream<Item = Result<jetstream::Message, E>>,
+) -> impl Stream<Item = Result<Delivered, BrokerError>> {
+    messages.map(|item| {
+        item.map(|message| Delivered { message })
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))
+    })
 }
 
 /// Pull requests of a pinned client expire well within the pin's time to live, so a live

@@ -636,17 +636,21 @@ async fn autoscaling_follows_the_backlog_and_scales_back_after_the_window_withou
         (status.desired_workers == Some(3)).then_some(status)
     })
     .await;
-    assert_eq!(
-        scaled.scaling.as_deref(),
-        Some("lag 25 needs 3 pods at lagPerReplica 10")
+    // The lag loop may read the backlog while it is still being published (21 to 25 events
+    // already want 3 pods; fewer, 2 on the way).
+    let reason = scaled.scaling.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("lag 2") && reason.ends_with(" needs 3 pods at lagPerReplica 10"),
+        "{reason}"
     );
     assert!(scaled.last_scale_time.is_some());
+    // Kubernetes folds repeated Events of one reason into a series keeping the first note.
     let events = events_for(&s.client, &s.ns.name, "resize").await;
     assert!(
         events
             .iter()
             .any(|(_, reason, note)| reason == "WorkersScaled"
-                && note.contains("from 0 to 3 pods: lag 25 needs 3 pods")),
+                && note.starts_with("scaled Deployment resize-worker from 0 to ")),
         "{events:?}"
     );
 

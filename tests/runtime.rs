@@ -169,3 +169,27 @@ async fn unreachable_api_server_is_retried_with_growing_jittered_delays() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_stops_promptly_whenever_it_is_asked_to() {
+    let client = kube_client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "stop").await;
+    // Right after the start (watches still listing), and once settled with objects to watch.
+    for settle in [0, 50, 200, 1_000, 3_000] {
+        if settle == 1_000 {
+            let topics: kube::Api<switchyard::api::Topic> =
+                kube::Api::namespaced(client.clone(), &ns.name);
+            apply_topic(&topics, &topic_yaml(&ns.name, "orders", "  maxAge: 1h\n"))
+                .await
+                .expect("apply Topic");
+        }
+        let operator = Operator::start(&client, &ns.name, &nats_url());
+        tokio::time::sleep(Duration::from_millis(settle)).await;
+        let stopped = tokio::time::timeout(Duration::from_secs(10), operator.stop()).await;
+        assert!(
+            stopped.is_ok(),
+            "the operator did not stop within 10 s when asked {settle} ms after its start"
+        );
+    }
+}

@@ -155,6 +155,103 @@ async fn subscription_waits_for_its_topic_and_becomes_ready_when_it_appears() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_applied_with_their_topics_wait_quietly_and_write_their_status_once() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let Setup {
+        client,
+        ns,
+        topics,
+        subscriptions,
+        broker,
+        operator,
+    } = setup("sub-with-topic").await;
+    // The operator starts once every object exists, so Subscriptions and the Topics they read
+    // are reconciled at the same time, as after a restart or a big `kubectl apply`.
+    operator.stop().await;
+    // Every state of every Subscription in the namespace, from before the first is created.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Subscription>::new()));
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
+    let watch = tokio::spawn({
+        let (api, seen) = (subscriptions.clone(), seen.clone());
+        async move {
+            let mut listed_tx = Some(listed_tx);
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        listed_tx.take().map(|tx| tx.send(()));
+                    }
+                    Ok(watcher::Event::Apply(sub)) => seen.lock().unwrap().push(sub),
+                    _ => {}
+                }
+            }
+        }
+    });
+    listed.await.expect("watch listed");
+
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    for name in names {
+        apply(&topics, &topic_yaml(&ns.name, name, "  maxAge: 1h\n"))
+            .await
+            .expect("apply Topic");
+        let yaml = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n  topicRef: {{name: {name}}}\n",
+            ns.name
+        );
+        apply(&subscriptions, &yaml)
+            .await
+            .expect("apply Subscription");
+    }
+    let s = Setup {
+        operator: Operator::start(&client, &ns.name, &nats_url()),
+        client,
+        ns,
+        topics,
+        subscriptions,
+        broker,
+    };
+    for name in names {
+        s.ready(name).await;
+    }
+    watch.abort();
+
+    let seen = seen.lock().unwrap();
+    for name in names {
+        let states: Vec<&Subscription> = seen
+            .iter()
+            .filter(|sub| sub.metadata.name.as_deref() == Some(name))
+            .collect();
+        let reasons: Vec<String> = states
+            .iter()
+            .filter_map(|sub| ready_of(*sub).map(|(_, reason, _)| reason))
+            .collect();
+        assert!(
+            !reasons.iter().any(|r| r == "TopicNotReady"),
+            "{name} reported its Topic as not ready while it was being set up: {reasons:?}"
+        );
+        let status_writes = states
+            .windows(2)
+            .filter(|pair| pair[0].status != pair[1].status)
+            .count()
+            + usize::from(states.first().is_some_and(|first| first.status.is_some()));
+        assert_eq!(
+            status_writes, 1,
+            "{name}: one status write until Ready; saw the reasons {reasons:?}"
+        );
+    }
+    drop(seen);
+    for name in names {
+        let events = events_for(&s.client, &s.ns.name, name).await;
+        assert!(
+            events.iter().all(|(type_, _, _)| type_ == "Normal"),
+            "{name}: {events:?}"
+        );
+    }
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn consumers_deleted_or_edited_by_hand_are_restored_and_reported() {
     let s = setup("sub-drift").await;
     s.topic("orders", "  maxAge: 1h\n").await;

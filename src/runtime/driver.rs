@@ -5,7 +5,7 @@
 //! conditions and `observedGeneration`, Kubernetes Events, the status diff and its single
 //! writer, metrics and retry timing, and reporting deletions no finalizer saw.
 
-use std::{fmt::Debug, future::Future, sync::Arc};
+use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::SignedDuration};
@@ -78,6 +78,23 @@ impl<R: Reconciler> Outcome<R> {
     }
 }
 
+/// Why a reconcile cannot go past dereferencing yet.
+pub enum Unresolved<R: Reconciler> {
+    /// A referred object is missing or unusable; the outcome says so in the status.
+    Reported(Outcome<R>),
+    /// A referred object is still being set up by its own reconcile, moments away from usable.
+    /// Reporting that would cost a status write (and an Event) that is stale a moment later, so
+    /// nothing is written; the object is looked at again after the delay, or sooner when the
+    /// watch on the referred kind wakes it.
+    Settling(Duration),
+}
+
+impl<R: Reconciler> From<Outcome<R>> for Unresolved<R> {
+    fn from(outcome: Outcome<R>) -> Self {
+        Self::Reported(outcome)
+    }
+}
+
 /// One kind's part of reconciling. Pure stages are plain functions; I/O stages return futures.
 /// The pipeline: dereference (other objects the spec names) → desired → observe → plan → apply,
 /// then project the status.
@@ -114,13 +131,13 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
     /// the finalizer held, so objects that keep their broker state never wait for NATS.
     fn cleans_up(obj: &Self::Kind) -> bool;
 
-    /// Reads the objects the spec refers to. `Ok(Err(outcome))`: one is missing or unusable and
-    /// the outcome says so (the object waits; a watch on the referred kind wakes it).
+    /// Reads the objects the spec refers to. `Ok(Err(_))`: the object cannot go on yet (it
+    /// waits; a watch on the referred kind wakes it).
     fn dereference(
         &self,
         ctx: &Context,
         obj: &Self::Kind,
-    ) -> impl Future<Output = Result<Result<Self::Refs, Outcome<Self>>, super::Error>> + Send;
+    ) -> impl Future<Output = Result<Result<Self::Refs, Unresolved<Self>>, super::Error>> + Send;
 
     /// Pure: the desired broker state, or a message naming the invalid field.
     fn desired(obj: &Self::Kind, refs: &Self::Refs) -> Result<Self::Desired, String>;
@@ -292,7 +309,10 @@ pub async fn reconcile<R: Reconciler>(
     let outcome = if paused {
         paused_outcome::<R>(obj)
     } else {
-        run_stages(&driven.reconciler, ctx, obj).await?
+        match run_stages(&driven.reconciler, ctx, obj).await? {
+            Ok(outcome) => outcome,
+            Err(delay) => return Ok(Action::requeue(delay)),
+        }
     };
 
     let previous_reason = R::status(obj)
@@ -364,13 +384,14 @@ async fn run_stages<R: Reconciler>(
     reconciler: &R,
     ctx: &Context,
     obj: &R::Kind,
-) -> Result<Outcome<R>, Error> {
+) -> Result<Result<Outcome<R>, Duration>, Error> {
     let refs = match reconciler.dereference(ctx, obj).await? {
         Ok(refs) => refs,
-        Err(waiting) => return Ok(waiting),
+        Err(Unresolved::Reported(outcome)) => return Ok(Ok(outcome)),
+        Err(Unresolved::Settling(delay)) => return Ok(Err(delay)),
     };
     let outcome = sync_broker(reconciler, ctx, obj, &refs).await;
-    reconciler.apply_children(ctx, obj, outcome).await
+    Ok(Ok(reconciler.apply_children(ctx, obj, outcome).await?))
 }
 
 async fn sync_broker<R: Reconciler>(

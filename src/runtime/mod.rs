@@ -14,7 +14,15 @@ pub mod shutdown;
 pub mod watch;
 pub mod writer;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use kube::{
@@ -306,9 +314,13 @@ async fn run_controller<R>(
 {
     let api: Api<DeserializeGuard<R::Kind>> = api_for(&ctx.client, ctx.config.namespace.as_deref());
     health.set_synced(R::KIND, false);
+    let listed = Arc::new(AtomicBool::new(false));
     let (store, stream, deletions) = {
-        let health = health.clone();
-        watch::lifecycle_stream(api, move || health.set_synced(R::KIND, true))
+        let (health, listed) = (health.clone(), listed.clone());
+        watch::lifecycle_stream(api, move || {
+            listed.store(true, Ordering::Relaxed);
+            health.set_synced(R::KIND, true);
+        })
     };
     info!(
         kind = R::KIND,
@@ -318,6 +330,8 @@ async fn run_controller<R>(
     let controller = Controller::for_stream(stream, store.clone());
     let controller = reconciler.watch_related(controller, store, ctx);
     let driven = Arc::new(Driven::new(reconciler, ctx.clone()));
+    let term = futures::future::FutureExt::shared(Box::pin(term));
+    let stop_waiting = stop_waiting(term.clone(), listed);
     // Runs next to the controller and ends with it (the deletions channel closes with the
     // watch), so deletions are reported only while this instance leads.
     let deletions = driver::report_deletions(driven.clone(), deletions);
@@ -337,8 +351,33 @@ async fn run_controller<R>(
                 Err(e) => warn!(kind = R::KIND, error = %e, "watch failed; retrying"),
             }
         });
+    // Dropping the controller drops its watch, which ends the deletions channel too.
+    let controller = async move {
+        tokio::select! {
+            () = controller => {}
+            listed = stop_waiting => if listed {
+                warn!(kind = R::KIND, grace = ?SHUTDOWN_GRACE, "reconciles still running at shutdown were cancelled");
+            },
+        }
+    };
     tokio::join!(controller, deletions);
     info!(kind = R::KIND, "controller stopped");
+}
+
+/// How long running reconciles may take to finish once the controller is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Resolves when a controller asked to stop (`term`) must be dropped rather than waited for:
+/// at once if its watch never finished listing (kube's controller then waits for a store that
+/// will never be ready, so its graceful shutdown would never end), else after
+/// [`SHUTDOWN_GRACE`]. Says whether the watch had listed.
+async fn stop_waiting(term: impl Future<Output = ()>, listed: Arc<AtomicBool>) -> bool {
+    term.await;
+    let listed = listed.load(Ordering::Relaxed);
+    if listed {
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    }
+    listed
 }
 
 /// An Api over the watched namespace, or over all namespaces.

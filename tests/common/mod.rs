@@ -250,6 +250,14 @@ impl Operator {
         }
     }
 
+    /// Stops the operator and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
     /// The operator has neither panicked nor stopped.
     pub fn assert_alive(&self) {
         assert!(

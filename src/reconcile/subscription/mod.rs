@@ -31,6 +31,7 @@ use std::collections::HashSet;
 use async_nats::jetstream::consumer::{
     Config as ConsumerConfig, Info as ConsumerInfo, IntoConsumerConfig, pull,
 };
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{
     Api, ResourceExt,
     core::DeserializeGuard,
@@ -49,7 +50,7 @@ use self::{
 };
 use crate::{
     api::{
-        DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus,
+        DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus, Topic,
         subscription::{Ordering, SubscriptionMode},
     },
     broker::{BrokerError, codes},
@@ -59,7 +60,7 @@ use crate::{
     reconcile::plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan},
     runtime::{
         Context, Error,
-        driver::{Outcome, Reconciler, common_broker_failure},
+        driver::{Outcome, Reconciler, Unresolved, common_broker_failure},
         kube_events::KubeEvent,
     },
 };
@@ -67,6 +68,14 @@ use crate::{
 /// How long a reconcile waits for the related caches' first lists before it fails (and is
 /// retried with backoff).
 const CACHE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long after its creation a Topic that has no status yet counts as being set up: a
+/// Subscription applied together with its Topic waits this long, quietly, before it reports
+/// TopicNotReady.
+const TOPIC_SETUP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a Subscription waiting for a Topic being set up looks again, should the watch
+/// that reports the Topic's first status be late.
+const TOPIC_SETUP_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Held on every Subscription: its consumers hold no data and go with it.
 pub const FINALIZER: &str = "switchyard.dev/consumer-cleanup";
@@ -212,6 +221,25 @@ fn figures(consumers: Vec<ConsumerInfo>) -> SubscriptionFigures {
     }
 }
 
+/// A Topic created moments ago that its own reconcile has not reported on yet (no Ready
+/// condition). Its stream most likely does not exist yet; saying so in the Subscription's status
+/// would be stale a second later.
+fn topic_being_set_up(topic: &Topic, now: Timestamp) -> bool {
+    let reported = topic
+        .status
+        .as_ref()
+        .is_some_and(|s| crate::conditions::find(&s.conditions, ConditionType::Ready).is_some());
+    let age = topic
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|created| now.duration_since(created.0));
+    !reported
+        && age.is_some_and(|age| {
+            age < SignedDuration::try_from(TOPIC_SETUP_GRACE).unwrap_or(SignedDuration::MAX)
+        })
+}
+
 /// Whether the Subscription's status shows it read its Topic before (so a missing Topic was
 /// deleted, not yet to be created).
 fn had_topic(sub: &Subscription) -> bool {
@@ -249,7 +277,7 @@ impl Reconciler for SubscriptionReconciler {
         &self,
         ctx: &Context,
         sub: &Subscription,
-    ) -> Result<Result<SubscriptionRefs, Outcome<Self>>, Error> {
+    ) -> Result<Result<SubscriptionRefs, Unresolved<Self>>, Error> {
         self.caches.synced(CACHE_PATIENCE).await?;
         let (namespace, name) = identity(sub);
         let topic_name = &sub.spec.topic_ref.name;
@@ -262,15 +290,20 @@ impl Reconciler for SubscriptionReconciler {
                     SubscriptionReason::TopicNotFound,
                     message.clone(),
                 ))
-                .with_event(KubeEvent::warning("TopicDeleted", message))));
+                .with_event(KubeEvent::warning("TopicDeleted", message))
+                .into()));
             }
             return Ok(Err(waiting(
                 SubscriptionReason::TopicNotFound,
                 format!(
                     "Topic {topic_name} does not exist in namespace {namespace}; the Subscription becomes Ready by itself once it does"
                 ),
-            )));
+            )
+            .into()));
         };
+        if topic_being_set_up(&topic, ctx.clock.now()) {
+            return Ok(Err(Unresolved::Settling(TOPIC_SETUP_RECHECK)));
+        }
         let policy_ref = sub
             .spec
             .dead_letter_policy_ref
@@ -290,7 +323,8 @@ impl Reconciler for SubscriptionReconciler {
                                 "DeadLetterPolicy {} does not exist in namespace {namespace}; the Subscription inherits its retry settings and waits for it",
                                 policy.name
                             ),
-                        )));
+                        )
+                        .into()));
                     }
                 }
             }
@@ -768,7 +802,49 @@ fn plural(n: usize) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
     use super::*;
+    use crate::api::TopicStatus;
+
+    fn topic_created(at: Timestamp, ready: Option<&str>) -> Topic {
+        let mut topic = Topic::new("orders", serde_yaml::from_str("{}").unwrap());
+        topic.metadata.creation_timestamp = Some(Time(at));
+        topic.status = ready.map(|status| TopicStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: "StreamInSync".into(),
+                message: String::new(),
+                last_transition_time: Time(at),
+                observed_generation: Some(1),
+            }],
+            ..TopicStatus::default()
+        });
+        topic
+    }
+
+    #[test]
+    fn a_topic_without_status_is_being_set_up_only_for_a_while() {
+        let created: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let after = |seconds: i64| created + SignedDuration::from_secs(seconds);
+        assert!(topic_being_set_up(&topic_created(created, None), after(1)));
+        assert!(topic_being_set_up(&topic_created(created, None), after(29)));
+        // Past the grace the Subscription reports what it sees (TopicNotReady).
+        assert!(!topic_being_set_up(
+            &topic_created(created, None),
+            after(31)
+        ));
+        // Once the Topic reported anything, Ready or not, the Subscription acts on it.
+        assert!(!topic_being_set_up(
+            &topic_created(created, Some("True")),
+            after(1)
+        ));
+        assert!(!topic_being_set_up(
+            &topic_created(created, Some("False")),
+            after(1)
+        ));
+    }
 
     #[test]
     fn several_consumer_events_become_one_with_warnings_first() {

@@ -22,7 +22,7 @@ use crate::{
     reconcile::plan::{Plan as StreamPlan, PlanInputs, UpdateCause, plan},
     runtime::{
         Context,
-        driver::{Outcome, Reconciler, common_broker_failure},
+        driver::{Outcome, Reconciler, Unresolved, common_broker_failure},
         kube_events::KubeEvent,
     },
 };
@@ -72,7 +72,7 @@ impl Reconciler for TopicReconciler {
         &self,
         _: &Context,
         _: &Topic,
-    ) -> Result<Result<(), Outcome<Self>>, crate::runtime::Error> {
+    ) -> Result<Result<(), Unresolved<Self>>, crate::runtime::Error> {
         // A Topic's references (schema, dead-letter policy) are read by the kinds using them.
         Ok(Ok(()))
     }

@@ -216,7 +216,7 @@ async fn subscriptions_applied_with_their_topics_wait_quietly_and_write_their_st
     }
     watch.abort();
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     for name in names {
         let states: Vec<&Subscription> = seen
             .iter()
@@ -240,7 +240,6 @@ async fn subscriptions_applied_with_their_topics_wait_quietly_and_write_their_st
             "{name}: one status write until Ready; saw the reasons {reasons:?}"
         );
     }
-    drop(seen);
     for name in names {
         let events = events_for(&s.client, &s.ns.name, name).await;
         assert!(

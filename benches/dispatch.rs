@@ -1,0 +1,1060 @@
+//! `make bench-dispatch`: how fast `switchyard dispatch` moves 256-byte events from a JetStream
+//! durable pull consumer to an HTTP handler, next to the two halves it is made of, all measured
+//! in the same run against the same nats-server and the same handler:
+//!
+//! - (a) a bare async-nats pull consumer shaped like the dispatcher (pull requests for up to
+//!   `concurrency` events, the next one once the batch is in), acking each event, no HTTP;
+//! - (b) a bare HTTP client (hyper-util's legacy client, built as the dispatcher's handler
+//!   module builds it) keeping `concurrency` POSTs in flight over keep-alive connections;
+//! - (c) the release `switchyard dispatch` binary draining a pre-filled stream, its rate read
+//!   from the consumer's ack floor (JetStream consumer info).
+//!
+//! Then latency at half of (c)'s rate: events published at a fixed rate, each carrying its
+//! publication time; the time from publication to receipt by a bare consumer shaped as in (a),
+//! and to the handler through the dispatcher. "Added" latency is the difference of the two at
+//! each percentile. The dispatcher's peak RSS is its VmHWM. CPU time and context switches per
+//! event of every process taking part, and how busy the whole machine was, show where the time
+//! goes (and whether something else on the machine took part of it).
+//!
+//! The handler (axum, answering 200 with an empty body) is a process of its own (this binary
+//! with the argument `handler`), so the CPU of client, handler and dispatcher can be told apart.
+//!
+//! Prints Markdown lines for BENCHMARKS.md on stdout and progress on stderr. A benchmark, not
+//! a test: it asserts nothing about the figures.
+//!
+//! Usage: `cargo bench --bench dispatch -- --nats-url URL --nats-pid PID --switchyard BIN
+//! --work-dir DIR [--concurrency 1,16,64] [--events N] [--seconds S] [--latency-seconds L]`
+
+use std::{
+    net::{SocketAddr, TcpListener as StdListener},
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    stream::{self, StorageType},
+};
+use axum::{Router, extract::State, http::StatusCode, routing::get, routing::post};
+use bytes::Bytes;
+use clap::Parser;
+use futures::{StreamExt, stream::FuturesUnordered};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, ChildStdin, Command},
+    sync::Semaphore,
+};
+
+const STREAM: &str = "bench_dispatch";
+const SUBJECT_PREFIX: &str = "bench.dispatch";
+const SUBJECT: &str = "bench.dispatch.page.viewed";
+const EVENT_SIZE: usize = 256;
+/// As the dispatcher's pull requests.
+const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+/// Measuring starts this long after the first event went through: connections are open, the
+/// pool is warm, the stream's blocks are in the page cache.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// How often progress is read while measuring; a window that ends by draining the stream is at
+/// most this much too long.
+const POLL: Duration = Duration::from_millis(20);
+/// Latency samples published during the first second of a phase are left out, for the same
+/// reason as the warm-up.
+const LATENCY_WARM_UP_NANOS: u64 = 1_000_000_000;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long)]
+    nats_url: String,
+    /// The nats-server's PID, to read its CPU time.
+    #[arg(long)]
+    nats_pid: u32,
+    /// The release `switchyard` binary.
+    #[arg(long)]
+    switchyard: PathBuf,
+    /// Where the dispatchers' logs go.
+    #[arg(long)]
+    work_dir: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    concurrency: Vec<usize>,
+    /// Events in the pre-filled stream: enough that no measurement window drains it.
+    #[arg(long, default_value_t = 1_500_000)]
+    events: u64,
+    /// Length of each throughput window.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Length of each fixed-rate latency phase.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    if args.get(1).map(String::as_str) == Some("handler") {
+        handler_main();
+    }
+    let args = Args::parse_from(args);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(bench(args));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events: 256 bytes, the first 8 the publication time (nanoseconds since the epoch, little
+// endian; 0 for the pre-filled events, which are not timed).
+// ---------------------------------------------------------------------------------------------
+
+fn now_nanos() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_nanos()).expect("nanoseconds fit in u64")
+}
+
+fn event(published: u64) -> Bytes {
+    let mut body = vec![b'x'; EVENT_SIZE];
+    body[..8].copy_from_slice(&published.to_le_bytes());
+    Bytes::from(body)
+}
+
+fn published_at(body: &[u8]) -> Option<u64> {
+    let stamp = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
+    (stamp != 0).then_some(stamp)
+}
+
+/// (publication time, latency), both in nanoseconds.
+type Samples = Arc<Mutex<Vec<(u64, u64)>>>;
+
+fn record(samples: &Samples, body: &[u8]) {
+    if let Some(published) = published_at(body) {
+        let latency = now_nanos().saturating_sub(published);
+        samples
+            .lock()
+            .expect("not poisoned")
+            .push((published, latency));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The handler process.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Handled {
+    count: AtomicU64,
+    samples: Samples,
+}
+
+/// Serves `POST /` (an event: count it, time it if stamped, answer 200 with no body),
+/// `GET /count` and `POST /samples` (hand over the latency samples and forget them). Prints its
+/// port on stdout; exits when stdin closes, that is when the bench process is gone.
+fn handler_main() -> ! {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let handled = Arc::new(Handled::default());
+    let app = Router::new()
+        .route(
+            "/",
+            post(|State(h): State<Arc<Handled>>, body: Bytes| async move {
+                h.count.fetch_add(1, Ordering::Relaxed);
+                record(&h.samples, &body);
+                StatusCode::OK
+            }),
+        )
+        .route(
+            "/count",
+            get(|State(h): State<Arc<Handled>>| async move {
+                h.count.load(Ordering::Relaxed).to_string()
+            }),
+        )
+        .route(
+            "/samples",
+            post(|State(h): State<Arc<Handled>>| async move {
+                let samples = std::mem::take(&mut *h.samples.lock().expect("not poisoned"));
+                samples
+                    .iter()
+                    .map(|(p, l)| format!("{p} {l}\n"))
+                    .collect::<String>()
+            }),
+        )
+        .with_state(handled);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        use axum::serve::ListenerExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the handler's port");
+        let port = listener.local_addr().expect("bound").port();
+        println!("{port}");
+        // Nagle's algorithm would hold small answers back; handlers commonly turn it off.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await.expect("serve");
+    });
+    std::process::exit(0)
+}
+
+struct HandlerProcess {
+    _child: Child,
+    /// Held open: the handler exits when it closes.
+    _stdin: ChildStdin,
+    pid: u32,
+    port: u16,
+}
+
+async fn start_handler() -> HandlerProcess {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("handler")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the handler");
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("the handler's port");
+    HandlerProcess {
+        pid: child.id().expect("running"),
+        port: line.trim().parse().expect("a port"),
+        _child: child,
+        _stdin: stdin,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP, as src/dispatcher/handler.rs does it.
+// ---------------------------------------------------------------------------------------------
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// The request the dispatcher sends for a plain payload: same method, headers and body size.
+fn event_request(endpoint: &Uri, sequence: u64, body: Bytes) -> Request<Full<Bytes>> {
+    let mut headers = HeaderMap::new();
+    headers.insert("ce-id", HeaderValue::from(sequence));
+    headers.insert("ce-type", HeaderValue::from_static("page.viewed"));
+    headers.insert(
+        "ce-source",
+        HeaderValue::from_static("/streams/bench_dispatch"),
+    );
+    headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+    headers.insert("ce-deliverycount", HeaderValue::from_static("1"));
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = endpoint.clone();
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Sends `request`; the status and the body read to its end (so the connection is reused).
+async fn exchange(client: &HttpClient, request: Request<Full<Bytes>>) -> Option<(u16, Bytes)> {
+    let response = client.request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body))
+}
+
+async fn get_text(client: &HttpClient, url: &str, method: Method) -> Option<(u16, String)> {
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.method_mut() = method;
+    *request.uri_mut() = url.parse().ok()?;
+    let (status, body) = exchange(client, request).await?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: CPU time and peak RSS from /proc.
+// ---------------------------------------------------------------------------------------------
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// What a process used so far: CPU time (user + system) and context switches (voluntary and
+/// not, summed over its threads: each is a thread going to sleep or being pushed off a core).
+struct Usage {
+    cpu_seconds: f64,
+    switches: f64,
+}
+
+impl Usage {
+    fn of(pid: u32, ticks: f64) -> Self {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|task| {
+                std::fs::read_to_string(task.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                    .sum::<f64>()
+            })
+            .sum();
+        Self {
+            cpu_seconds: (field(11) + field(12)) / ticks,
+            switches,
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            cpu_seconds: self.cpu_seconds - before.cpu_seconds,
+            switches: self.switches - before.switches,
+        }
+    }
+}
+
+/// Busy jiffies (clock ticks) of the whole machine so far, from /proc/stat: shows what the
+/// processes measured do not (the kernel's loopback TCP work in soft interrupts, other
+/// processes on the machine).
+fn machine_busy_ticks() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: f64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).unwrap_or(&0.0) + fields.get(4).unwrap_or(&0.0);
+    all - idle
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_addr() -> SocketAddr {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring a rate.
+// ---------------------------------------------------------------------------------------------
+
+struct Rate {
+    events: u64,
+    seconds: f64,
+    /// What each process used over the window.
+    usage: Vec<(&'static str, Usage)>,
+    /// Cores the whole machine kept busy over the window, on average.
+    machine_cores: f64,
+}
+
+impl Rate {
+    fn per_second(&self) -> f64 {
+        self.events as f64 / self.seconds.max(f64::EPSILON)
+    }
+
+    /// "nats-server 4.1 µs / 0.3 cs, … (total …, 1.62 cores; whole machine …)": CPU time and
+    /// context switches per event of each process, and how busy the machine was.
+    fn usage_text(&self) -> String {
+        let per_event = |x: f64| x / (self.events.max(1) as f64);
+        let parts: Vec<String> = self
+            .usage
+            .iter()
+            .map(|(name, u)| {
+                format!(
+                    "{name} {:.1} µs / {:.2} cs",
+                    per_event(u.cpu_seconds) * 1e6,
+                    per_event(u.switches)
+                )
+            })
+            .collect();
+        let total: f64 = self.usage.iter().map(|(_, u)| u.cpu_seconds).sum();
+        let cores = total / self.seconds.max(f64::EPSILON);
+        format!(
+            "{} (total {:.1} µs, {cores:.2} cores; whole machine {:.2} cores busy, {:.2} of them outside these processes)",
+            parts.join(", "),
+            per_event(total) * 1e6,
+            self.machine_cores,
+            (self.machine_cores - cores).max(0.0)
+        )
+    }
+}
+
+/// Waits for the first event to go through, lets things warm up, then counts `progress` over
+/// `window` (or until it reaches `total`) and what `processes` used meanwhile.
+async fn measure(
+    mut progress: impl AsyncFnMut() -> u64,
+    total: u64,
+    window: Duration,
+    processes: &[(&'static str, u32)],
+    ticks: f64,
+) -> Rate {
+    let started = Instant::now();
+    while progress().await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no event went through in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(WARM_UP).await;
+    let before: Vec<Usage> = processes
+        .iter()
+        .map(|(_, pid)| Usage::of(*pid, ticks))
+        .collect();
+    let machine_before = machine_busy_ticks();
+    let from = Instant::now();
+    let first = progress().await;
+    assert!(
+        first < total,
+        "the stream ran dry during the warm-up: raise --events"
+    );
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = progress().await;
+        let elapsed = from.elapsed();
+        if now >= total || elapsed >= window {
+            let usage = processes
+                .iter()
+                .zip(before)
+                .map(|((name, pid), before)| (*name, Usage::of(*pid, ticks).since(&before)))
+                .collect();
+            let machine = machine_busy_ticks();
+            return Rate {
+                machine_cores: (machine - machine_before) / ticks / elapsed.as_secs_f64(),
+                events: now - first,
+                seconds: elapsed.as_secs_f64(),
+                usage,
+            };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JetStream.
+// ---------------------------------------------------------------------------------------------
+
+async fn fresh_consumer(
+    stream: &stream::Stream,
+    name: &str,
+    deliver_policy: DeliverPolicy,
+) -> PullConsumer {
+    let _ = stream.delete_consumer(name).await;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.to_string()),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .expect("create the consumer")
+}
+
+/// Events the consumer has seen acknowledged, in order (its ack floor).
+async fn ack_floor(stream: &stream::Stream, name: &str) -> u64 {
+    stream
+        .consumer_info(name)
+        .await
+        .map(|info| info.ack_floor.consumer_sequence)
+        .unwrap_or(0)
+}
+
+/// Publishes `events` untimed events with a window of acknowledgements in flight.
+async fn prefill(js: &jetstream::Context, events: u64) -> f64 {
+    let payload = event(0);
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < events || !acks.is_empty() {
+        while sent < events && acks.len() < 256 {
+            let ack = js.publish(SUBJECT, payload.clone()).await.expect("publish");
+            acks.push(ack.into_future());
+            sent += 1;
+        }
+        if let Some(ack) = acks.next().await {
+            ack.expect("stored");
+        }
+    }
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (a): pull requests for up to `batch` events, the next one once the batch is in (the
+/// dispatcher's shape when handling takes no time); each event acked as it arrives.
+async fn bare_consume(
+    consumer: PullConsumer,
+    batch: usize,
+    received: Arc<AtomicU64>,
+    samples: Option<Samples>,
+) {
+    loop {
+        let mut messages = match consumer
+            .batch()
+            .max_messages(batch)
+            .expires(FETCH_EXPIRES)
+            .messages()
+            .await
+        {
+            Ok(messages) => messages,
+            Err(e) => {
+                eprintln!("bare consumer: pull request failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        while let Some(Ok(message)) = messages.next().await {
+            if let Some(samples) = &samples {
+                record(samples, &message.payload);
+            }
+            let _ = message.ack_with(AckKind::Ack).await;
+            received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// (a′), for reference: async-nats's continuous pull (`messages()`, which keeps pull requests
+/// for its default batch outstanding ahead of consumption).
+async fn bare_stream(consumer: PullConsumer) {
+    let mut messages = consumer.messages().await.expect("pull stream");
+    while let Some(Ok(message)) = messages.next().await {
+        let _ = message.ack_with(AckKind::Ack).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed-rate sources for the latency phases.
+// ---------------------------------------------------------------------------------------------
+
+/// Emits `total` publication times `rate` per second, each when due. A thread of its own:
+/// tokio's timers tick by the millisecond, which would send events in bursts.
+fn pace(rate: f64, total: u64) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..total {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if tx.send(now_nanos()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Publishes timed events at `rate` for `seconds` (core NATS publish: the stream captures the
+/// subject; no acknowledgement round trip on the publishing side).
+async fn publish_at_rate(client: &async_nats::Client, rate: f64, seconds: u64) -> u64 {
+    let total = (rate * seconds as f64) as u64;
+    let mut times = pace(rate, total);
+    while let Some(published) = times.recv().await {
+        client
+            .publish(SUBJECT, event(published))
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    total
+}
+
+struct Percentiles {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    samples: usize,
+}
+
+/// Also writes the samples to `file` (publication time and latency in nanoseconds, one pair a
+/// line), to look at how latency moves over a phase.
+fn percentiles(mut samples: Vec<(u64, u64)>, file: &std::path::Path) -> Percentiles {
+    samples.sort_unstable();
+    let lines: String = samples.iter().map(|(p, l)| format!("{p} {l}\n")).collect();
+    if let Err(e) = std::fs::write(file, lines) {
+        eprintln!("cannot write {}: {e}", file.display());
+    }
+    let first = samples.iter().map(|(p, _)| *p).min().unwrap_or(0);
+    let mut latencies: Vec<u64> = samples
+        .drain(..)
+        .filter(|(p, _)| *p >= first + LATENCY_WARM_UP_NANOS)
+        .map(|(_, l)| l)
+        .collect();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+        latencies.get(i).copied().unwrap_or(0) as f64 / 1e6
+    };
+    Percentiles {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: latencies.last().copied().unwrap_or(0) as f64 / 1e6,
+        samples: latencies.len(),
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        if started.elapsed() > limit {
+            eprintln!("gave up waiting for {what} after {limit:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dispatcher process.
+// ---------------------------------------------------------------------------------------------
+
+struct Dispatcher {
+    child: Child,
+    pid: u32,
+    http: SocketAddr,
+}
+
+fn start_dispatcher(
+    args: &Args,
+    consumer: &str,
+    concurrency: usize,
+    handler_port: u16,
+) -> Dispatcher {
+    let http = free_addr();
+    let log =
+        std::fs::File::create(args.work_dir.join(format!("{consumer}.log"))).expect("log file");
+    let child = Command::new(&args.switchyard)
+        .args([
+            "--log-format",
+            "json",
+            "dispatch",
+            "--stream",
+            STREAM,
+            "--consumer",
+            consumer,
+        ])
+        .args(["--endpoint", &format!("http://127.0.0.1:{handler_port}/")])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--subject-prefix", SUBJECT_PREFIX])
+        .args(["--http-addr", &http.to_string()])
+        .args(["--nats-url", &args.nats_url])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start switchyard dispatch");
+    Dispatcher {
+        pid: child.id().expect("running"),
+        child,
+        http,
+    }
+}
+
+impl Dispatcher {
+    async fn ready(&self, client: &HttpClient) {
+        let url = format!("http://{}/readyz", self.http);
+        wait_until(
+            "the dispatcher to be ready",
+            Duration::from_secs(30),
+            async || matches!(get_text(client, &url, Method::GET).await, Some((200, _))),
+        )
+        .await;
+    }
+
+    /// Sum and count of one of its histograms.
+    async fn histogram(&self, client: &HttpClient, name: &str) -> (f64, f64) {
+        let url = format!("http://{}/metrics", self.http);
+        let text = get_text(client, &url, Method::GET)
+            .await
+            .map(|(_, t)| t)
+            .unwrap_or_default();
+        let value = |suffix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        (value("sum"), value("count"))
+    }
+
+    /// SIGTERM (it drains and exits), then its peak RSS in KiB, read just before.
+    async fn stop(mut self) -> u64 {
+        let hwm = vm_hwm_kib(self.pid);
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        hwm
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bench.
+// ---------------------------------------------------------------------------------------------
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn thousands(rate: f64) -> String {
+    let n = rate.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn bench(args: Args) {
+    let ticks = clock_ticks();
+    let window = Duration::from_secs(args.seconds);
+    let client = async_nats::connect(args.nats_url.as_str())
+        .await
+        .expect("connect to NATS");
+    // Timed events go out on a connection of their own, apart from the bare consumer's.
+    let publisher = async_nats::connect(args.nats_url.as_str())
+        .await
+        .expect("connect to NATS");
+    let js = jetstream::new(client.clone());
+    let _ = js.delete_stream(STREAM).await;
+    let stream = js
+        .create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("create the stream");
+    eprintln!("pre-filling {STREAM} with {} events", args.events);
+    let prefill_rate = prefill(&js, args.events).await;
+    let handler = start_handler().await;
+    let endpoint: Uri = format!("http://127.0.0.1:{}/", handler.port)
+        .parse()
+        .expect("a URI");
+    let count_url = format!("http://127.0.0.1:{}/count", handler.port);
+    let samples_url = format!("http://127.0.0.1:{}/samples", handler.port);
+    let http = http_client();
+    let me = std::process::id();
+    let nats = ("nats-server", args.nats_pid);
+    let total = args.events;
+
+    println!(
+        "- Stream: {total} events of {EVENT_SIZE} bytes, file storage, pre-filled at {}/s (JetStream publish, 256 in flight)",
+        thousands(prefill_rate)
+    );
+
+    // (a′) once: what the client library's own continuous pull reaches, for reference.
+    let name = "bare_stream";
+    let consumer = fresh_consumer(&stream, name, DeliverPolicy::All).await;
+    let task = tokio::spawn(bare_stream(consumer));
+    eprintln!("(a′) bare continuous pull");
+    let stream_rate = measure(
+        async || ack_floor(&stream, name).await,
+        total,
+        window,
+        &[nats, ("bench", me)],
+        ticks,
+    )
+    .await;
+    task.abort();
+    let _ = stream.delete_consumer(name).await;
+    println!(
+        "- For reference, (a′) bare continuous pull + ack (async-nats `messages()`, 200 prefetched): **{}/s**; CPU time / context switches per event: {}",
+        thousands(stream_rate.per_second()),
+        stream_rate.usage_text()
+    );
+
+    for &concurrency in &args.concurrency {
+        // (a) bare pull consumer, dispatcher-shaped.
+        let name = format!("bare_{concurrency}");
+        let consumer = fresh_consumer(&stream, &name, DeliverPolicy::All).await;
+        eprintln!("concurrency {concurrency}: (a) bare pull consumer");
+        let task = tokio::spawn(bare_consume(consumer, concurrency, Arc::default(), None));
+        let a = measure(
+            async || ack_floor(&stream, &name).await,
+            total,
+            window,
+            &[nats, ("bench", me)],
+            ticks,
+        )
+        .await;
+        task.abort();
+        let _ = stream.delete_consumer(&name).await;
+
+        // (b) bare HTTP client, `concurrency` requests in flight.
+        eprintln!("concurrency {concurrency}: (b) bare HTTP client");
+        let done = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (http, endpoint, done, failed) =
+                    (http.clone(), endpoint.clone(), done.clone(), failed.clone());
+                let body = event(0);
+                tokio::spawn(async move {
+                    loop {
+                        let sequence = done.load(Ordering::Relaxed);
+                        match exchange(&http, event_request(&endpoint, sequence, body.clone()))
+                            .await
+                        {
+                            Some((200, _)) => done.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        let b = measure(
+            async || done.load(Ordering::Relaxed),
+            u64::MAX,
+            window,
+            &[("bench (client)", me), ("handler", handler.pid)],
+            ticks,
+        )
+        .await;
+        workers.iter().for_each(|w| w.abort());
+        let b_failed = failed.load(Ordering::Relaxed);
+
+        // (c) the dispatcher.
+        eprintln!("concurrency {concurrency}: (c) switchyard dispatch");
+        let name = format!("dispatch_{concurrency}");
+        fresh_consumer(&stream, &name, DeliverPolicy::All).await;
+        let dispatcher = start_dispatcher(&args, &name, concurrency, handler.port);
+        let c = measure(
+            async || ack_floor(&stream, &name).await,
+            total,
+            window,
+            &[
+                nats,
+                ("dispatcher", dispatcher.pid),
+                ("handler", handler.pid),
+            ],
+            ticks,
+        )
+        .await;
+        let (fetch_sum, fetches) = dispatcher
+            .histogram(&http, "switchyard_dispatch_fetch_duration_seconds")
+            .await;
+        let (handler_sum, handled) = dispatcher
+            .histogram(&http, "switchyard_dispatch_handler_duration_seconds")
+            .await;
+        let c_rss = dispatcher.stop().await;
+        let c_acked = ack_floor(&stream, &name).await;
+        let _ = stream.delete_consumer(&name).await;
+
+        let (a_rate, b_rate, c_rate) = (a.per_second(), b.per_second(), c.per_second());
+        let ratio = c_rate / a_rate.min(b_rate);
+        let rate = (c_rate / 2.0).max(1.0);
+
+        // Latency at half of (c)'s rate: bare consumer first, then the HTTP hop alone, then the
+        // dispatcher, each on a consumer that starts at the end of the stream.
+        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, bare consumer");
+        let name = format!("lat_bare_{concurrency}");
+        let consumer = fresh_consumer(&stream, &name, DeliverPolicy::New).await;
+        let received = Arc::new(AtomicU64::new(0));
+        let bare_samples = Samples::default();
+        let task = tokio::spawn(bare_consume(
+            consumer,
+            concurrency,
+            received.clone(),
+            Some(bare_samples.clone()),
+        ));
+        let sent = publish_at_rate(&publisher, rate, args.latency_seconds).await;
+        wait_until("the bare consumer", Duration::from_secs(30), async || {
+            received.load(Ordering::Relaxed) >= sent
+        })
+        .await;
+        task.abort();
+        let _ = stream.delete_consumer(&name).await;
+        let bare_latency = percentiles(
+            std::mem::take(&mut *bare_samples.lock().expect("not poisoned")),
+            &args
+                .work_dir
+                .join(format!("latency-bare-{concurrency}.log")),
+        );
+
+        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, HTTP hop alone");
+        let _ = get_text(&http, &samples_url, Method::POST).await;
+        let room = Arc::new(Semaphore::new(concurrency));
+        let mut times = pace(rate, (rate * args.latency_seconds as f64) as u64);
+        let mut sequence = 0;
+        while let Some(published) = times.recv().await {
+            let permit = room.clone().acquire_owned().await.expect("never closed");
+            let (http, request) = (
+                http.clone(),
+                event_request(&endpoint, sequence, event(published)),
+            );
+            tokio::spawn(async move {
+                let _ = exchange(&http, request).await;
+                drop(permit);
+            });
+            sequence += 1;
+        }
+        let _ = room.acquire_many(concurrency as u32).await;
+        let http_latency = percentiles(
+            parse_samples(&get_text(&http, &samples_url, Method::POST).await),
+            &args
+                .work_dir
+                .join(format!("latency-http-{concurrency}.log")),
+        );
+
+        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, dispatcher");
+        let name = format!("lat_dispatch_{concurrency}");
+        fresh_consumer(&stream, &name, DeliverPolicy::New).await;
+        let dispatcher = start_dispatcher(&args, &name, concurrency, handler.port);
+        dispatcher.ready(&http).await;
+        let _ = get_text(&http, &samples_url, Method::POST).await;
+        let count = async || {
+            get_text(&http, &count_url, Method::GET)
+                .await
+                .and_then(|(_, t)| t.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = count().await;
+        let sent = publish_at_rate(&publisher, rate, args.latency_seconds).await;
+        wait_until("the dispatcher", Duration::from_secs(30), async || {
+            count().await >= before + sent
+        })
+        .await;
+        let dispatch_latency = percentiles(
+            parse_samples(&get_text(&http, &samples_url, Method::POST).await),
+            &args
+                .work_dir
+                .join(format!("latency-dispatch-{concurrency}.log")),
+        );
+        let lat_rss = dispatcher.stop().await;
+        let _ = stream.delete_consumer(&name).await;
+
+        let added_p50 = dispatch_latency.p50_ms - bare_latency.p50_ms;
+        let added_p99 = dispatch_latency.p99_ms - bare_latency.p99_ms;
+        println!("- **Concurrency {concurrency}**");
+        println!(
+            "  - (a) bare pull consumer + ack (pull requests for {concurrency}): **{}/s**; (b) bare HTTP POST, {concurrency} in flight: **{}/s**{}; (c) `switchyard dispatch`: **{}/s**",
+            thousands(a_rate),
+            thousands(b_rate),
+            if b_failed > 0 {
+                format!(" ({b_failed} failed)")
+            } else {
+                String::new()
+            },
+            thousands(c_rate),
+        );
+        println!("  - c / min(a, b) = **{ratio:.2}** (target ≥ 0.70)");
+        println!(
+            "  - Added latency at {} events/s (half of c): p50 **{added_p50:.3} ms**, p99 **{added_p99:.3} ms** (target p99 ≤ 2 ms)",
+            thousands(rate)
+        );
+        println!(
+            "    - publish → handler through the dispatcher: p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples)",
+            dispatch_latency.p50_ms,
+            dispatch_latency.p99_ms,
+            dispatch_latency.max_ms,
+            dispatch_latency.samples
+        );
+        println!(
+            "    - publish → bare consumer (as in a): p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples)",
+            bare_latency.p50_ms, bare_latency.p99_ms, bare_latency.max_ms, bare_latency.samples
+        );
+        println!(
+            "    - the HTTP hop alone (send → handler, as in b, open loop at the same rate): p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples)",
+            http_latency.p50_ms, http_latency.p99_ms, http_latency.max_ms, http_latency.samples
+        );
+        println!(
+            "  - Dispatcher peak RSS (VmHWM): **{:.1} MiB** draining the stream, {:.1} MiB at half load (target ≤ 32)",
+            mib(c_rss),
+            mib(lat_rss)
+        );
+        println!(
+            "  - CPU time / context switches (cs) per event: (a) {}",
+            a.usage_text()
+        );
+        println!("    (b) {}", b.usage_text());
+        println!("    (c) {}", c.usage_text());
+        println!(
+            "  - Dispatcher's own figures over (c): {:.1} events per pull request ({} requests that brought events, {:.2} ms mean wait for the first event), handler answered in {:.3} ms on average; {c_acked} acknowledged by the end",
+            handled / fetches.max(1.0),
+            fetches,
+            fetch_sum / fetches.max(1.0) * 1e3,
+            handler_sum / handled.max(1.0) * 1e3,
+        );
+    }
+    let _ = js.delete_stream(STREAM).await;
+}
+
+fn parse_samples(response: &Option<(u16, String)>) -> Vec<(u64, u64)> {
+    response
+        .as_ref()
+        .map(|(_, text)| {
+            text.lines()
+                .filter_map(|l| {
+                    let (p, l) = l.split_once(' ')?;
+                    Some((p.parse().ok()?, l.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -9,6 +9,11 @@
 //! - (c) the release `switchyard dispatch` binary draining a pre-filled stream, its rate read
 //!   from the consumer's ack floor (JetStream consumer info).
 //!
+//! For reference: (a′) async-nats's own continuous pull, and (c′) the least a dispatcher of the
+//! same shape does (pull, a task per event, POST, ack), run in the bench process: the gap
+//! between (c′) and (c) is the implementation's, the gap between (c′) and min(a, b) the shape's
+//! and the machine's (every process shares the same cores).
+//!
 //! Then latency at half of (c)'s rate: events published at a fixed rate, each carrying its
 //! publication time; the time from publication to receipt by a bare consumer shaped as in (a),
 //! and to the handler through the dispatcher. "Added" latency is the difference of the two at
@@ -564,6 +569,51 @@ async fn bare_consume(
     }
 }
 
+/// (c′), for reference: the least a dispatcher of the same shape does, in the bench process. As
+/// `switchyard dispatch` pulls: a pull request for as many events as there is room for, the next
+/// once the batch is in; each event POSTed in a task of its own, acked on a 200. Without what
+/// the dispatcher adds: CloudEvents translation, metrics, in-progress acknowledgements, timeouts,
+/// naks. Tells the cost of the shape from the cost of the implementation.
+async fn minimal_pipeline(
+    consumer: PullConsumer,
+    concurrency: usize,
+    http: HttpClient,
+    endpoint: Uri,
+) {
+    let room = Arc::new(Semaphore::new(concurrency));
+    let mut sequence = 0;
+    loop {
+        let first = room.clone().acquire_owned().await.expect("never closed");
+        let wanted = 1 + room.available_permits();
+        let Ok(mut batch) = consumer
+            .batch()
+            .max_messages(wanted)
+            .expires(FETCH_EXPIRES)
+            .messages()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut first = Some(first);
+        while let Some(Ok(message)) = batch.next().await {
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => room.clone().acquire_owned().await.expect("never closed"),
+            };
+            let request = event_request(&endpoint, sequence, message.payload.clone());
+            sequence += 1;
+            let http = http.clone();
+            tokio::spawn(async move {
+                if let Some((200, _)) = exchange(&http, request).await {
+                    let _ = message.ack_with(AckKind::Ack).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
 /// (a′), for reference: async-nats's continuous pull (`messages()`, which keeps pull requests
 /// for its default batch outstanding ahead of consumption).
 async fn bare_stream(consumer: PullConsumer) {
@@ -906,6 +956,27 @@ async fn bench(args: Args) {
         let c_acked = ack_floor(&stream, &name).await;
         let _ = stream.delete_consumer(&name).await;
 
+        // (c′) the minimal pipeline of the same shape.
+        eprintln!("concurrency {concurrency}: (c′) minimal pipeline");
+        let name = format!("minimal_{concurrency}");
+        let consumer = fresh_consumer(&stream, &name, DeliverPolicy::All).await;
+        let task = tokio::spawn(minimal_pipeline(
+            consumer,
+            concurrency,
+            http.clone(),
+            endpoint.clone(),
+        ));
+        let minimal = measure(
+            async || ack_floor(&stream, &name).await,
+            total,
+            window,
+            &[nats, ("bench", me), ("handler", handler.pid)],
+            ticks,
+        )
+        .await;
+        task.abort();
+        let _ = stream.delete_consumer(&name).await;
+
         let (a_rate, b_rate, c_rate) = (a.per_second(), b.per_second(), c.per_second());
         let ratio = c_rate / a_rate.min(b_rate);
         let rate = (c_rate / 2.0).max(1.0);
@@ -1034,6 +1105,12 @@ async fn bench(args: Args) {
         );
         println!("    (b) {}", b.usage_text());
         println!("    (c) {}", c.usage_text());
+        println!(
+            "  - For reference, (c′) the least a dispatcher of the same shape does (pull requests for the room there is, a task per event, POST, ack on 200; in the bench process): **{}/s** = {:.2} of min(a, b); CPU time / cs per event: {}",
+            thousands(minimal.per_second()),
+            minimal.per_second() / a_rate.min(b_rate),
+            minimal.usage_text()
+        );
         println!(
             "  - Dispatcher's own figures over (c): {:.1} events per pull request ({} requests that brought events, {:.2} ms mean wait for the first event), handler answered in {:.3} ms on average; {c_acked} acknowledged by the end",
             handled / fetches.max(1.0),

@@ -102,6 +102,11 @@ struct Args {
     /// Length of each fixed-rate latency phase.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// A light load (events a second) at which latency is measured too, through a bare consumer
+    /// and through the dispatcher: what the dispatcher adds when nothing queues for the CPU.
+    /// 0: not measured.
+    #[arg(long, default_value_t = 1000.0)]
+    light_rate: f64,
 }
 
 fn main() {
@@ -359,22 +364,47 @@ impl Usage {
     }
 }
 
-/// Busy jiffies (clock ticks) of the whole machine so far, from /proc/stat: shows what the
-/// processes measured do not (the kernel's loopback TCP work in soft interrupts, other
-/// processes on the machine).
-fn machine_busy_ticks() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let all: f64 = fields.iter().take(8).sum();
-    let idle = fields.get(3).unwrap_or(&0.0) + fields.get(4).unwrap_or(&0.0);
-    all - idle
+/// Clock ticks the whole machine has spent so far, from /proc/stat: busy in all, and in
+/// interrupts (the kernel's loopback TCP work in soft interrupts) or stolen by the hypervisor.
+/// Shows what the processes measured do not, such as other processes on the machine.
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    busy: f64,
+    interrupts: f64,
+}
+
+impl MachineTicks {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0.0);
+        Self {
+            // user nice system idle iowait irq softirq steal
+            busy: (0..8).map(field).sum::<f64>() - field(3) - field(4),
+            interrupts: field(5) + field(6) + field(7),
+        }
+    }
+
+    /// "machine 1.99 cores busy: 1.40 these processes, 0.02 interrupts, 0.57 other processes",
+    /// from `before` to now, over `seconds`, with `ours` CPU seconds used by the processes.
+    fn busy_since(before: Self, seconds: f64, ours: f64, ticks: f64) -> String {
+        let now = Self::now();
+        let cores = |t: f64| t / ticks / seconds.max(f64::EPSILON);
+        let machine = cores(now.busy - before.busy);
+        let interrupts = cores(now.interrupts - before.interrupts);
+        let ours = ours / seconds.max(f64::EPSILON);
+        format!(
+            "machine {machine:.2} cores busy: {ours:.2} these processes, {interrupts:.2} interrupts, {:.2} other processes",
+            (machine - ours - interrupts).max(0.0)
+        )
+    }
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -392,6 +422,41 @@ fn free_addr() -> SocketAddr {
         .expect("a free port")
 }
 
+/// A point in time with the CPU time used so far by the machine and by some processes, to tell
+/// afterwards how busy the machine was in between and how much of that was not theirs.
+struct Mark {
+    at: Instant,
+    machine: MachineTicks,
+    ours: f64,
+}
+
+impl Mark {
+    fn now(pids: &[u32], ticks: f64) -> Self {
+        Self {
+            at: Instant::now(),
+            machine: MachineTicks::now(),
+            ours: pids
+                .iter()
+                .map(|pid| Usage::of(*pid, ticks).cpu_seconds)
+                .sum(),
+        }
+    }
+
+    /// How busy the machine was since the mark, and with what.
+    fn busy_since(&self, pids: &[u32], ticks: f64) -> String {
+        let ours: f64 = pids
+            .iter()
+            .map(|pid| Usage::of(*pid, ticks).cpu_seconds)
+            .sum();
+        MachineTicks::busy_since(
+            self.machine,
+            self.at.elapsed().as_secs_f64(),
+            ours - self.ours,
+            ticks,
+        )
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Measuring a rate.
 // ---------------------------------------------------------------------------------------------
@@ -401,8 +466,8 @@ struct Rate {
     seconds: f64,
     /// What each process used over the window.
     usage: Vec<(&'static str, Usage)>,
-    /// Cores the whole machine kept busy over the window, on average.
-    machine_cores: f64,
+    /// How busy the whole machine was over the window.
+    machine: String,
 }
 
 impl Rate {
@@ -410,7 +475,7 @@ impl Rate {
         self.events as f64 / self.seconds.max(f64::EPSILON)
     }
 
-    /// "nats-server 4.1 µs / 0.3 cs, … (total …, 1.62 cores; whole machine …)": CPU time and
+    /// "nats-server 4.1 µs / 0.30 cs, … (total …; machine …)": CPU time and
     /// context switches per event of each process, and how busy the machine was.
     fn usage_text(&self) -> String {
         let per_event = |x: f64| x / (self.events.max(1) as f64);
@@ -426,13 +491,11 @@ impl Rate {
             })
             .collect();
         let total: f64 = self.usage.iter().map(|(_, u)| u.cpu_seconds).sum();
-        let cores = total / self.seconds.max(f64::EPSILON);
         format!(
-            "{} (total {:.1} µs, {cores:.2} cores; whole machine {:.2} cores busy, {:.2} of them outside these processes)",
+            "{} (total {:.1} µs; {})",
             parts.join(", "),
             per_event(total) * 1e6,
-            self.machine_cores,
-            (self.machine_cores - cores).max(0.0)
+            self.machine
         )
     }
 }
@@ -459,7 +522,7 @@ async fn measure(
         .iter()
         .map(|(_, pid)| Usage::of(*pid, ticks))
         .collect();
-    let machine_before = machine_busy_ticks();
+    let machine_before = MachineTicks::now();
     let from = Instant::now();
     let first = progress().await;
     assert!(
@@ -471,14 +534,19 @@ async fn measure(
         let now = progress().await;
         let elapsed = from.elapsed();
         if now >= total || elapsed >= window {
-            let usage = processes
+            let usage: Vec<(&'static str, Usage)> = processes
                 .iter()
                 .zip(before)
                 .map(|((name, pid), before)| (*name, Usage::of(*pid, ticks).since(&before)))
                 .collect();
-            let machine = machine_busy_ticks();
+            let ours = usage.iter().map(|(_, u)| u.cpu_seconds).sum();
             return Rate {
-                machine_cores: (machine - machine_before) / ticks / elapsed.as_secs_f64(),
+                machine: MachineTicks::busy_since(
+                    machine_before,
+                    elapsed.as_secs_f64(),
+                    ours,
+                    ticks,
+                ),
                 events: now - first,
                 seconds: elapsed.as_secs_f64(),
                 usage,
@@ -667,6 +735,30 @@ struct Percentiles {
     p99_ms: f64,
     max_ms: f64,
     samples: usize,
+    /// p99 of each half second by publication time: the median and the worst of them. A worst
+    /// far above the median is a backlog that built up and drained, not a steady cost.
+    slice_p99_median_ms: f64,
+    slice_p99_worst_ms: f64,
+}
+
+impl Percentiles {
+    fn text(&self) -> String {
+        format!(
+            "p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples); p99 of each 0.5 s: median {:.3} ms, worst {:.1} ms",
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.samples,
+            self.slice_p99_median_ms,
+            self.slice_p99_worst_ms
+        )
+    }
+}
+
+/// Quantile `q` of sorted nanoseconds, in milliseconds.
+fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied().unwrap_or(0) as f64 / 1e6
 }
 
 /// Also writes the samples to `file` (publication time and latency in nanoseconds, one pair a
@@ -677,22 +769,29 @@ fn percentiles(mut samples: Vec<(u64, u64)>, file: &std::path::Path) -> Percenti
     if let Err(e) = std::fs::write(file, lines) {
         eprintln!("cannot write {}: {e}", file.display());
     }
-    let first = samples.iter().map(|(p, _)| *p).min().unwrap_or(0);
-    let mut latencies: Vec<u64> = samples
-        .drain(..)
+    let first = samples.first().map_or(0, |(p, _)| *p);
+    let kept: Vec<(u64, u64)> = samples
+        .into_iter()
         .filter(|(p, _)| *p >= first + LATENCY_WARM_UP_NANOS)
-        .map(|(_, l)| l)
         .collect();
+    let mut slices: Vec<f64> = kept
+        .chunk_by(|x, y| (x.0 - first) / 500_000_000 == (y.0 - first) / 500_000_000)
+        .map(|slice| {
+            let mut latencies: Vec<u64> = slice.iter().map(|(_, l)| *l).collect();
+            latencies.sort_unstable();
+            quantile_ms(&latencies, 0.99)
+        })
+        .collect();
+    slices.sort_by(f64::total_cmp);
+    let mut latencies: Vec<u64> = kept.into_iter().map(|(_, l)| l).collect();
     latencies.sort_unstable();
-    let at = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(i).copied().unwrap_or(0) as f64 / 1e6
-    };
     Percentiles {
-        p50_ms: at(0.50),
-        p99_ms: at(0.99),
+        p50_ms: quantile_ms(&latencies, 0.50),
+        p99_ms: quantile_ms(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or(0) as f64 / 1e6,
         samples: latencies.len(),
+        slice_p99_median_ms: slices.get(slices.len() / 2).copied().unwrap_or(0.0),
+        slice_p99_worst_ms: slices.last().copied().unwrap_or(0.0),
     }
 }
 
@@ -825,7 +924,6 @@ async fn bench(args: Args) {
     let client = async_nats::connect(args.nats_url.as_str())
         .await
         .expect("connect to NATS");
-    // Timed events go out on a connection of their own, apart from the bare consumer's.
     let publisher = async_nats::connect(args.nats_url.as_str())
         .await
         .expect("connect to NATS");
@@ -846,12 +944,19 @@ async fn bench(args: Args) {
     let endpoint: Uri = format!("http://127.0.0.1:{}/", handler.port)
         .parse()
         .expect("a URI");
-    let count_url = format!("http://127.0.0.1:{}/count", handler.port);
-    let samples_url = format!("http://127.0.0.1:{}/samples", handler.port);
     let http = http_client();
     let me = std::process::id();
     let nats = ("nats-server", args.nats_pid);
     let total = args.events;
+    let phases = Phases {
+        args: &args,
+        stream: &stream,
+        publisher: &publisher,
+        http: &http,
+        endpoint: &endpoint,
+        handler: &handler,
+        ticks,
+    };
 
     println!(
         "- Stream: {total} events of {EVENT_SIZE} bytes, file storage, pre-filled at {}/s (JetStream publish, 256 in flight)",
@@ -983,82 +1088,24 @@ async fn bench(args: Args) {
 
         // Latency at half of (c)'s rate: bare consumer first, then the HTTP hop alone, then the
         // dispatcher, each on a consumer that starts at the end of the stream.
-        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, bare consumer");
-        let name = format!("lat_bare_{concurrency}");
-        let consumer = fresh_consumer(&stream, &name, DeliverPolicy::New).await;
-        let received = Arc::new(AtomicU64::new(0));
-        let bare_samples = Samples::default();
-        let task = tokio::spawn(bare_consume(
-            consumer,
-            concurrency,
-            received.clone(),
-            Some(bare_samples.clone()),
-        ));
-        let sent = publish_at_rate(&publisher, rate, args.latency_seconds).await;
-        wait_until("the bare consumer", Duration::from_secs(30), async || {
-            received.load(Ordering::Relaxed) >= sent
-        })
-        .await;
-        task.abort();
-        let _ = stream.delete_consumer(&name).await;
-        let bare_latency = percentiles(
-            std::mem::take(&mut *bare_samples.lock().expect("not poisoned")),
-            &args
-                .work_dir
-                .join(format!("latency-bare-{concurrency}.log")),
-        );
-
-        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, HTTP hop alone");
-        let _ = get_text(&http, &samples_url, Method::POST).await;
-        let room = Arc::new(Semaphore::new(concurrency));
-        let mut times = pace(rate, (rate * args.latency_seconds as f64) as u64);
-        let mut sequence = 0;
-        while let Some(published) = times.recv().await {
-            let permit = room.clone().acquire_owned().await.expect("never closed");
-            let (http, request) = (
-                http.clone(),
-                event_request(&endpoint, sequence, event(published)),
-            );
-            tokio::spawn(async move {
-                let _ = exchange(&http, request).await;
-                drop(permit);
-            });
-            sequence += 1;
-        }
-        let _ = room.acquire_many(concurrency as u32).await;
-        let http_latency = percentiles(
-            parse_samples(&get_text(&http, &samples_url, Method::POST).await),
-            &args
-                .work_dir
-                .join(format!("latency-http-{concurrency}.log")),
-        );
-
-        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, dispatcher");
-        let name = format!("lat_dispatch_{concurrency}");
-        fresh_consumer(&stream, &name, DeliverPolicy::New).await;
-        let dispatcher = start_dispatcher(&args, &name, concurrency, handler.port);
-        dispatcher.ready(&http).await;
-        let _ = get_text(&http, &samples_url, Method::POST).await;
-        let count = async || {
-            get_text(&http, &count_url, Method::GET)
-                .await
-                .and_then(|(_, t)| t.trim().parse::<u64>().ok())
-                .unwrap_or(0)
+        let tag = concurrency.to_string();
+        let (bare_latency, bare_busy) = phases.latency_bare(concurrency, rate, &tag).await;
+        let (http_latency, http_busy) = phases.latency_http(concurrency, rate, &tag).await;
+        let (dispatch_latency, dispatch_busy, lat_rss) =
+            phases.latency_dispatch(concurrency, rate, &tag).await;
+        // And at a light load, where nothing queues for the CPU.
+        let light = if args.light_rate > 0.0 && args.light_rate < rate {
+            let tag = format!("{concurrency}-light");
+            let (bare, _) = phases
+                .latency_bare(concurrency, args.light_rate, &tag)
+                .await;
+            let (dispatch, busy, _) = phases
+                .latency_dispatch(concurrency, args.light_rate, &tag)
+                .await;
+            Some((bare, dispatch, busy))
+        } else {
+            None
         };
-        let before = count().await;
-        let sent = publish_at_rate(&publisher, rate, args.latency_seconds).await;
-        wait_until("the dispatcher", Duration::from_secs(30), async || {
-            count().await >= before + sent
-        })
-        .await;
-        let dispatch_latency = percentiles(
-            parse_samples(&get_text(&http, &samples_url, Method::POST).await),
-            &args
-                .work_dir
-                .join(format!("latency-dispatch-{concurrency}.log")),
-        );
-        let lat_rss = dispatcher.stop().await;
-        let _ = stream.delete_consumer(&name).await;
 
         let added_p50 = dispatch_latency.p50_ms - bare_latency.p50_ms;
         let added_p99 = dispatch_latency.p99_ms - bare_latency.p99_ms;
@@ -1080,20 +1127,27 @@ async fn bench(args: Args) {
             thousands(rate)
         );
         println!(
-            "    - publish → handler through the dispatcher: p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples)",
-            dispatch_latency.p50_ms,
-            dispatch_latency.p99_ms,
-            dispatch_latency.max_ms,
-            dispatch_latency.samples
+            "    - publish → handler through the dispatcher: {}; {dispatch_busy}",
+            dispatch_latency.text()
         );
         println!(
-            "    - publish → bare consumer (as in a): p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples)",
-            bare_latency.p50_ms, bare_latency.p99_ms, bare_latency.max_ms, bare_latency.samples
+            "    - publish → bare consumer (as in a): {}; {bare_busy}",
+            bare_latency.text()
         );
         println!(
-            "    - the HTTP hop alone (send → handler, as in b, open loop at the same rate): p50 {:.3} ms, p99 {:.3} ms, max {:.1} ms ({} samples)",
-            http_latency.p50_ms, http_latency.p99_ms, http_latency.max_ms, http_latency.samples
+            "    - the HTTP hop alone (send → handler, as in b, open loop at the same rate): {}; {http_busy}",
+            http_latency.text()
         );
+        if let Some((bare, dispatch, busy)) = &light {
+            println!(
+                "  - At a light {} events/s: added p50 {:.3} ms, p99 {:.3} ms; through the dispatcher {}; {busy}; bare consumer {}",
+                thousands(args.light_rate),
+                dispatch.p50_ms - bare.p50_ms,
+                dispatch.p99_ms - bare.p99_ms,
+                dispatch.text(),
+                bare.text()
+            );
+        }
         println!(
             "  - Dispatcher peak RSS (VmHWM): **{:.1} MiB** draining the stream, {:.1} MiB at half load (target ≤ 32)",
             mib(c_rss),
@@ -1120,6 +1174,142 @@ async fn bench(args: Args) {
         );
     }
     let _ = js.delete_stream(STREAM).await;
+}
+
+/// What the latency phases share.
+struct Phases<'a> {
+    args: &'a Args,
+    stream: &'a stream::Stream,
+    /// Timed events go out on a connection of their own, apart from the bare consumer's.
+    publisher: &'a async_nats::Client,
+    http: &'a HttpClient,
+    endpoint: &'a Uri,
+    handler: &'a HandlerProcess,
+    ticks: f64,
+}
+
+impl Phases<'_> {
+    fn handler_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.handler.port)
+    }
+
+    /// The latency samples the handler collected since last asked.
+    async fn handler_samples(&self) -> Vec<(u64, u64)> {
+        parse_samples(&get_text(self.http, &self.handler_url("samples"), Method::POST).await)
+    }
+
+    async fn handler_count(&self) -> u64 {
+        get_text(self.http, &self.handler_url("count"), Method::GET)
+            .await
+            .and_then(|(_, t)| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self, what: &str, tag: &str) -> PathBuf {
+        self.args.work_dir.join(format!("latency-{what}-{tag}.log"))
+    }
+
+    /// Publication → receipt by a bare consumer shaped as in (a), `rate` events a second; and
+    /// how busy the machine was.
+    async fn latency_bare(
+        &self,
+        concurrency: usize,
+        rate: f64,
+        tag: &str,
+    ) -> (Percentiles, String) {
+        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, bare consumer");
+        let name = format!("lat_bare_{}", tag.replace('-', "_"));
+        let consumer = fresh_consumer(self.stream, &name, DeliverPolicy::New).await;
+        let received = Arc::new(AtomicU64::new(0));
+        let samples = Samples::default();
+        let task = tokio::spawn(bare_consume(
+            consumer,
+            concurrency,
+            received.clone(),
+            Some(samples.clone()),
+        ));
+        let pids = [self.args.nats_pid, std::process::id()];
+        let mark = Mark::now(&pids, self.ticks);
+        let sent = publish_at_rate(self.publisher, rate, self.args.latency_seconds).await;
+        let busy = mark.busy_since(&pids, self.ticks);
+        wait_until("the bare consumer", Duration::from_secs(30), async || {
+            received.load(Ordering::Relaxed) >= sent
+        })
+        .await;
+        task.abort();
+        let _ = self.stream.delete_consumer(&name).await;
+        let samples = std::mem::take(&mut *samples.lock().expect("not poisoned"));
+        (percentiles(samples, &self.log("bare", tag)), busy)
+    }
+
+    /// Sending → the handler, as in (b) but open loop at `rate` requests a second with at most
+    /// `concurrency` in flight.
+    async fn latency_http(
+        &self,
+        concurrency: usize,
+        rate: f64,
+        tag: &str,
+    ) -> (Percentiles, String) {
+        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, HTTP hop alone");
+        let _ = self.handler_samples().await;
+        let room = Arc::new(Semaphore::new(concurrency));
+        let pids = [std::process::id(), self.handler.pid];
+        let mark = Mark::now(&pids, self.ticks);
+        let mut times = pace(rate, (rate * self.args.latency_seconds as f64) as u64);
+        let mut sequence = 0;
+        while let Some(published) = times.recv().await {
+            let permit = room.clone().acquire_owned().await.expect("never closed");
+            let (http, request) = (
+                self.http.clone(),
+                event_request(self.endpoint, sequence, event(published)),
+            );
+            tokio::spawn(async move {
+                let _ = exchange(&http, request).await;
+                drop(permit);
+            });
+            sequence += 1;
+        }
+        let _ = room.acquire_many(concurrency as u32).await;
+        let busy = mark.busy_since(&pids, self.ticks);
+        (
+            percentiles(self.handler_samples().await, &self.log("http", tag)),
+            busy,
+        )
+    }
+
+    /// Publication → the handler through a `switchyard dispatch` started for the phase; and its
+    /// peak RSS in KiB.
+    async fn latency_dispatch(
+        &self,
+        concurrency: usize,
+        rate: f64,
+        tag: &str,
+    ) -> (Percentiles, String, u64) {
+        eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, dispatcher");
+        let name = format!("lat_dispatch_{}", tag.replace('-', "_"));
+        fresh_consumer(self.stream, &name, DeliverPolicy::New).await;
+        let dispatcher = start_dispatcher(self.args, &name, concurrency, self.handler.port);
+        dispatcher.ready(self.http).await;
+        let _ = self.handler_samples().await;
+        let before = self.handler_count().await;
+        let pids = [
+            self.args.nats_pid,
+            std::process::id(),
+            dispatcher.pid,
+            self.handler.pid,
+        ];
+        let mark = Mark::now(&pids, self.ticks);
+        let sent = publish_at_rate(self.publisher, rate, self.args.latency_seconds).await;
+        let busy = mark.busy_since(&pids, self.ticks);
+        wait_until("the dispatcher", Duration::from_secs(30), async || {
+            self.handler_count().await >= before + sent
+        })
+        .await;
+        let latency = percentiles(self.handler_samples().await, &self.log("dispatch", tag));
+        let rss = dispatcher.stop().await;
+        let _ = self.stream.delete_consumer(&name).await;
+        (latency, busy, rss)
+    }
 }
 
 fn parse_samples(response: &Option<(u16, String)>) -> Vec<(u64, u64)> {

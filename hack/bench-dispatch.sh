@@ -10,7 +10,8 @@
 # server somebody else is using.
 #
 # Environment: EVENTS (pre-filled stream, default 1500000), WINDOW_SECONDS (each throughput
-# window, default 5), LATENCY_SECONDS (each fixed-rate latency phase, default 10).
+# window, default 5), LATENCY_SECONDS (each fixed-rate latency phase, default 10), LIGHT_RATE
+# (events/s of the extra latency phases at a light load, default 1000; 0 skips them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,6 +19,7 @@ CONCURRENCY="${1:-64}"
 EVENTS="${EVENTS:-1500000}"
 WINDOW_SECONDS="${WINDOW_SECONDS:-5}"
 LATENCY_SECONDS="${LATENCY_SECONDS:-10}"
+LIGHT_RATE="${LIGHT_RATE:-1000}"
 
 nats_server="$(hack/tools.sh --print-bin-dir)/nats-server"
 [[ -x $nats_server ]] || { echo "bench-dispatch: $nats_server is missing; run make tools" >&2; exit 1; }
@@ -29,6 +31,15 @@ cargo bench --locked --bench dispatch --no-run 2>&1 | tail -n 1
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/bench-dispatch.XXXXXX")"
 logs="$target_dir/bench-dispatch-logs"
+# JetStream refuses to store more than the disk can take ("insufficient resources"): about 300
+# bytes per event are needed, twice that to be safe. A tmpfs (TMPDIR=/dev/shm) does as well.
+need_kib=$((EVENTS * 600 / 1024))
+free_kib="$(df --output=avail -k "$work" | tail -n 1 | tr -d ' ')"
+if (( free_kib < need_kib )); then
+  echo "bench-dispatch: $work has $((free_kib / 1024)) MiB free, the stream needs about $((need_kib / 1024)) MiB; set TMPDIR elsewhere or lower EVENTS" >&2
+  rm -rf "$work"
+  exit 1
+fi
 nats_pid=""
 cleanup() {
   if [[ -n $nats_pid ]]; then
@@ -52,19 +63,20 @@ read -r nats_url monitor_url < <(python3 -c 'import json, sys; p = json.load(ope
 # /healthz?js-enabled-only=true answers ok once JetStream is enabled.
 for _ in $(seq 100); do curl -fsS "$monitor_url/healthz?js-enabled-only=true" >/dev/null 2>&1 && break; sleep 0.1; done
 
-# The figures only mean something on a quiet machine: record how busy it was just before.
+# The figures only mean something on a quiet machine: record how busy it was just before and
+# the niceness the bench ran at; each measurement also says how much CPU went to other processes.
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 results="$(cargo bench --locked --bench dispatch -- \
   --nats-url "$nats_url" --nats-pid "$nats_pid" --switchyard "$target_dir/release/switchyard" \
   --work-dir "$work" --concurrency "$CONCURRENCY" --events "$EVENTS" \
-  --seconds "$WINDOW_SECONDS" --latency-seconds "$LATENCY_SECONDS" 2> >(grep --line-buffered -v '^ *\(Finished\|Running\)' >&2))"
+  --seconds "$WINDOW_SECONDS" --latency-seconds "$LATENCY_SECONDS" --light-rate "$LIGHT_RATE" 2> >(grep --line-buffered -v '^ *\(Finished\|Running\)' >&2))"
 
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m)"
 report="$(cat <<MD
 
 ### bench-dispatch, $(date -u +%Y-%m-%dT%H:%MZ)
-- Machine: $machine, load average $load_before before the run; switchyard $(git rev-parse --short HEAD 2>/dev/null || echo unknown), release build; $("$nats_server" --version), private server, file storage
-- Method: one process each for nats-server, the handler (axum, 200 with an empty body) and the dispatcher (\`switchyard dispatch --stream bench_dispatch --consumer … --endpoint http://127.0.0.1:…/ --concurrency C --subject-prefix bench.dispatch --http-addr 127.0.0.1:… --nats-url …\`, default tokio runtime); the bare consumer (a) and client (b) run in the bench process. Rates over ${WINDOW_SECONDS} s windows after a 1 s warm-up: (a) and (c) from the consumer's ack floor, (b) from answered requests. Latency: events published at a fixed rate (half of c) carry their publication time; "added" = the dispatcher path's percentile (publish → handler) minus the bare consumer's (publish → receipt) at the same rate, the first second left out; ${LATENCY_SECONDS} s each
+- Machine: $machine, load average $load_before before the run, bench processes at nice $(nice); switchyard $(git rev-parse --short HEAD 2>/dev/null || echo unknown), release build; $("$nats_server" --version), private server, file storage
+- Method: one process each for nats-server, the handler (axum, 200 with an empty body) and the dispatcher (\`switchyard dispatch --stream bench_dispatch --consumer … --endpoint http://127.0.0.1:…/ --concurrency C --subject-prefix bench.dispatch --http-addr 127.0.0.1:… --nats-url …\`, default tokio runtime); the bare consumer (a) and client (b) run in the bench process. Rates over ${WINDOW_SECONDS} s windows after a 1 s warm-up: (a) and (c) from the consumer's ack floor, (b) from answered requests. Latency: events published at a fixed rate (half of c) carry their publication time; "added" = the dispatcher path's percentile (publish → handler) minus the bare consumer's (publish → receipt) at the same rate, the first second left out; ${LATENCY_SECONDS} s each, then again at a light ${LIGHT_RATE} events/s
 - CPU time / context switches (cs) per event: each process's user + system time, and its threads' context switches, over the window, divided by the events in it
 $results
 MD

@@ -14,8 +14,8 @@
 //! between (c′) and (c) is the implementation's, the gap between (c′) and min(a, b) the shape's
 //! and the machine's (every process shares the same cores).
 //!
-//! Then latency at half of (c)'s rate: events published at a fixed rate, each carrying its
-//! publication time; the time from publication to receipt by a bare consumer shaped as in (a),
+//! Then latency at half of (c)'s rate, and again at a light fixed rate: events published at a
+//! fixed rate, each carrying its publication time; the time from publication to receipt by a bare consumer shaped as in (a),
 //! and to the handler through the dispatcher. "Added" latency is the difference of the two at
 //! each percentile. The dispatcher's peak RSS is its VmHWM. CPU time and context switches per
 //! event of every process taking part, and how busy the whole machine was, show where the time
@@ -28,7 +28,8 @@
 //! a test: it asserts nothing about the figures.
 //!
 //! Usage: `cargo bench --bench dispatch -- --nats-url URL --nats-pid PID --switchyard BIN
-//! --work-dir DIR [--concurrency 1,16,64] [--events N] [--seconds S] [--latency-seconds L]`
+//! --work-dir DIR [--concurrency 1,16,64] [--events N] [--seconds S] [--latency-seconds L]
+//! [--light-rate R]`. The dispatchers' logs and every latency sample go to DIR.
 
 use std::{
     net::{SocketAddr, TcpListener as StdListener},

@@ -12,6 +12,7 @@
 # Environment: EVENTS (pre-filled stream, default 1500000), WINDOW_SECONDS (each throughput
 # window, default 5), LATENCY_SECONDS (each fixed-rate latency phase, default 10), LIGHT_RATE
 # (events/s of the extra latency phases at a light load, default 1000; 0 skips them).
+# The dispatchers' logs and the latency samples are kept in <target dir>/bench-dispatch-logs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

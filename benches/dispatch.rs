@@ -1053,6 +1053,9 @@ async fn bench(args: Args) {
         eprintln!("concurrency {concurrency}: (c) switchyard dispatch");
         let name = format!("dispatch_{concurrency}");
         fresh_consumer(&stream, &name, DeliverPolicy::All).await;
+        // The ack floor also moves for events the dispatcher terminates without a POST: the
+        // handler's own count tells whether every acknowledged event reached it.
+        let posted_before = phases.handler_count().await;
         let dispatcher = start_dispatcher(&args, &name, concurrency, handler.port);
         let c = measure(
             async || ack_floor(&stream, &name).await,
@@ -1074,6 +1077,7 @@ async fn bench(args: Args) {
             .await;
         let c_rss = dispatcher.stop().await;
         let c_acked = ack_floor(&stream, &name).await;
+        let c_posted = phases.handler_count().await - posted_before;
         let _ = stream.delete_consumer(&name).await;
 
         // (c′) the minimal pipeline of the same shape.
@@ -1181,7 +1185,7 @@ async fn bench(args: Args) {
             minimal.usage_text()
         );
         println!(
-            "  - Dispatcher's own figures over (c): {:.1} events per pull request ({} requests that brought events, {:.2} ms mean wait for the first event), handler answered in {:.3} ms on average; {c_acked} acknowledged by the end",
+            "  - Dispatcher's own figures over (c): {:.1} events per pull request ({} requests that brought events, {:.2} ms mean wait for the first event), handler answered in {:.3} ms on average; {c_acked} acknowledged by the end, {c_posted} received by the handler",
             handled / fetches.max(1.0),
             fetches,
             fetch_sum / fetches.max(1.0) * 1e3,

@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 DEV_ENV := target/dev-env/env
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-schema-compat
+.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-schema-compat bench-dispatch
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ bench-subscriptions: tools ## N Topics + N Subscriptions (N=500) to Ready, write
 
 bench-schema-compat: ## Time schema compatibility checks (realistic and 5,000-property pairs) → BENCHMARKS.md
 	hack/bench-schema-compat.sh
+
+bench-dispatch: tools ## Dispatcher events/s vs bare pull consumer and bare HTTP client, added latency, RSS (CONCURRENCY=1,16,64)
+	hack/bench-dispatch.sh $(CONCURRENCY)

@@ -25,6 +25,13 @@ pub fn dead_letter_stream_name(namespace: &str, name: &str) -> String {
     format!("{namespace}_{name}_dlq")
 }
 
+/// The subject prefix of the managed dead-letter stream of the DeadLetterPolicy
+/// `namespace/name`; dead letters go to `<prefix>.<event type tokens>`. The leading `_` keeps it
+/// apart from every Topic's default subjects (`<namespace>.<topic>.>`): no namespace starts so.
+pub fn dead_letter_subject_prefix(namespace: &str, name: &str) -> String {
+    format!("_dlq.{namespace}.{name}")
+}
+
 /// The stream capturing consumer advisories (max deliveries, terminated messages). Its subjects
 /// are the account's advisory subjects, which only one stream may hold, so there is one.
 pub const ADVISORY_STREAM: &str = "SWITCHYARD_ADVISORIES";

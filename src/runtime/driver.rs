@@ -15,7 +15,7 @@ use kube::{
     runtime::{Controller, controller::Action, reflector::Store},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Context, Error, kube_events::KubeEvent, retry::Retry};
 use crate::{
@@ -360,12 +360,23 @@ pub async fn reconcile<R: Reconciler>(
     })
 }
 
+/// How soon a reconcile that lost a write conflict runs again: time for the watch to deliver
+/// the newer object.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+
 /// Retries a reconcile that failed with an error, later each time.
 pub fn error_policy<R: Reconciler>(
     guard: Arc<DeserializeGuard<R::Kind>>,
     error: &Error,
     driven: Arc<Driven<R>>,
 ) -> Action {
+    driven.ctx.metrics.observe_error(R::KIND, error.category());
+    if error.category() == "conflict" {
+        // The cached object was older than the stored one (our own write, or someone else's,
+        // is on its way through the watch). Normal with caches; no backoff, no alarm.
+        debug!(kind = R::KIND, name = %guard.name_any(), "object changed meanwhile; reconciling it again");
+        return Action::requeue(CONFLICT_RETRY);
+    }
     let delay = driven.retry.failed(&retry_key(guard.as_ref()));
     warn!(
         kind = R::KIND,
@@ -375,7 +386,6 @@ pub fn error_policy<R: Reconciler>(
         retry_in = ?delay,
         "reconcile failed"
     );
-    driven.ctx.metrics.observe_error(R::KIND, error.category());
     driven.ctx.metrics.observe_retry(R::KIND, delay);
     Action::requeue(delay)
 }

@@ -149,6 +149,7 @@ impl Error {
     /// Low-cardinality label for logs and metrics.
     pub fn category(&self) -> &'static str {
         match self {
+            Self::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
             Self::Kube(_) => "kube",
             Self::Broker(_) => "broker",
             Self::MissingField(_) => "invalid_object",

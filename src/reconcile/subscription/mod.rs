@@ -31,7 +31,10 @@ use std::collections::HashSet;
 use async_nats::jetstream::consumer::{
     Config as ConsumerConfig, Info as ConsumerInfo, IntoConsumerConfig, pull,
 };
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{
     Api, ResourceExt,
     core::DeserializeGuard,
@@ -73,6 +76,9 @@ const CACHE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Subscription applied together with its Topic waits this long, quietly, before it reports
 /// TopicNotReady.
 const TOPIC_SETUP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long after its creation a Subscription whose Topic is missing waits, quietly, before it
+/// reports TopicNotFound.
+const SUBSCRIPTION_APPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often a Subscription waiting for a Topic being set up looks again, should the watch
 /// that reports the Topic's first status be late.
 const TOPIC_SETUP_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
@@ -229,15 +235,28 @@ fn topic_being_set_up(topic: &Topic, now: Timestamp) -> bool {
         .status
         .as_ref()
         .is_some_and(|s| crate::conditions::find(&s.conditions, ConditionType::Ready).is_some());
-    let age = topic
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|created| now.duration_since(created.0));
     !reported
-        && age.is_some_and(|age| {
-            age < SignedDuration::try_from(TOPIC_SETUP_GRACE).unwrap_or(SignedDuration::MAX)
-        })
+        && younger_than(
+            topic.metadata.creation_timestamp.as_ref(),
+            now,
+            TOPIC_SETUP_GRACE,
+        )
+}
+
+/// A Subscription created moments ago and never reported on: when its Topic is missing, the
+/// Topic was most likely applied with it and is not in the cache yet.
+fn applied_moments_ago(sub: &Subscription, now: Timestamp) -> bool {
+    sub.status.is_none()
+        && younger_than(
+            sub.metadata.creation_timestamp.as_ref(),
+            now,
+            SUBSCRIPTION_APPLY_GRACE,
+        )
+}
+
+fn younger_than(created: Option<&Time>, now: Timestamp, age: std::time::Duration) -> bool {
+    let limit = SignedDuration::try_from(age).unwrap_or(SignedDuration::MAX);
+    created.is_some_and(|created| now.duration_since(created.0) < limit)
 }
 
 /// Whether the Subscription's status shows it read its Topic before (so a missing Topic was
@@ -292,6 +311,10 @@ impl Reconciler for SubscriptionReconciler {
                 ))
                 .with_event(KubeEvent::warning("TopicDeleted", message))
                 .into()));
+            }
+            if applied_moments_ago(sub, ctx.clock.now()) {
+                // Most likely applied together with its Topic, which the cache has yet to show.
+                return Ok(Err(Unresolved::Settling(TOPIC_SETUP_RECHECK)));
             }
             return Ok(Err(waiting(
                 SubscriptionReason::TopicNotFound,
@@ -822,6 +845,21 @@ mod tests {
             ..TopicStatus::default()
         });
         topic
+    }
+
+    #[test]
+    fn a_missing_topic_is_waited_for_quietly_only_just_after_the_subscription_was_applied() {
+        let created: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let mut sub = Subscription::new(
+            "billing",
+            serde_yaml::from_str("topicRef: {name: orders}").unwrap(),
+        );
+        sub.metadata.creation_timestamp = Some(Time(created));
+        let after = |seconds: i64| created + SignedDuration::from_secs(seconds);
+        assert!(applied_moments_ago(&sub, after(1)));
+        assert!(!applied_moments_ago(&sub, after(6)));
+        sub.status = Some(SubscriptionStatus::default());
+        assert!(!applied_moments_ago(&sub, after(1)), "reported on before");
     }
 
     #[test]

@@ -15,14 +15,15 @@ use tracing::{info, warn};
 use self::stream_config::{TopicIdentity, desired_stream, metadata};
 use crate::{
     api::{Topic, TopicStatus, topic::DeletionPolicy},
-    broker::{BrokerError, codes},
-    condition_reasons,
-    conditions::Verdict,
-    naming,
-    reconcile::plan::{Plan as StreamPlan, PlanInputs, UpdateCause, plan},
+    broker::BrokerError,
+    condition_reasons, naming,
+    reconcile::{
+        plan::{Plan as StreamPlan, PlanInputs, plan},
+        stream_apply::{self, StreamReasons},
+    },
     runtime::{
         Context,
-        driver::{Outcome, Reconciler, Unresolved, common_broker_failure},
+        driver::{Outcome, Reconciler, Unresolved},
         kube_events::KubeEvent,
     },
 };
@@ -42,6 +43,13 @@ condition_reasons! {
         /// The subjects overlap those of another stream, which keeps them.
         SubjectsOverlap,
     }
+}
+
+impl StreamReasons for TopicReason {
+    const IN_SYNC: Self = Self::StreamReady;
+    const NOT_OWNED: Self = Self::StreamNotOwned;
+    const CHANGE_REFUSED: Self = Self::ChangeRefused;
+    const SUBJECTS_OVERLAP: Self = Self::SubjectsOverlap;
 }
 
 /// Reconciles Topics into streams.
@@ -103,77 +111,12 @@ impl Reconciler for TopicReconciler {
     async fn apply(
         &self,
         ctx: &Context,
-        topic: &Topic,
+        _: &Topic,
         desired: &StreamConfig,
         actual: Option<StreamInfo>,
         plan: StreamPlan,
     ) -> Outcome<Self> {
-        let stream = &desired.name;
-        let topic_name = topic.name_any();
-        let namespace = topic.namespace().unwrap_or_default();
-        match plan {
-            StreamPlan::InSync => Outcome::new(in_sync(stream)).with_figures(actual),
-            StreamPlan::Create | StreamPlan::Recreate => {
-                match ctx.broker.create_stream(desired).await {
-                    Ok(info) => {
-                        info!(topic = %topic_name, %namespace, stream, ?plan, "stream created");
-                        // Its own reason: Kubernetes folds repeated Events of one reason into a
-                        // series that keeps the first note.
-                        let event = if plan == StreamPlan::Recreate {
-                            KubeEvent::warning(
-                                "StreamRecreated",
-                                format!(
-                                    "stream {stream} was deleted outside Switchyard, with its events; recreated it empty"
-                                ),
-                            )
-                        } else {
-                            KubeEvent::normal("StreamCreated", format!("created stream {stream}"))
-                        };
-                        Outcome::new(in_sync(stream))
-                            .with_figures(Some(info))
-                            .with_event(event)
-                    }
-                    Err(e) => self.broker_failure(ctx, desired, e).await,
-                }
-            }
-            StreamPlan::Update { cause, changed } => {
-                match ctx.broker.update_stream(desired).await {
-                    Ok(info) => {
-                        let fields = changed.join(", ");
-                        info!(topic = %topic_name, %namespace, stream, ?cause, fields, "stream updated");
-                        Outcome::new(in_sync(stream))
-                            .with_figures(Some(info))
-                            .with_event(update_event(cause, stream, &fields))
-                    }
-                    Err(e) => self.broker_failure(ctx, desired, e).await,
-                }
-            }
-            StreamPlan::NotOwned { owner } => {
-                let found = match owner {
-                    Some(owner) => format!("its metadata names {owner} as owner"),
-                    None => "it records no Switchyard owner".into(),
-                };
-                let message = format!(
-                    "stream {stream} already exists and was not created for this Topic ({found}); it is left untouched. \
-                     To take it over, annotate the Topic with {}=\"true\"",
-                    crate::api::annotations::ADOPT
-                );
-                Outcome::new(Verdict::not_ready(
-                    TopicReason::StreamNotOwned,
-                    message.clone(),
-                ))
-                .with_event(KubeEvent::warning("StreamNotOwned", message))
-            }
-            StreamPlan::Refused { field, message } => {
-                let message = format!("{field}: {message}");
-                Outcome::new(Verdict::not_ready(
-                    TopicReason::ChangeRefused,
-                    message.clone(),
-                ))
-                .with_figures(actual)
-                .with_event(KubeEvent::warning("ChangeRefused", message))
-            }
-        }
+        stream_apply::apply(ctx, desired, actual, plan).await
     }
 
     async fn broker_failure(
@@ -182,15 +125,7 @@ impl Reconciler for TopicReconciler {
         desired: &StreamConfig,
         error: BrokerError,
     ) -> Outcome<Self> {
-        if error.code() != Some(codes::STREAM_SUBJECT_OVERLAP) {
-            return common_broker_failure(ctx, &error);
-        }
-        let message = overlap_message(ctx, &desired.name, &desired.subjects).await;
-        Outcome::new(Verdict::not_ready(
-            TopicReason::SubjectsOverlap,
-            message.clone(),
-        ))
-        .with_event(KubeEvent::warning("SubjectsOverlap", message))
+        stream_apply::failure(ctx, desired, error).await
     }
 
     fn project(status: &mut TopicStatus, topic: &Topic, info: Option<&StreamInfo>) {
@@ -253,52 +188,4 @@ impl Reconciler for TopicReconciler {
             format!("stream {stream} could not be deleted and is left behind: {error}"),
         )
     }
-}
-
-fn in_sync(stream: &str) -> Verdict<TopicReason> {
-    Verdict::ready(
-        TopicReason::StreamReady,
-        format!("stream {stream} matches the spec"),
-    )
-}
-
-fn update_event(cause: UpdateCause, stream: &str, fields: &str) -> KubeEvent {
-    match cause {
-        UpdateCause::SpecChanged => KubeEvent::normal(
-            "StreamUpdated",
-            format!("updated stream {stream}: {fields}"),
-        ),
-        UpdateCause::Drift => KubeEvent::warning(
-            "DriftCorrected",
-            format!(
-                "stream {stream} was changed outside Switchyard ({fields}); restored the declared configuration"
-            ),
-        ),
-        UpdateCause::Adoption => KubeEvent::normal(
-            "StreamAdopted",
-            format!("adopted existing stream {stream} and applied the spec ({fields})"),
-        ),
-    }
-}
-
-/// Names the stream (and the Topic owning it) that already holds one of our subjects: the older
-/// object keeps the subjects, the newer one reports the conflict.
-async fn overlap_message(ctx: &Context, own_stream: &str, subjects: &[String]) -> String {
-    for subject in subjects {
-        let Ok(names) = ctx.broker.streams_overlapping(subject).await else {
-            continue;
-        };
-        let Some(other) = names.into_iter().find(|n| n != own_stream) else {
-            continue;
-        };
-        let owner = match ctx.broker.stream_info(&other).await {
-            Ok(Some(info)) => info.config.metadata.get(metadata::OWNER).cloned(),
-            _ => None,
-        };
-        let owned_by = owner.map(|o| format!(", owned by {o}")).unwrap_or_default();
-        return format!(
-            "subject {subject} overlaps stream {other}{owned_by}, which keeps it; choose subjects no other stream uses"
-        );
-    }
-    "the subjects overlap those of another stream; choose subjects no other stream uses".into()
 }

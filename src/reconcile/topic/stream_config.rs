@@ -151,7 +151,7 @@ fn subjects(id: TopicIdentity<'_>, spec: &TopicSpec) -> Result<Vec<String>, Inva
     Ok(declared.clone())
 }
 
-fn optional_duration(
+pub(crate) fn optional_duration(
     field: &str,
     value: Option<&GoDuration>,
 ) -> Result<Option<Duration>, InvalidSpec> {
@@ -190,7 +190,7 @@ fn duplicate_window(spec: &TopicSpec, max_age: Duration) -> Result<Duration, Inv
     }
 }
 
-fn optional_size_i64(field: &str, value: Option<&ByteSize>) -> Result<i64, InvalidSpec> {
+pub(crate) fn optional_size_i64(field: &str, value: Option<&ByteSize>) -> Result<i64, InvalidSpec> {
     let Some(size) = value else { return Ok(-1) };
     let bytes = size
         .parse()

@@ -1,6 +1,7 @@
 //! One reconciler per kind, each plugged into the shared runtime ([`crate::runtime`]): a kind
 //! supplies its pure stages and its broker I/O, nothing of the controller lifecycle.
 
+pub mod dead_letter_policy;
 pub mod plan;
 pub mod stream_apply;
 pub mod subscription;

@@ -16,9 +16,7 @@ use crate::{
     naming::{self, metadata},
     reconcile::{
         InvalidSpec,
-        topic::stream_config::{
-            DEFAULT_DUPLICATE_WINDOW, optional_duration, optional_size_i64,
-        },
+        topic::stream_config::{DEFAULT_DUPLICATE_WINDOW, optional_duration, optional_size_i64},
     },
 };
 
@@ -50,8 +48,8 @@ pub fn managed(
     id: PolicyIdentity<'_>,
     spec: &ManagedDeadLetterStream,
 ) -> Result<DesiredTarget, InvalidSpec> {
-    let max_age = optional_duration("spec.target.managed.maxAge", Some(&spec.max_age))?
-        .unwrap_or_default();
+    let max_age =
+        optional_duration("spec.target.managed.maxAge", Some(&spec.max_age))?.unwrap_or_default();
     let prefix = naming::dead_letter_subject_prefix(id.namespace, id.name);
     let mut meta = HashMap::new();
     meta.insert(
@@ -184,7 +182,10 @@ mod tests {
             Some("DeadLetterPolicy/shop/payments")
         );
         assert_eq!(
-            stream.metadata.get(metadata::GENERATION).map(String::as_str),
+            stream
+                .metadata
+                .get(metadata::GENERATION)
+                .map(String::as_str),
             Some("3")
         );
     }
@@ -208,19 +209,33 @@ mod tests {
     fn a_topic_target_uses_the_topics_stream_and_subject_space() {
         let mut orders = Topic::new("dead", serde_yaml::from_str("{}").unwrap());
         orders.metadata.namespace = Some("shop".into());
-        let target = desired(id(), &spec("target: {topicRef: {name: dead}}"), Some(&orders)).unwrap();
+        let target = desired(
+            id(),
+            &spec("target: {topicRef: {name: dead}}"),
+            Some(&orders),
+        )
+        .unwrap();
         assert_eq!(target.stream, "shop_dead");
         assert_eq!(target.subject_prefix, "shop.dead");
         assert_eq!(target.managed, None);
         assert_eq!(target.topic.as_deref(), Some("dead"));
 
         orders.spec.subjects = Some(vec!["shop.failed.exact".into(), "shop.failed.>".into()]);
-        let target = desired(id(), &spec("target: {topicRef: {name: dead}}"), Some(&orders)).unwrap();
+        let target = desired(
+            id(),
+            &spec("target: {topicRef: {name: dead}}"),
+            Some(&orders),
+        )
+        .unwrap();
         assert_eq!(target.subject_prefix, "shop.failed");
 
         orders.spec.subjects = Some(vec!["shop.failed.exact".into()]);
-        let error = desired(id(), &spec("target: {topicRef: {name: dead}}"), Some(&orders))
-            .unwrap_err();
+        let error = desired(
+            id(),
+            &spec("target: {topicRef: {name: dead}}"),
+            Some(&orders),
+        )
+        .unwrap_err();
         assert_eq!(error.field, "spec.target.topicRef");
         assert!(error.message.contains("shop.dead.>"), "{error}");
     }

@@ -23,6 +23,8 @@ pub enum ConditionType {
     ConsumerReady,
     /// A Subscription's worker Deployment has all its desired pods available.
     WorkersAvailable,
+    /// A DeadLetterPolicy holds at least its alertThreshold of dead letters.
+    DeadLettersAccumulating,
 }
 
 impl ConditionType {
@@ -32,6 +34,7 @@ impl ConditionType {
             Self::ReconciliationPaused => "ReconciliationPaused",
             Self::ConsumerReady => "ConsumerReady",
             Self::WorkersAvailable => "WorkersAvailable",
+            Self::DeadLettersAccumulating => "DeadLettersAccumulating",
         }
     }
 }

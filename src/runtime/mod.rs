@@ -47,7 +47,10 @@ use crate::{
     broker::{Broker, BrokerError, BrokerOptions},
     conditions::{Clock, SystemClock},
     metrics::Metrics,
-    reconcile::{subscription::SubscriptionReconciler, topic::TopicReconciler},
+    reconcile::{
+        dead_letter_policy::DeadLetterPolicyReconciler, subscription::SubscriptionReconciler,
+        topic::TopicReconciler,
+    },
 };
 
 /// The field manager Switchyard writes with; server-side apply attributes fields to it.
@@ -301,6 +304,7 @@ async fn run_controllers(
     tokio::join!(
         run_controller(TopicReconciler, ctx, health, term.clone()),
         run_controller(SubscriptionReconciler::default(), ctx, health, term.clone()),
+        run_controller(DeadLetterPolicyReconciler, ctx, health, term.clone()),
     );
 }
 

@@ -1,3 +1,403 @@
-//! DeadLetterPolicy → where dead letters are kept: a managed dead-letter stream or a Topic's.
+//! DeadLetterPolicy → where dead letters are kept: a managed dead-letter stream Switchyard
+//! creates and keeps as declared, or an existing Topic's stream. The stages: the Topic target
+//! (if any) and the Subscriptions that would loop through it, the desired target (pure,
+//! [`target`]), the stream as it is, the plan, applying it; and the figures the status shows
+//! (pure, [`status`]), including whether dead letters are accumulating past the threshold.
 
+pub mod status;
 pub mod target;
+
+use async_nats::jetstream::stream::Info as StreamInfo;
+use kube::{
+    Api, ResourceExt,
+    api::ListParams,
+    core::DeserializeGuard,
+    runtime::{Controller, WatchStreamExt, reflector::Store, watcher},
+};
+use tracing::info;
+
+use self::target::{DesiredTarget, PolicyIdentity};
+use crate::{
+    api::{DeadLetterPolicy, DeadLetterPolicyStatus, Subscription, Topic, topic::DeletionPolicy},
+    broker::BrokerError,
+    condition_reasons,
+    conditions::{self, ConditionType, ReasonCode, Verdict},
+    naming::{self, metadata},
+    reconcile::{
+        plan::{Plan as StreamPlan, PlanInputs, plan},
+        stream_apply::{self, StreamReasons},
+        topic::referred_topic_change,
+    },
+    runtime::{
+        Context, Error, api_for,
+        driver::{Outcome, Reconciler, Unresolved},
+        kube_events::KubeEvent,
+        relations::referrers,
+        watch::related_changes,
+    },
+};
+
+/// Held while a policy whose managed stream has `deletionPolicy: Delete` exists.
+pub const FINALIZER: &str = "switchyard.dev/dead-letter-stream-cleanup";
+
+condition_reasons! {
+    /// Why a DeadLetterPolicy is (not) Ready, and whether dead letters accumulate.
+    pub enum DeadLetterPolicyReason {
+        /// The managed dead-letter stream exists and matches the spec.
+        StreamReady,
+        /// A stream with the managed stream's name exists and was not created for this policy.
+        StreamNotOwned,
+        /// The spec asks for a change JetStream cannot apply in place.
+        ChangeRefused,
+        /// The managed stream's subjects overlap those of another stream.
+        SubjectsOverlap,
+        /// Dead letters go to the target Topic's stream, which exists.
+        TargetReady,
+        /// The target Topic does not exist.
+        TargetNotFound,
+        /// The target Topic exists but its stream does not (yet).
+        TargetNotReady,
+        /// The target Topic's events are themselves dead-lettered by this policy, so a dead
+        /// letter could be dead-lettered again, without end.
+        TargetCapturedByPolicy,
+        /// The dead letters held reached alertThreshold.
+        AboveThreshold,
+        /// Fewer dead letters are held than alertThreshold.
+        BelowThreshold,
+    }
+}
+
+impl StreamReasons for DeadLetterPolicyReason {
+    const IN_SYNC: Self = Self::StreamReady;
+    const NOT_OWNED: Self = Self::StreamNotOwned;
+    const CHANGE_REFUSED: Self = Self::ChangeRefused;
+    const SUBJECTS_OVERLAP: Self = Self::SubjectsOverlap;
+}
+
+/// What to do about a policy's target.
+#[derive(Debug)]
+pub enum TargetPlan {
+    /// The managed stream's plan.
+    Stream(StreamPlan),
+    /// A Topic target: nothing to change, only whether its stream exists.
+    Topic { exists: bool },
+}
+
+/// Reconciles DeadLetterPolicies into their targets.
+#[derive(Default)]
+pub struct DeadLetterPolicyReconciler;
+
+fn identity(policy: &DeadLetterPolicy) -> (String, String) {
+    (policy.namespace().unwrap_or_default(), policy.name_any())
+}
+
+fn waiting(
+    reason: DeadLetterPolicyReason,
+    message: String,
+) -> Unresolved<DeadLetterPolicyReconciler> {
+    Outcome::new(Verdict::not_ready(reason, message.clone()))
+        .with_event(KubeEvent::warning(reason.as_str(), message))
+        .into()
+}
+
+impl Reconciler for DeadLetterPolicyReconciler {
+    type Kind = DeadLetterPolicy;
+    type Status = DeadLetterPolicyStatus;
+    type Reason = DeadLetterPolicyReason;
+    type Refs = Option<Topic>;
+    type Desired = DesiredTarget;
+    type Actual = Option<StreamInfo>;
+    type Plan = TargetPlan;
+    type Figures = StreamInfo;
+
+    const KIND: &'static str = "DeadLetterPolicy";
+    const FINALIZER: &'static str = FINALIZER;
+
+    fn status(policy: &DeadLetterPolicy) -> Option<&DeadLetterPolicyStatus> {
+        policy.status.as_ref()
+    }
+
+    fn cleans_up(policy: &DeadLetterPolicy) -> bool {
+        policy.spec.target.topic_ref.is_none()
+            && policy
+                .spec
+                .target
+                .managed
+                .as_ref()
+                .is_some_and(|m| m.deletion_policy == DeletionPolicy::Delete)
+    }
+
+    async fn dereference(
+        &self,
+        ctx: &Context,
+        policy: &DeadLetterPolicy,
+    ) -> Result<Result<Option<Topic>, Unresolved<Self>>, Error> {
+        let Some(reference) = &policy.spec.target.topic_ref else {
+            return Ok(Ok(None));
+        };
+        let (namespace, name) = identity(policy);
+        let topics: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(topic) = topics.get_opt(&reference.name).await? else {
+            return Ok(Err(waiting(
+                DeadLetterPolicyReason::TargetNotFound,
+                format!(
+                    "Topic {} does not exist in namespace {namespace}; dead letters are held back (their advisories wait) until it does",
+                    reference.name
+                ),
+            )));
+        };
+        if let Some(looping) = capturing_subscriber(ctx, &namespace, &name, &topic).await? {
+            return Ok(Err(waiting(
+                DeadLetterPolicyReason::TargetCapturedByPolicy,
+                format!(
+                    "the target Topic {} is read by {looping}, whose failed events this policy dead-letters into that same Topic; target another Topic, or give {looping} another policy",
+                    reference.name
+                ),
+            )));
+        }
+        Ok(Ok(Some(topic)))
+    }
+
+    fn desired(policy: &DeadLetterPolicy, topic: &Option<Topic>) -> Result<DesiredTarget, String> {
+        let (namespace, name) = identity(policy);
+        let id = PolicyIdentity {
+            namespace: &namespace,
+            name: &name,
+            generation: policy.metadata.generation.unwrap_or_default(),
+        };
+        target::desired(id, &policy.spec, topic.as_ref()).map_err(|invalid| invalid.to_string())
+    }
+
+    async fn observe(
+        &self,
+        ctx: &Context,
+        desired: &DesiredTarget,
+    ) -> Result<Option<StreamInfo>, BrokerError> {
+        ctx.broker.stream_info(&desired.stream).await
+    }
+
+    fn plan(
+        desired: &DesiredTarget,
+        actual: &Option<StreamInfo>,
+        inputs: PlanInputs,
+    ) -> TargetPlan {
+        match &desired.managed {
+            Some(stream) => {
+                TargetPlan::Stream(plan(stream, actual.as_ref().map(|i| &i.config), inputs))
+            }
+            None => TargetPlan::Topic {
+                exists: actual.is_some(),
+            },
+        }
+    }
+
+    async fn apply(
+        &self,
+        ctx: &Context,
+        policy: &DeadLetterPolicy,
+        desired: &DesiredTarget,
+        actual: Option<StreamInfo>,
+        plan: TargetPlan,
+    ) -> Outcome<Self> {
+        let outcome = match (plan, &desired.managed) {
+            (TargetPlan::Stream(plan), Some(stream)) => {
+                stream_apply::apply(ctx, stream, actual, plan).await
+            }
+            (TargetPlan::Topic { exists: true }, _) => Outcome::new(Verdict::ready(
+                DeadLetterPolicyReason::TargetReady,
+                format!(
+                    "dead letters go to Topic {} (stream {}) as {}.<event type>",
+                    desired.topic.as_deref().unwrap_or_default(),
+                    desired.stream,
+                    desired.subject_prefix
+                ),
+            ))
+            .with_figures(actual),
+            (TargetPlan::Topic { exists: false }, _) | (TargetPlan::Stream(_), None) => {
+                let message = format!(
+                    "stream {} of the target Topic {} does not exist yet; see the Topic's status",
+                    desired.stream,
+                    desired.topic.as_deref().unwrap_or_default()
+                );
+                Outcome::new(Verdict::not_ready(
+                    DeadLetterPolicyReason::TargetNotReady,
+                    message.clone(),
+                ))
+                .with_event(KubeEvent::warning("TargetNotReady", message))
+            }
+        };
+        with_accumulation(policy, outcome)
+    }
+
+    async fn broker_failure(
+        &self,
+        ctx: &Context,
+        desired: &DesiredTarget,
+        error: BrokerError,
+    ) -> Outcome<Self> {
+        match &desired.managed {
+            Some(stream) => stream_apply::failure(ctx, stream, error).await,
+            None => crate::runtime::driver::common_broker_failure(ctx, &error),
+        }
+    }
+
+    fn project(
+        status: &mut DeadLetterPolicyStatus,
+        policy: &DeadLetterPolicy,
+        info: Option<&StreamInfo>,
+    ) {
+        status::project(status, &target_stream(policy), info);
+    }
+
+    async fn cleanup(
+        &self,
+        ctx: &Context,
+        policy: &DeadLetterPolicy,
+    ) -> Result<KubeEvent, BrokerError> {
+        let (namespace, name) = identity(policy);
+        let stream = naming::dead_letter_stream_name(&namespace, &name);
+        let ours = naming::owner_id("DeadLetterPolicy", &namespace, &name);
+        Ok(match ctx.broker.stream_info(&stream).await? {
+            None => KubeEvent::normal("StreamDeleted", format!("stream {stream} was already gone")),
+            Some(info) if info.config.metadata.get(metadata::OWNER) != Some(&ours) => {
+                KubeEvent::normal(
+                    "StreamDeleted",
+                    format!(
+                        "stream {stream} is not owned by this DeadLetterPolicy and was left untouched"
+                    ),
+                )
+            }
+            Some(info) => {
+                ctx.broker.delete_stream(&stream).await?;
+                info!(stream, "dead-letter stream deleted");
+                KubeEvent::normal(
+                    "StreamDeleted",
+                    format!(
+                        "deleted dead-letter stream {stream} with its {} dead letters",
+                        info.state.messages
+                    ),
+                )
+            }
+        })
+    }
+
+    fn retained(policy: &DeadLetterPolicy) -> KubeEvent {
+        KubeEvent::normal(
+            "StreamRetained",
+            format!(
+                "kept stream {} and its dead letters as the DeadLetterPolicy is deleted",
+                target_stream(policy)
+            ),
+        )
+    }
+
+    /// A policy targeting a Topic goes on when the Topic appears or turns Ready.
+    fn watch_related(
+        &self,
+        controller: Controller<DeserializeGuard<DeadLetterPolicy>>,
+        store: Store<DeserializeGuard<DeadLetterPolicy>>,
+        ctx: &Context,
+    ) -> Controller<DeserializeGuard<DeadLetterPolicy>> {
+        let topics = watcher(
+            api_for::<Topic>(&ctx.client, ctx.config.namespace.as_deref()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff();
+        controller.watches_stream(
+            related_changes(topics, referred_topic_change),
+            referrers(store, |guard: &DeserializeGuard<DeadLetterPolicy>| {
+                guard
+                    .0
+                    .as_ref()
+                    .ok()
+                    .and_then(|policy| policy.spec.target.topic_ref.as_ref())
+                    .map(|topic| vec![topic.name.clone()])
+                    .unwrap_or_default()
+            }),
+        )
+    }
+
+    fn left_behind(policy: &DeadLetterPolicy, error: &BrokerError) -> KubeEvent {
+        KubeEvent::warning(
+            "StreamLeftBehind",
+            format!(
+                "dead-letter stream {} could not be deleted and is left behind: {error}",
+                target_stream(policy)
+            ),
+        )
+    }
+}
+
+/// The stream a policy's dead letters are kept in, from its spec alone.
+fn target_stream(policy: &DeadLetterPolicy) -> String {
+    let (namespace, name) = identity(policy);
+    match &policy.spec.target.topic_ref {
+        Some(topic) => naming::stream_name(&namespace, &topic.name),
+        None => naming::dead_letter_stream_name(&namespace, &name),
+    }
+}
+
+/// A Subscription (or the Topic itself) that reads the target Topic and dead-letters through
+/// this very policy: its failures would land in the Topic it reads.
+async fn capturing_subscriber(
+    ctx: &Context,
+    namespace: &str,
+    policy: &str,
+    topic: &Topic,
+) -> Result<Option<String>, Error> {
+    let topic_name = topic.name_any();
+    let topic_policy = topic
+        .spec
+        .dead_letter_policy_ref
+        .as_ref()
+        .map(|r| r.name.as_str());
+    let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), namespace);
+    let readers = subscriptions.list(&ListParams::default()).await?;
+    Ok(readers
+        .items
+        .iter()
+        .filter(|sub| sub.spec.topic_ref.name == topic_name)
+        .find(|sub| {
+            sub.spec
+                .dead_letter_policy_ref
+                .as_ref()
+                .map(|r| r.name.as_str())
+                .or(topic_policy)
+                == Some(policy)
+        })
+        .map(|sub| format!("Subscription {}", sub.name_any())))
+}
+
+/// Adds the DeadLettersAccumulating condition when the broker reported the stream's figures,
+/// with an Event when it turns.
+fn with_accumulation(
+    policy: &DeadLetterPolicy,
+    outcome: Outcome<DeadLetterPolicyReconciler>,
+) -> Outcome<DeadLetterPolicyReconciler> {
+    let Some(info) = outcome.figures.as_ref() else {
+        return outcome;
+    };
+    let verdict = status::accumulation(info.state.messages, policy.spec.alert_threshold);
+    let was = policy
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, ConditionType::DeadLettersAccumulating))
+        .map(|c| c.status == "True");
+    let event = match (was, verdict.status) {
+        (Some(false) | None, true) => Some(KubeEvent::warning(
+            "DeadLettersAccumulating",
+            verdict.message.clone(),
+        )),
+        (Some(true), false) => Some(KubeEvent::normal(
+            "DeadLettersBelowThreshold",
+            verdict.message.clone(),
+        )),
+        _ => None,
+    };
+    let outcome = outcome.with_condition(verdict);
+    match event {
+        // A stream action's Event (created, drift corrected) is kept; the condition still says it.
+        Some(event) if outcome.event.is_none() => outcome.with_event(event),
+        _ => outcome,
+    }
+}

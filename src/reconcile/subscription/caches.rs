@@ -4,8 +4,6 @@
 //! also wake the Subscriptions concerned, and only when something they act on changed.
 
 use std::{
-    collections::hash_map::DefaultHasher,
-    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -25,11 +23,11 @@ use kube::{
 use super::workers::{MODE_LABEL, SUBSCRIPTION_LABEL};
 use crate::{
     api::{Subscription, Topic},
-    conditions::{self, ConditionType},
+    reconcile::topic::referred_topic_change,
     runtime::{
         Context, Error, api_for,
         relations::referrers,
-        watch::{lifecycle_hash, related_changes, slim},
+        watch::{related_changes, slim},
     },
 };
 
@@ -180,7 +178,7 @@ impl Caches {
         controller
             .owns_stream(deployments)
             .watches_stream(
-                related_changes(topics, topic_change),
+                related_changes(topics, referred_topic_change),
                 referrers(subscriptions, |guard: &DeserializeGuard<Subscription>| {
                     guard
                         .0
@@ -193,74 +191,8 @@ impl Caches {
     }
 }
 
-/// What of a Topic its Subscriptions act on: its lifecycle, and whether it is Ready (so a
-/// Subscription applied together with its Topic goes on the moment the stream exists). Its
-/// figures are left out: they move with traffic.
-fn topic_change(topic: &Topic) -> Option<u64> {
-    let ready = topic
-        .status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, ConditionType::Ready))
-        .map(|c| c.status.clone());
-    let mut hasher = DefaultHasher::new();
-    lifecycle_hash(topic).hash(&mut hasher);
-    ready.hash(&mut hasher);
-    Some(hasher.finish())
-}
-
 /// The Subscription a Broadcast worker pod belongs to, from its label.
 fn pod_owner(pod: PodMeta) -> Option<ObjectRef<DeserializeGuard<Subscription>>> {
     let subscription = pod.labels().get(SUBSCRIPTION_LABEL)?;
     Some(ObjectRef::new(subscription).within(pod.meta().namespace.as_deref()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::{
-        apimachinery::pkg::apis::meta::v1::{Condition, Time},
-        jiff::Timestamp,
-    };
-
-    use super::*;
-    use crate::api::TopicStatus;
-
-    fn topic(ready: Option<&str>, messages: i64) -> Topic {
-        let mut topic = Topic::new("orders", serde_yaml::from_str("{}").unwrap());
-        topic.metadata.generation = Some(1);
-        topic.status = Some(TopicStatus {
-            conditions: ready
-                .map(|status| Condition {
-                    type_: "Ready".into(),
-                    status: status.into(),
-                    reason: "StreamInSync".into(),
-                    message: String::new(),
-                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
-                    observed_generation: Some(1),
-                })
-                .into_iter()
-                .collect(),
-            messages: Some(messages),
-            ..TopicStatus::default()
-        });
-        topic
-    }
-
-    #[test]
-    fn subscriptions_wake_when_their_topic_turns_ready_not_when_its_figures_move() {
-        assert_ne!(
-            topic_change(&topic(None, 0)),
-            topic_change(&topic(Some("False"), 0))
-        );
-        assert_ne!(
-            topic_change(&topic(Some("False"), 0)),
-            topic_change(&topic(Some("True"), 0))
-        );
-        assert_eq!(
-            topic_change(&topic(Some("True"), 0)),
-            topic_change(&topic(Some("True"), 5_000))
-        );
-        let mut edited = topic(Some("True"), 0);
-        edited.metadata.generation = Some(2);
-        assert_ne!(topic_change(&topic(Some("True"), 0)), topic_change(&edited));
-    }
 }

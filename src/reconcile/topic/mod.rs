@@ -8,6 +8,11 @@ pub mod readers;
 pub mod status;
 pub mod stream_config;
 
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+};
+
 use async_nats::jetstream::stream::{Config as StreamConfig, Info as StreamInfo};
 use kube::ResourceExt;
 use tracing::{info, warn};
@@ -16,7 +21,9 @@ use self::stream_config::{TopicIdentity, desired_stream, metadata};
 use crate::{
     api::{Topic, TopicStatus, topic::DeletionPolicy},
     broker::BrokerError,
-    condition_reasons, naming,
+    condition_reasons,
+    conditions::{self, ConditionType},
+    naming,
     reconcile::{
         plan::{Plan as StreamPlan, PlanInputs, plan},
         stream_apply::{self, StreamReasons},
@@ -25,6 +32,7 @@ use crate::{
         Context,
         driver::{Outcome, Reconciler, Unresolved},
         kube_events::KubeEvent,
+        watch::lifecycle_hash,
     },
 };
 
@@ -187,5 +195,74 @@ impl Reconciler for TopicReconciler {
             "StreamLeftBehind",
             format!("stream {stream} could not be deleted and is left behind: {error}"),
         )
+    }
+}
+
+/// What of a Topic the objects referring to it act on: its lifecycle, and whether it is Ready
+/// (so a Subscription applied together with its Topic goes on the moment the stream exists). Its
+/// figures are left out: they move with traffic.
+pub fn referred_topic_change(topic: &Topic) -> Option<u64> {
+    let ready = topic
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, ConditionType::Ready))
+        .map(|c| c.status.clone());
+    let mut hasher = DefaultHasher::new();
+    lifecycle_hash(topic).hash(&mut hasher);
+    ready.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        apimachinery::pkg::apis::meta::v1::{Condition, Time},
+        jiff::Timestamp,
+    };
+
+    use super::*;
+    use crate::api::TopicStatus;
+
+    fn topic(ready: Option<&str>, messages: i64) -> Topic {
+        let mut topic = Topic::new("orders", serde_yaml::from_str("{}").unwrap());
+        topic.metadata.generation = Some(1);
+        topic.status = Some(TopicStatus {
+            conditions: ready
+                .map(|status| Condition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    reason: "StreamInSync".into(),
+                    message: String::new(),
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                    observed_generation: Some(1),
+                })
+                .into_iter()
+                .collect(),
+            messages: Some(messages),
+            ..TopicStatus::default()
+        });
+        topic
+    }
+
+    #[test]
+    fn referrers_wake_when_their_topic_turns_ready_not_when_its_figures_move() {
+        assert_ne!(
+            referred_topic_change(&topic(None, 0)),
+            referred_topic_change(&topic(Some("False"), 0))
+        );
+        assert_ne!(
+            referred_topic_change(&topic(Some("False"), 0)),
+            referred_topic_change(&topic(Some("True"), 0))
+        );
+        assert_eq!(
+            referred_topic_change(&topic(Some("True"), 0)),
+            referred_topic_change(&topic(Some("True"), 5_000))
+        );
+        let mut edited = topic(Some("True"), 0);
+        edited.metadata.generation = Some(2);
+        assert_ne!(
+            referred_topic_change(&topic(Some("True"), 0)),
+            referred_topic_change(&edited)
+        );
     }
 }

@@ -24,9 +24,10 @@ nohup target/debug/switchyard run --log-format json --nats-url "$NATS_URL" --htt
 echo $! >"$pid_file"
 echo "operator running (pid $(cat "$pid_file")), logs in $DEV/logs/switchyard.log, metrics on http://127.0.0.1:$http_port/metrics"
 
-kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml -f config/samples/subscriptions.yaml
-if ! kubectl -n shop wait --for=condition=Ready topic,subscription --all --timeout=60s; then
-  echo "Topics or Subscriptions did not become Ready; the operator's last log lines:" >&2
+kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml -f config/samples/subscriptions.yaml \
+  -f config/samples/dead-letters.yaml
+if ! kubectl -n shop wait --for=condition=Ready topic,subscription,deadletterpolicy --all --timeout=60s; then
+  echo "Topics, Subscriptions or DeadLetterPolicies did not become Ready; the operator's last log lines:" >&2
   tail -n 20 "$DEV/logs/switchyard.log" >&2
   kubectl -n shop get switchyard -o wide >&2
   exit 1
@@ -43,6 +44,7 @@ Try:
   source $DEV/env
   kubectl describe topic -n shop orders       # conditions, figures and Events
   kubectl describe subscription -n shop billing  # the consumer, its lag and Events
+  kubectl get dlp -n shop                     # dead letters held per policy
   kubectl edit topic -n shop users            # change maxAge and watch the stream follow
   make cluster-down                           # stop the operator, the cluster and NATS
 MSG

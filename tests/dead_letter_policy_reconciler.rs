@@ -42,23 +42,21 @@ async fn setup(prefix: &str) -> Setup {
 
 impl Setup {
     async fn policy(&self, name: &str, spec: &str) {
-        let yaml = format!(
-            "apiVersion: switchyard.dev/v1alpha1\nkind: DeadLetterPolicy\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
-            self.ns.name
-        );
-        apply(&self.policies, &yaml)
-            .await
-            .expect("apply DeadLetterPolicy");
+        apply(
+            &self.policies,
+            &manifest("DeadLetterPolicy", &self.ns.name, name, spec),
+        )
+        .await
+        .expect("apply DeadLetterPolicy");
     }
 
     async fn subscription(&self, name: &str, spec: &str) {
-        let yaml = format!(
-            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
-            self.ns.name
-        );
-        apply(&self.subscriptions, &yaml)
-            .await
-            .expect("apply Subscription");
+        apply(
+            &self.subscriptions,
+            &manifest("Subscription", &self.ns.name, name, spec),
+        )
+        .await
+        .expect("apply Subscription");
     }
 
     fn dlq_stream(&self, policy: &str) -> String {

@@ -45,13 +45,12 @@ impl Setup {
     }
 
     async fn subscription(&self, name: &str, spec: &str) {
-        let yaml = format!(
-            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n{spec}",
-            self.ns.name
-        );
-        apply(&self.subscriptions, &yaml)
-            .await
-            .expect("apply Subscription");
+        apply(
+            &self.subscriptions,
+            &manifest("Subscription", &self.ns.name, name, spec),
+        )
+        .await
+        .expect("apply Subscription");
     }
 
     async fn ready(&self, name: &str) -> Subscription {
@@ -195,13 +194,13 @@ async fn subscriptions_applied_with_their_topics_wait_quietly_and_write_their_st
         apply(&topics, &topic_yaml(&ns.name, name, "  maxAge: 1h\n"))
             .await
             .expect("apply Topic");
-        let yaml = format!(
-            "apiVersion: switchyard.dev/v1alpha1\nkind: Subscription\nmetadata:\n  name: {name}\n  namespace: {}\nspec:\n  topicRef: {{name: {name}}}\n",
-            ns.name
-        );
-        apply(&subscriptions, &yaml)
-            .await
-            .expect("apply Subscription");
+        let spec = format!("  topicRef: {{name: {name}}}\n");
+        apply(
+            &subscriptions,
+            &manifest("Subscription", &ns.name, name, &spec),
+        )
+        .await
+        .expect("apply Subscription");
     }
     let s = Setup {
         operator: Operator::start(&client, &ns.name, &nats_url()),

@@ -390,11 +390,16 @@ where
     .await
 }
 
+/// A manifest of one of Switchyard's kinds; `spec` is indented YAML (e.g. `"  maxAge: 1h\n"`).
+pub fn manifest(kind: &str, ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: switchyard.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+    )
+}
+
 /// A Topic manifest; `spec` is indented YAML (e.g. `"  maxAge: 1h\n"`).
 pub fn topic_yaml(ns: &str, name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: switchyard.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
-    )
+    manifest("Topic", ns, name, spec)
 }
 
 /// Creates a Topic from YAML.

@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(status.stream_name.as_deref(), Some("shop_payments_dlq"));
         assert_eq!(status.dead_letters, Some(3));
         assert_eq!(
-            status.last_dead_letter_time.as_ref().map(|t| t.0.to_string()),
+            status
+                .last_dead_letter_time
+                .as_ref()
+                .map(|t| t.0.to_string()),
             Some("2026-11-25T01:02:03Z".to_string())
         );
         // Without an answer from the broker the figures stay.

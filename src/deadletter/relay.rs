@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     advisories::{AdvisoryStream, Failure},
-    format::{DeadLetter, Reason, original_msg_id},
+    format::{DeadLetter, Reason, dead_letter_id, original_msg_id},
     route::{Route, Routes, Target},
 };
 use crate::broker::{
@@ -166,6 +166,7 @@ pub struct Relay<R> {
     reports: mpsc::Sender<Report>,
     config: RelayConfig,
     direct: DirectReads,
+    unreleased: Unreleased,
 }
 
 impl<R: Routes> Relay<R> {
@@ -185,6 +186,7 @@ impl<R: Routes> Relay<R> {
             reports,
             config,
             direct: DirectReads::default(),
+            unreleased: Unreleased::default(),
         }
     }
 
@@ -355,10 +357,48 @@ impl<R: Routes> Relay<R> {
             error,
             retry_in,
         };
-        let original = match self.read(&failure.stream, failure.sequence).await {
-            Ok(Some(original)) => original,
-            Ok(None) => return Outcome::OriginalGone,
-            Err(e) => return failed(Step::Read, e),
+        let id = dead_letter_id(&failure.stream, &failure.consumer, failure.sequence);
+        let copy = match self.unreleased.recall(&id) {
+            Some(copy) => copy,
+            None => match self.store(failure, target).await {
+                Ok(Some(copy)) => copy,
+                Ok(None) => return Outcome::OriginalGone,
+                Err((step, e)) => return failed(step, e),
+            },
+        };
+        let released = if must_release(failure, target) {
+            match self.release(failure).await {
+                Ok(released) => released,
+                Err(e) => {
+                    self.unreleased.remember(id, copy);
+                    return failed(Step::Release, e);
+                }
+            }
+        } else {
+            false
+        };
+        Outcome::Copied {
+            stream: copy.stream,
+            sequence: copy.sequence,
+            subject: copy.subject,
+            duplicate: copy.duplicate,
+            released,
+            at: copy.at,
+        }
+    }
+
+    /// Reads the original and stores its copy; `None` if the original is gone.
+    async fn store(
+        &self,
+        failure: &Failure,
+        target: &Target,
+    ) -> Result<Option<StoredCopy>, (Step, BrokerError)> {
+        let Some(original) = self
+            .read(&failure.stream, failure.sequence)
+            .await
+            .map_err(|e| (Step::Read, e))?
+        else {
+            return Ok(None);
         };
         let letter = DeadLetter {
             reason: failure.reason.clone(),
@@ -380,30 +420,18 @@ impl<R: Routes> Relay<R> {
         let subject = target
             .layout
             .copy_subject(&target.subject_prefix, &original.subject);
-        let stored = match self
+        let stored = self
             .broker
             .store(subject.clone(), headers, original.payload)
             .await
-        {
-            Ok(stored) => stored,
-            Err(e) => return failed(Step::Store, e),
-        };
-        let released = if must_release(failure, target) {
-            match self.release(failure).await {
-                Ok(released) => released,
-                Err(e) => return failed(Step::Release, e),
-            }
-        } else {
-            false
-        };
-        Outcome::Copied {
+            .map_err(|e| (Step::Store, e))?;
+        Ok(Some(StoredCopy {
             stream: stored.stream,
             sequence: stored.sequence,
             subject,
             duplicate: stored.duplicate,
-            released,
             at: letter.dead_lettered_at,
-        }
+        }))
     }
 
     /// Settles a failure that is not copied. An original its consumer holds back for the relay
@@ -502,6 +530,50 @@ fn log(report: &Report) {
             debug!(%stream, %consumer, sequence, %why, attempt = report.attempt, "dead letter waits for its policy");
         }
         _ => {}
+    }
+}
+
+/// A stored copy.
+#[derive(Clone, Debug)]
+struct StoredCopy {
+    stream: String,
+    sequence: u64,
+    subject: String,
+    duplicate: bool,
+    at: OffsetDateTime,
+}
+
+/// Copies stored whose originals could not be released yet, by dead-letter id. The retry
+/// releases without storing again: releasing can fail for longer than the target's duplicate
+/// window (the original's consumer has no leader), and a copy stored after that window would
+/// be a second one. Kept in memory: after a restart, the duplicate window is the protection.
+#[derive(Default)]
+struct Unreleased {
+    copies: Mutex<HashMap<String, (StoredCopy, Instant)>>,
+}
+
+/// How long a copy waits for its original's release to be retried, and how many wait at most:
+/// bounds the memory when consumers stay unreachable.
+const UNRELEASED_TTL: Duration = Duration::from_secs(3600);
+const UNRELEASED_MAX: usize = 100_000;
+
+impl Unreleased {
+    fn remember(&self, id: String, copy: StoredCopy) {
+        let mut copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        copies.retain(|_, (_, since)| now.duration_since(*since) < UNRELEASED_TTL);
+        if copies.len() < UNRELEASED_MAX {
+            copies.insert(id, (copy, now));
+        }
+    }
+
+    /// The copy stored for `id` earlier, as a duplicate of itself, and forgets it.
+    fn recall(&self, id: &str) -> Option<StoredCopy> {
+        let mut copies = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        copies.remove(id).map(|(copy, _)| StoredCopy {
+            duplicate: true,
+            ..copy
+        })
     }
 }
 
@@ -624,6 +696,26 @@ mod tests {
             .map(|attempt| retry_delay(&config, attempt).as_secs())
             .collect();
         assert_eq!(delays, [1, 2, 4, 60, 60, 60, 60]);
+    }
+
+    #[test]
+    fn a_copy_waiting_for_its_release_is_not_stored_again() {
+        let unreleased = Unreleased::default();
+        let copy = StoredCopy {
+            stream: "dlq".into(),
+            sequence: 9,
+            subject: "ns.dlq.order.placed".into(),
+            duplicate: false,
+            at: OffsetDateTime::UNIX_EPOCH,
+        };
+        assert!(unreleased.recall("s:c:1").is_none());
+        unreleased.remember("s:c:1".into(), copy);
+        let recalled = unreleased.recall("s:c:1").expect("remembered");
+        assert_eq!((recalled.sequence, recalled.duplicate), (9, true));
+        assert!(
+            unreleased.recall("s:c:1").is_none(),
+            "forgotten once recalled"
+        );
     }
 
     #[test]

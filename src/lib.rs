@@ -16,6 +16,7 @@ pub mod broker;
 pub mod cli;
 pub mod conditions;
 pub mod crdgen;
+pub mod deadletter;
 pub mod dispatcher;
 pub mod metrics;
 pub mod naming;

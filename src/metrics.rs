@@ -33,6 +33,17 @@ pub struct WriteLabels {
     pub write: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    /// The DeadLetterPolicy, `<namespace>/<name>`; empty when the advisory named none.
+    pub policy: String,
+    /// MaxDeliveries, HandlerRejected, Terminated or SchemaViolation; empty when unreadable.
+    pub reason: &'static str,
+    /// What the relay did: copied, duplicate, original_gone, not_captured, not_managed,
+    /// waiting, failed, malformed.
+    pub outcome: &'static str,
+}
+
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 /// Everything Switchyard counts.
@@ -43,6 +54,7 @@ pub struct Metrics {
     pub reconcile_seconds: HistogramFamily,
     pub retry_delay_seconds: HistogramFamily,
     pub kube_writes: Family<WriteLabels, Counter>,
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
     pub broker_connected: Gauge,
     pub leader: Gauge,
 }
@@ -88,6 +100,12 @@ impl Default for Metrics {
             "Writes to the Kubernetes API, by kind and what was written",
             kube_writes.clone(),
         );
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Failed events the dead-letter relay handled, by policy, reason and outcome",
+            dead_letters.clone(),
+        );
         let broker_connected = Gauge::default();
         registry.register(
             "broker_connected",
@@ -107,6 +125,7 @@ impl Default for Metrics {
             reconcile_seconds,
             retry_delay_seconds,
             kube_writes,
+            dead_letters,
             broker_connected,
             leader,
         }

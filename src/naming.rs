@@ -45,6 +45,16 @@ pub fn subscription_consumer_name(namespace: &str, name: &str) -> String {
     format!("sub_{namespace}_{name}")
 }
 
+/// The Subscription `(namespace, name)` a consumer belongs to, from its name: the
+/// Subscription's own consumer, or one of its per-pod or per-partition consumers
+/// (`sub_<namespace>_<name>[_<suffix>]`). Namespaces and names contain no `_`.
+pub fn subscription_of_consumer(consumer: &str) -> Option<(&str, &str)> {
+    let mut fields = consumer.strip_prefix("sub_")?.split('_');
+    let namespace = fields.next().filter(|f| !f.is_empty())?;
+    let name = fields.next().filter(|f| !f.is_empty())?;
+    Some((namespace, name))
+}
+
 /// Broadcast: the consumer of one worker pod of a Subscription whose consumer is
 /// `subscription_consumer` (see [`subscription_consumer_name`]). Pod names are DNS subdomains
 /// without dots here (`<subscription>-worker-<hash>-<suffix>`, at most 63 + 24 characters), so
@@ -87,6 +97,24 @@ pub mod metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumers_name_their_subscription() {
+        let own = subscription_consumer_name("shop", "billing");
+        assert_eq!(subscription_of_consumer(&own), Some(("shop", "billing")));
+        let per_pod = per_pod_consumer_name(&own, "billing-worker-5d9c-x7x2p");
+        assert_eq!(
+            subscription_of_consumer(&per_pod),
+            Some(("shop", "billing"))
+        );
+        assert_eq!(
+            subscription_of_consumer("sub_shop_billing_p3"),
+            Some(("shop", "billing"))
+        );
+        assert_eq!(subscription_of_consumer("dead_letter_relay"), None);
+        assert_eq!(subscription_of_consumer("sub_shop"), None);
+        assert_eq!(subscription_of_consumer("sub__billing"), None);
+    }
     use proptest::prelude::*;
 
     /// The broker objects a stream name can belong to, recovered from the name alone.

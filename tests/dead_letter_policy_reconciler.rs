@@ -13,6 +13,8 @@ use kube::{
 use switchyard::{
     api::{DeadLetterPolicy, Subscription, Topic},
     broker::Broker,
+    deadletter::{AdvisoryScope, AdvisoryStream, RelayConfig, format::header},
+    runtime::OperatorConfig,
 };
 
 struct Setup {
@@ -26,6 +28,11 @@ struct Setup {
 }
 
 async fn setup(prefix: &str) -> Setup {
+    setup_with(prefix, |_, _| {}).await
+}
+
+/// `tweak` gets the test namespace's name along with the operator's configuration.
+async fn setup_with(prefix: &str, tweak: impl FnOnce(&str, &mut OperatorConfig)) -> Setup {
     let client = kube_client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, prefix).await;
@@ -34,7 +41,9 @@ async fn setup(prefix: &str) -> Setup {
         subscriptions: Api::namespaced(client.clone(), &ns.name),
         policies: Api::namespaced(client.clone(), &ns.name),
         broker: broker(&nats_url()).await,
-        operator: Operator::start(&client, &ns.name, &nats_url()),
+        operator: Operator::start_with(&client, &ns.name, &nats_url(), |config| {
+            tweak(&ns.name, config);
+        }),
         client,
         ns,
     }
@@ -283,5 +292,175 @@ async fn a_topic_without_a_wildcard_subject_space_cannot_hold_dead_letters() {
     );
     assert!(!refused, "{output}");
     assert!(output.contains("exactly one of topicRef"), "{output}");
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_relays_failed_events_into_the_policys_stream() {
+    // The relay reads an advisory stream of this test's own, scoped to its Topic's stream.
+    let s = setup_with("dlp-relay", |ns, config| {
+        config.dead_letter_relay = Some(RelayConfig {
+            stream: AdvisoryStream {
+                name: format!("{ns}_advisories"),
+                scope: AdvisoryScope::Streams(vec![format!("{ns}_orders")]),
+                ..AdvisoryStream::default()
+            },
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(1),
+            fetch_wait: Duration::from_millis(500),
+            ..RelayConfig::default()
+        });
+    })
+    .await;
+    let ns = s.ns.name.clone();
+    apply(&s.topics, &topic_yaml(&ns, "orders", "  maxAge: 1h\n"))
+        .await
+        .unwrap();
+    s.policy("failures", "  alertThreshold: 2\n").await;
+    s.subscription(
+        "billing",
+        "  topicRef: {name: orders}\n  deadLetterPolicyRef: {name: failures}\n  ackWait: 1s\n  retry: {maxDeliveries: 2}\n",
+    )
+    .await;
+    wait_for_ready(&s.policies, "failures", "True", "StreamReady").await;
+    wait_for_ready(&s.subscriptions, "billing", "True", "ConsumerInSync").await;
+    // Advisories are sent only to whoever listens: fail events once the relay's stream does.
+    wait_until("the advisory stream", || async {
+        s.broker
+            .stream_info(&format!("{ns}_advisories"))
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+
+    let js = s.jetstream().await;
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    for (id, subject) in [("e1", "order.placed"), ("e2", "order.cancelled")] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("ce-id", id);
+        headers.insert("Nats-Msg-Id", id);
+        js.publish_with_headers(
+            format!("{ns}.orders.{subject}"),
+            headers,
+            format!("{{\"id\":\"{id}\"}}").into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // A handler failing e1 twice (its maxDeliveries) and rejecting e2 outright.
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(format!("sub_{ns}_billing"), format!("{ns}_orders"))
+        .await
+        .unwrap();
+    let mut e1_deliveries = 0;
+    let mut e2_settled = false;
+    while e1_deliveries < 2 || !e2_settled {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(2)
+            .expires(Duration::from_secs(3))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = futures::StreamExt::next(&mut batch).await {
+            let message = message.unwrap();
+            let reply = message.reply.clone().unwrap();
+            if message.subject.ends_with("order.placed") {
+                e1_deliveries += 1;
+                client.publish(reply, "-NAK".into()).await.unwrap();
+            } else {
+                e2_settled = true;
+                client
+                    .publish(reply, "+TERM HandlerRejected: HTTP 400".into())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    client.flush().await.unwrap();
+    // The server gives up on e1 when it would deliver it a third time, which a pull request
+    // (as a dispatcher always has one open) makes it consider.
+    let mut rest = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    assert!(
+        futures::StreamExt::next(&mut rest).await.is_none(),
+        "nothing is delivered after maxDeliveries"
+    );
+
+    let dead = wait_until("both dead letters stored", || async {
+        let info = s
+            .broker
+            .stream_info(&s.dlq_stream("failures"))
+            .await
+            .ok()??;
+        (info.state.messages == 2).then_some(info)
+    })
+    .await;
+    let stream = js.get_stream(s.dlq_stream("failures")).await.unwrap();
+    let mut reasons = Vec::new();
+    for sequence in dead.state.first_sequence..=dead.state.last_sequence {
+        let copy = stream.get_raw_message(sequence).await.unwrap();
+        let headers = copy.headers;
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
+        let original = get(header::ORIGINAL_SUBJECT);
+        assert_eq!(get(header::ORIGINAL_STREAM), format!("{ns}_orders"));
+        assert_eq!(get(header::ORIGINAL_CONSUMER), format!("sub_{ns}_billing"));
+        assert!(!get(header::ORIGINAL_SEQUENCE).is_empty());
+        assert!(!get(header::DEAD_LETTER_TIME).is_empty());
+        let event = original.rsplit('.').take(2).collect::<Vec<_>>();
+        assert_eq!(
+            copy.subject.as_str(),
+            format!("_dlq.{ns}.failures.order.{}", event[0]),
+            "the copy keeps the event type"
+        );
+        let id = get("ce-id");
+        assert_eq!(
+            copy.payload.as_ref(),
+            format!("{{\"id\":\"{id}\"}}").as_bytes()
+        );
+        assert_eq!(get(header::ORIGINAL_MSG_ID), id);
+        reasons.push((
+            id,
+            get(header::REASON),
+            get(header::DETAIL),
+            get(header::DELIVERY_COUNT),
+        ));
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "e1".to_string(),
+                "MaxDeliveries".to_string(),
+                String::new(),
+                "2".to_string()
+            ),
+            (
+                "e2".to_string(),
+                "HandlerRejected".to_string(),
+                "HTTP 400".to_string(),
+                "1".to_string()
+            ),
+        ]
+    );
+    wait_for(&s.policies, "failures", "2 dead letters counted", |p| {
+        p.status.as_ref().and_then(|s| s.dead_letters) == Some(2)
+            && condition_of(p, "DeadLettersAccumulating").is_some_and(|c| c.0 == "True")
+    })
+    .await;
     s.operator.assert_alive();
 }

@@ -30,6 +30,8 @@ impl OperatorProcess {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--namespace", namespace, "--nats-url", &nats_url()])
+            // The account-wide advisory stream is not this test's to create.
+            .args(["--dead-letter-relay", "false"])
             .args(["--leader-election", "on", "--lease-namespace", namespace])
             .args(["--lease-name", "switchyard-test"])
             .args(["--lease-duration", "4s", "--lease-renew-deadline", "3s"])

@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// it must exist in every namespace with workers. Unset: dispatchers get only the URL.
     #[arg(long, env = "SWITCHYARD_WORKER_NATS_SECRET")]
     pub worker_nats_secret: Option<String>,
+    /// Run the dead-letter relay while leading: it copies events Subscriptions give up on into
+    /// their DeadLetterPolicy's target. `false` leaves the advisories waiting in their stream.
+    #[arg(long, env = "SWITCHYARD_DEAD_LETTER_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dead_letter_relay: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -350,6 +354,10 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         concurrency: args.concurrency,
         instance: args.instance,
         ..OperatorConfig::new(broker)
+    };
+    let config = OperatorConfig {
+        dead_letter_relay: config.dead_letter_relay.filter(|_| args.dead_letter_relay),
+        ..config
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

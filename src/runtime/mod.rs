@@ -33,7 +33,7 @@ use kube::{
         events::{Recorder, Reporter},
     },
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::{
     driver::{Driven, Reconciler},
@@ -46,9 +46,11 @@ use self::{
 use crate::{
     broker::{Broker, BrokerError, BrokerOptions},
     conditions::{Clock, SystemClock},
+    deadletter::{Outcome as DeadLetterOutcome, Relay, RelayConfig, Report},
     metrics::Metrics,
     reconcile::{
-        dead_letter_policy::DeadLetterPolicyReconciler, subscription::SubscriptionReconciler,
+        dead_letter_policy::{DeadLetterPolicyReconciler, routes::CachedRoutes},
+        subscription::SubscriptionReconciler,
         topic::TopicReconciler,
     },
 };
@@ -87,6 +89,9 @@ pub struct OperatorConfig {
     /// Secret (in each Subscription's namespace) mounted into the dispatchers as their NATS
     /// credentials directory; `None` gives them only the server URL.
     pub worker_nats_secret: Option<String>,
+    /// How the dead-letter relay runs while this instance leads; `None`: no relay (failed
+    /// events' advisories wait in their stream for a relay to come).
+    pub dead_letter_relay: Option<RelayConfig>,
 }
 
 impl OperatorConfig {
@@ -105,6 +110,7 @@ impl OperatorConfig {
             election: None,
             dispatcher_image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
             worker_nats_secret: None,
+            dead_letter_relay: Some(RelayConfig::default()),
         }
     }
 
@@ -305,7 +311,98 @@ async fn run_controllers(
         run_controller(TopicReconciler, ctx, health, term.clone()),
         run_controller(SubscriptionReconciler::default(), ctx, health, term.clone()),
         run_controller(DeadLetterPolicyReconciler, ctx, health, term.clone()),
+        run_dead_letter_relay(ctx, term.clone()),
     );
+}
+
+/// Copies failed events into their DeadLetterPolicy's target while this instance leads (two
+/// relays would both work, but only one needs to), counting what it did per policy and reason.
+async fn run_dead_letter_relay(ctx: &Arc<Context>, term: impl Future<Output = ()> + Send) {
+    let Some(mut config) = ctx.config.dead_letter_relay.clone() else {
+        return;
+    };
+    // Every installation reads the account's one advisory stream through its own consumer
+    // (the stream keeps advisories by age, not by acknowledgement): one scoped to a namespace
+    // settles only its namespace's and passes over the rest, which its neighbours' relays copy.
+    if let Some(namespace) = &ctx.config.namespace {
+        config.consumer = format!("{}_{namespace}", config.consumer);
+    }
+    let (routes, watches) = CachedRoutes::watching(ctx);
+    // Reports are counted as fast as they come; the bound only matters if counting stalls.
+    let (reports, mut received) = tokio::sync::mpsc::channel::<Report>(1024);
+    let relay = Relay::new(ctx.broker.clone(), Arc::new(routes), reports, config);
+    let metrics = ctx.metrics.clone();
+    let count = async move {
+        while let Some(report) = received.recv().await {
+            record_dead_letter(&metrics, &report);
+        }
+    };
+    info!("dead-letter relay started");
+    tokio::select! {
+        ((), ()) = async { tokio::join!(relay.run(term), count) } => {}
+        () = watches => {}
+    }
+    info!("dead-letter relay stopped");
+}
+
+fn record_dead_letter(metrics: &Metrics, report: &Report) {
+    let reason = report
+        .failure
+        .as_ref()
+        .map_or("", |f| f.reason.kind().as_str());
+    let policy = report.policy.clone().unwrap_or_default();
+    metrics
+        .dead_letters
+        .get_or_create(&crate::metrics::DeadLetterLabels {
+            policy: policy.clone(),
+            reason,
+            outcome: report.outcome.label(),
+        })
+        .inc();
+    let (stream, sequence, consumer) = report
+        .failure
+        .as_ref()
+        .map(|f| (f.stream.as_str(), f.sequence, f.consumer.as_str()))
+        .unwrap_or_default();
+    match &report.outcome {
+        DeadLetterOutcome::Copied {
+            duplicate: false, ..
+        } => {
+            debug!(
+                policy,
+                stream, sequence, consumer, reason, "dead letter stored"
+            );
+        }
+        DeadLetterOutcome::OriginalGone => info!(
+            policy,
+            stream,
+            sequence,
+            consumer,
+            reason,
+            "a failed event was already removed by the server; nothing to dead-letter"
+        ),
+        DeadLetterOutcome::Failed {
+            step,
+            error,
+            retry_in,
+        } => warn!(
+            policy, stream, sequence, consumer, ?step, %error, ?retry_in,
+            "dead-lettering failed; retrying"
+        ),
+        DeadLetterOutcome::Malformed { subject, problem } => {
+            warn!(
+                subject,
+                problem, "ignored an advisory the relay cannot read"
+            );
+        }
+        other => debug!(
+            policy,
+            stream,
+            sequence,
+            outcome = other.label(),
+            "advisory settled"
+        ),
+    }
 }
 
 /// Runs one kind's controller on the lifecycle-filtered watch until `term` resolves.

@@ -232,6 +232,9 @@ impl Operator {
         config.retry_max_delay = Duration::from_secs(2);
         config.finalizer_timeout = Duration::from_secs(30);
         config.instance = format!("test-{namespace}");
+        // The account's advisory stream is one for everybody; tests that relay dead letters
+        // give their operator a relay on a stream of their own (see dead_letter_policy tests).
+        config.dead_letter_relay = None;
         tweak(&mut config);
         switchyard::telemetry::init(switchyard::telemetry::LogFormat::Pretty);
         let (tx, rx) = oneshot::channel();

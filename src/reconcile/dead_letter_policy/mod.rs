@@ -4,6 +4,7 @@
 //! [`target`]), the stream as it is, the plan, applying it; and the figures the status shows
 //! (pure, [`status`]), including whether dead letters are accumulating past the threshold.
 
+pub mod routes;
 pub mod status;
 pub mod target;
 

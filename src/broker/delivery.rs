@@ -291,32 +291,6 @@ impl PinnedFetch {
     }
 }
 
-impl BoundConsumer {
-    /// A continuous pull in the consumer's priority group: JetStream hands this client the
-    /// events while it holds the pin (one-off fetches cannot carry the pin), keeping up to
-    /// `batch` on their way.
-    pub async fn pinned(
-        &self,
-        group: &str,
-        batch: usize,
-    ) -> Result<impl Stream<Item = Result<Delivered, BrokerError>> + use<>, BrokerError> {
-        let messages = self
-            .consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .expires(PINNED_PULL_EXPIRES)
-            .group(group)
-            .messages()
-            .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        Ok(delivered(messages))
-    }
-}
-
-/// Pull requests of a pinned client expire well within the pin's time to live, so a live
-/// client keeps its pin.
-const PINNED_PULL_EXPIRES: Duration = Duration::from_secs(3);
-
 impl Delivered {
     pub fn subject(&self) -> &str {
         self.message.subject.as_str()

@@ -1,111 +1,175 @@
 //! Per-key order (`ordering: PerKey`): events of one partition key reach the handler one at a
 //! time, in stream order; events of different keys run in parallel.
 //!
-//! The fetch loop, which sees events in stream order, puts each in line behind the earlier
-//! events of its key ([`KeyOrder::enqueue`]); a delivery waits for its turn
-//! ([`KeyOrder::turn`]) and, once handled, steps aside ([`KeyOrder::done`]). An event that
-//! failed and waits for its redelivery keeps its place at the head of the line, so the later
-//! events of its key wait for it, and only those: when JetStream redelivers it, it is already
-//! first. It steps aside only when it is settled: acknowledged, terminated, or out of
-//! deliveries (then dead-lettered by the server).
+//! The fetch loop puts each event in line behind the earlier events of its key
+//! ([`KeyOrder::enqueue`]); one task per event waits for its turn ([`KeyOrder::turn`]),
+//! handles it (retrying a failure in place, so the key's order never depends on JetStream
+//! redelivering it), and steps aside once it is settled ([`KeyOrder::done`]).
+//!
+//! JetStream redelivers what it hears nothing about within its ack deadline, so events that
+//! wait are kept alive ([`KeyOrder::due`], on a [`KeepAlive`] schedule). When a replica dies,
+//! JetStream hands its events to the survivor in the order their deadlines pass, so a key's
+//! events must never have a later event heard of before an earlier one: a key's events are
+//! refreshed together, head first, and an event that may have been delivered before its line
+//! was last refreshed (it was on its way meanwhile), or that sits behind a fresher copy, is
+//! refreshed again right after. A redelivered copy of an event still in line keeps the
+//! event's place and becomes the copy to answer.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
 
-/// One event in line, with the signal that its turn has come (a stored permit, so a signal
-/// sent before the event waits is not lost). Only the new head is woken when the line moves:
-/// waking every waiter would cost the square of a long line.
-struct Waiting {
+/// One event in line.
+struct Entry<T> {
     sequence: u64,
+    /// Signals that its turn has come (a stored permit, so a signal sent before the event
+    /// waits is not lost). Only the new head is woken when the line moves: waking every
+    /// waiter would cost the square of a long line.
     turn: Arc<Notify>,
-    /// The latest delivery of the event seen: an older copy still waiting gives way to it.
-    delivery: i64,
+    /// Its task took its turn: nothing may be put in line ahead of it any more.
+    started: bool,
+    /// The latest copy JetStream delivered, and its delivery count.
+    copy: T,
+    delivered: i64,
+    /// When JetStream last heard of it: delivered, or told it is in progress.
+    heard: Instant,
+    /// JetStream may have heard of it before an earlier event of its key: to be told it is
+    /// in progress right away.
+    late: bool,
 }
 
-/// The lines of every key with events in flight.
-#[derive(Default)]
-pub struct KeyOrder {
-    lines: Mutex<HashMap<String, VecDeque<Waiting>>>,
+/// One key's events, in the order they are to be handled.
+struct Line<T> {
+    entries: VecDeque<Entry<T>>,
+    /// It has been kept alive: an event joining it now may have been delivered before that.
+    kept_alive: bool,
 }
 
-impl KeyOrder {
-    /// Puts an event in line for its key; `true` if it is new there. A redelivery of an event
-    /// still in line keeps its place and becomes the copy to handle. Must be called in stream
-    /// order.
-    pub fn enqueue(&self, key: &str, sequence: u64, delivery: i64) -> bool {
+impl<T> Default for Line<T> {
+    fn default() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            kept_alive: false,
+        }
+    }
+}
+
+/// What [`KeyOrder::enqueue`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lined {
+    /// It is new in line: it needs a task to handle it.
+    New,
+    /// A redelivery of an event in line: the waiting entry goes on with this copy.
+    Again,
+}
+
+/// The lines of every key with events in hand.
+pub struct KeyOrder<T> {
+    lines: Mutex<HashMap<String, Line<T>>>,
+    /// Signalled when an event is late (see [`Entry::late`]).
+    late: Notify,
+}
+
+impl<T> Default for KeyOrder<T> {
+    fn default() -> Self {
+        Self {
+            lines: Mutex::default(),
+            late: Notify::new(),
+        }
+    }
+}
+
+impl<T: Clone> KeyOrder<T> {
+    /// Puts an event in line for its key, by stream sequence, but never ahead of an event
+    /// already being handled (a redelivery of an older event than those in line can only come
+    /// after a handover, and the one being handled cannot be taken back).
+    pub fn enqueue(
+        &self,
+        key: &str,
+        sequence: u64,
+        delivered: i64,
+        copy: T,
+        now: Instant,
+    ) -> Lined {
         let mut lines = self.lines.lock().expect("key lines");
         let line = lines.entry(key.to_string()).or_default();
-        match line.iter_mut().find(|w| w.sequence == sequence) {
-            Some(waiting) => {
-                waiting.delivery = waiting.delivery.max(delivery);
-                false
+        let (at, lined) = match line.entries.iter().position(|e| e.sequence == sequence) {
+            Some(at) => {
+                let entry = &mut line.entries[at];
+                if delivered < entry.delivered {
+                    return Lined::Again;
+                }
+                entry.copy = copy;
+                entry.delivered = delivered;
+                entry.heard = now;
+                (at, Lined::Again)
             }
             None => {
-                line.push_back(Waiting {
-                    sequence,
-                    turn: Arc::new(Notify::new()),
-                    delivery,
-                });
-                true
+                let at = line
+                    .entries
+                    .iter()
+                    .position(|e| e.sequence > sequence && !e.started)
+                    .unwrap_or(line.entries.len());
+                line.entries.insert(
+                    at,
+                    Entry {
+                        sequence,
+                        turn: Arc::new(Notify::new()),
+                        started: false,
+                        copy,
+                        delivered,
+                        heard: now,
+                        late: line.kept_alive,
+                    },
+                );
+                (at, Lined::New)
             }
-        }
-    }
-
-    /// For a redelivery of an event still in line: makes it the copy to handle and says
-    /// `true`; `false` if the event is not in line.
-    pub fn redelivered(&self, key: &str, sequence: u64, delivery: i64) -> bool {
-        let mut lines = self.lines.lock().expect("key lines");
-        let Some(waiting) = lines
-            .get_mut(key)
-            .and_then(|line| line.iter_mut().find(|w| w.sequence == sequence))
-        else {
-            return false;
         };
-        waiting.delivery = waiting.delivery.max(delivery);
-        true
-    }
-
-    /// Whether `delivery` is the copy of the event to handle (no later redelivery arrived).
-    /// A copy that is not steps back and passes its turn on to the current one.
-    pub fn current(&self, key: &str, sequence: u64, delivery: i64) -> bool {
-        let lines = self.lines.lock().expect("key lines");
-        let Some(waiting) = lines
-            .get(key)
-            .and_then(|line| line.iter().find(|w| w.sequence == sequence))
-        else {
-            return false;
-        };
-        let current = waiting.delivery == delivery;
-        if !current {
-            waiting.turn.notify_one();
+        // The events behind it were last heard of before it.
+        for entry in line.entries.iter_mut().skip(at + 1) {
+            entry.late = true;
         }
-        current
+        if line.entries.iter().any(|e| e.late) {
+            self.late.notify_one();
+        }
+        lined
     }
 
-    /// Resolves once `sequence` is first in its key's line (at once if it is not in line).
+    /// Resolves once `sequence` is first in its key's line (at once if it is not in line), and
+    /// marks it as being handled.
     pub async fn turn(&self, key: &str, sequence: u64) {
-        let turn = {
-            let lines = self.lines.lock().expect("key lines");
-            let Some(line) = lines.get(key) else { return };
-            match line.iter().position(|w| w.sequence == sequence) {
-                Some(0) | None => return,
-                Some(at) => line[at].turn.clone(),
-            }
-        };
-        while !self.is_first(key, sequence) {
+        loop {
+            let turn = {
+                let mut lines = self.lines.lock().expect("key lines");
+                let Some(line) = lines.get_mut(key) else {
+                    return;
+                };
+                match line.entries.iter().position(|e| e.sequence == sequence) {
+                    None => return,
+                    Some(0) => {
+                        line.entries[0].started = true;
+                        return;
+                    }
+                    Some(at) => line.entries[at].turn.clone(),
+                }
+            };
             turn.notified().await;
         }
     }
 
-    fn is_first(&self, key: &str, sequence: u64) -> bool {
+    /// The copy of the event to answer, and its delivery count; `None` if it is not in line.
+    pub fn current(&self, key: &str, sequence: u64) -> Option<(T, i64)> {
         let lines = self.lines.lock().expect("key lines");
         lines
-            .get(key)
-            .is_none_or(|line| line.front().is_none_or(|w| w.sequence == sequence))
+            .get(key)?
+            .entries
+            .iter()
+            .find(|e| e.sequence == sequence)
+            .map(|e| (e.copy.clone(), e.delivered))
     }
 
     /// The event is settled: the next of its key may go.
@@ -114,8 +178,8 @@ impl KeyOrder {
         let Some(line) = lines.get_mut(key) else {
             return;
         };
-        line.retain(|w| w.sequence != sequence);
-        match line.front() {
+        line.entries.retain(|e| e.sequence != sequence);
+        match line.entries.front() {
             Some(head) => head.turn.notify_one(),
             None => {
                 lines.remove(key);
@@ -123,9 +187,67 @@ impl KeyOrder {
         }
     }
 
+    /// The copies to tell JetStream "in progress" now, in line order (see the module notes):
+    /// every event of each key whose oldest word to JetStream is `after` old or more, and late
+    /// events. They count as heard from `now`.
+    pub fn due(&self, now: Instant, after: Duration) -> Vec<T> {
+        let mut lines = self.lines.lock().expect("key lines");
+        let mut due = Vec::new();
+        for line in lines.values_mut() {
+            let whole = line
+                .entries
+                .iter()
+                .any(|e| now.duration_since(e.heard) >= after);
+            for entry in line.entries.iter_mut().filter(|e| whole || e.late) {
+                entry.heard = now;
+                entry.late = false;
+                due.push(entry.copy.clone());
+            }
+            line.kept_alive |= whole;
+        }
+        due
+    }
+
+    /// Resolves when an event turned late (see [`KeyOrder::due`]).
+    pub async fn late(&self) {
+        self.late.notified().await;
+    }
+
+    /// Empties every line, handing back the copies in line order (to return them to JetStream
+    /// in that order).
+    pub fn drain(&self) -> Vec<T> {
+        let mut lines = self.lines.lock().expect("key lines");
+        lines
+            .drain()
+            .flat_map(|(_, line)| line.entries.into_iter().map(|e| e.copy))
+            .collect()
+    }
+
     /// Keys with events in line (for metrics and tests).
     pub fn keys(&self) -> usize {
         self.lines.lock().expect("key lines").len()
+    }
+}
+
+/// When events in line are kept alive, from the shortest time JetStream waits for word of an
+/// event. Looking every eighth of it and refreshing what has gone unheard for three eighths,
+/// no event goes unheard for more than half of it (margin for a slow network or a busy
+/// machine), events that wait less than three eighths cost nothing, and one that waits long
+/// costs one message per three eighths or so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// How often to look.
+    pub every: Duration,
+    /// How long an event may go unheard before it is refreshed.
+    pub after: Duration,
+}
+
+impl KeepAlive {
+    pub fn within(deadline: Duration) -> Self {
+        Self {
+            every: (deadline / 8).max(Duration::from_millis(1)),
+            after: deadline * 3 / 8,
+        }
     }
 }
 
@@ -144,9 +266,11 @@ pub fn key_of(subject: &str, subject_prefix: &str, type_tokens: usize) -> String
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    fn enqueue(order: &KeyOrder<u64>, key: &str, sequence: u64) -> Lined {
+        order.enqueue(key, sequence, 1, sequence, Instant::now())
+    }
 
     #[test]
     fn keys_come_after_partition_and_type() {
@@ -170,9 +294,9 @@ mod tests {
     async fn events_of_a_key_take_turns_in_stream_order() {
         let order = Arc::new(KeyOrder::default());
         for seq in [1, 2, 3] {
-            assert!(order.enqueue("k", seq, 1));
+            assert_eq!(enqueue(&order, "k", seq), Lined::New);
         }
-        order.enqueue("other", 4, 1);
+        enqueue(&order, "other", 4);
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         // Started in reverse: the turns still go by stream order.
@@ -197,23 +321,131 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_redelivery_keeps_its_place_and_holds_back_its_key_only() {
+    async fn a_redelivery_keeps_its_place_and_becomes_the_copy_to_answer() {
         let order = KeyOrder::default();
-        order.enqueue("k", 1, 1);
-        order.enqueue("k", 2, 1);
-        // 1 failed and waits for redelivery: 2 must not run.
+        let now = Instant::now();
+        order.enqueue("k", 1, 1, "first copy", now);
+        order.enqueue("k", 2, 1, "two", now);
+        order.turn("k", 1).await;
+        assert_eq!(order.current("k", 1), Some(("first copy", 1)));
+        assert_eq!(
+            order.enqueue("k", 1, 2, "second copy", now),
+            Lined::Again,
+            "no second task, no second place"
+        );
+        assert_eq!(order.current("k", 1), Some(("second copy", 2)));
         assert!(
             tokio::time::timeout(Duration::from_millis(20), order.turn("k", 2))
                 .await
-                .is_err()
+                .is_err(),
+            "2 waits while 1 is in hand"
         );
-        assert!(!order.enqueue("k", 1, 2), "a redelivery keeps its place");
-        order.turn("k", 1).await;
-        assert!(!order.current("k", 1, 1), "the first copy gives way");
-        assert!(order.current("k", 1, 2));
         order.done("k", 1);
         tokio::time::timeout(Duration::from_millis(20), order.turn("k", 2))
             .await
             .expect("2 goes once 1 is settled");
+    }
+
+    #[tokio::test]
+    async fn an_older_event_handed_over_goes_ahead_of_waiting_ones_but_not_of_the_one_in_hand() {
+        let order = KeyOrder::default();
+        for seq in [5, 7, 9] {
+            enqueue(&order, "k", seq);
+        }
+        order.turn("k", 5).await;
+        enqueue(&order, "k", 6);
+        enqueue(&order, "k", 3);
+        assert_eq!(order.drain(), [5, 3, 6, 7, 9]);
+
+        for seq in [5, 7] {
+            enqueue(&order, "k", seq);
+        }
+        enqueue(&order, "k", 4);
+        assert_eq!(order.drain(), [4, 5, 7], "5 had not started: 4 goes first");
+    }
+
+    #[test]
+    fn waiting_keys_are_refreshed_whole_and_head_first_and_fresh_ones_not_at_all() {
+        let order = KeyOrder::default();
+        let start = Instant::now();
+        let after = Duration::from_millis(75);
+        order.enqueue("stuck", 1, 1, 1, start);
+        order.enqueue("fresh", 2, 1, 2, start + Duration::from_millis(60));
+        order.enqueue("stuck", 3, 1, 3, start + Duration::from_millis(70));
+        let at = start + Duration::from_millis(80);
+        assert_eq!(order.due(at, after), [1, 3], "the whole line, in order");
+        assert!(order.due(at, after).is_empty(), "just heard");
+        let later = start + Duration::from_millis(160);
+        let mut due = order.due(later, after);
+        due.sort();
+        assert_eq!(due, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn events_joining_a_kept_alive_line_or_behind_a_fresh_copy_are_refreshed_at_once() {
+        let order = KeyOrder::default();
+        let start = Instant::now();
+        let after = Duration::from_millis(75);
+        order.enqueue("k", 1, 1, 1, start);
+        order.enqueue("k", 2, 1, 2, start);
+        order.enqueue("other", 9, 1, 9, start + after);
+        assert_eq!(order.due(start + after, after), [1, 2]);
+        // 3 may have been delivered before 1 and 2 were refreshed.
+        order.enqueue("k", 3, 1, 3, start + after);
+        order.enqueue("other", 10, 1, 10, start + after);
+        tokio::time::timeout(Duration::from_millis(5), order.late())
+            .await
+            .expect("the keep-alive task is woken");
+        assert_eq!(order.due(start + after, after), [3], "3 only, right away");
+        // A redelivered copy of 1 is heard of after 2 and 3.
+        let later = start + after + Duration::from_millis(10);
+        order.enqueue("k", 1, 2, 1, later);
+        assert_eq!(order.due(later, after), [2, 3]);
+        assert!(order.due(later, after).is_empty());
+    }
+
+    #[test]
+    fn the_keep_alive_schedule_leaves_no_event_unheard_for_half_the_deadline() {
+        for deadline in [200, 1_000, 30_000].map(Duration::from_millis) {
+            let schedule = KeepAlive::within(deadline);
+            let order = KeyOrder::default();
+            let start = Instant::now();
+            // Events arrive at odd moments between the looks.
+            for (seq, offset) in [(1, 0), (2, 3), (3, 7)] {
+                order.enqueue("k", seq, 1, seq, start + schedule.every * offset / 8);
+            }
+            let mut heard = start;
+            let mut longest = Duration::ZERO;
+            let mut refreshes = 0;
+            // The looks are not in step with the arrivals.
+            for look in 1..=200 {
+                let now = start + schedule.every * look - schedule.every / 3;
+                if !order.due(now, schedule.after).is_empty() {
+                    longest = longest.max(now - heard);
+                    heard = now;
+                    refreshes += 1;
+                }
+            }
+            assert!(
+                longest <= deadline / 2,
+                "{deadline:?}: unheard for {longest:?}"
+            );
+            assert!(
+                refreshes <= 200 / 3 + 1,
+                "{deadline:?}: {refreshes} refreshes in 200 looks"
+            );
+        }
+        let schedule = KeepAlive::within(Duration::from_millis(200));
+        let order = KeyOrder::default();
+        let start = Instant::now();
+        order.enqueue("k", 1, 1, 1, start);
+        for look in 1..=2 {
+            assert!(
+                order
+                    .due(start + schedule.every * look, schedule.after)
+                    .is_empty(),
+                "an event that waits less than 3/8 of the deadline costs nothing"
+            );
+        }
     }
 }

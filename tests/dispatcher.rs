@@ -83,15 +83,19 @@ impl TestHandler {
         self.calls().into_iter().filter(|c| c.id == id).collect()
     }
 
+    // Read in place: the handler records every call under the same lock, and tests poll
+    // these while thousands of calls come in.
     fn distinct_ids(&self) -> HashSet<String> {
-        self.calls().into_iter().map(|c| c.id).collect()
+        let calls = self.calls.lock().unwrap();
+        calls.iter().map(|c| c.id.clone()).collect()
     }
 
     fn succeeded_ids(&self) -> HashSet<String> {
-        self.calls()
-            .into_iter()
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
             .filter(|c| (200..300).contains(&c.status))
-            .map(|c| c.id)
+            .map(|c| c.id.clone())
             .collect()
     }
 }
@@ -281,7 +285,7 @@ impl Drop for Running {
 
 async fn wait_for_calls(handler: &TestHandler, what: &str, done: impl Fn(&[Call]) -> bool) {
     wait_until(what, || async {
-        let calls = handler.calls();
+        let calls = handler.calls.lock().unwrap();
         done(&calls).then_some(())
     })
     .await;

@@ -121,12 +121,12 @@ impl BoundConsumer {
     /// caller has room for, so no event waits unseen in a client buffer while its ackWait runs
     /// out.
     ///
-    /// JetStream keeps the order of the events it redelivers only while every waiting request
-    /// can take them: an event it cannot hand to the pinned client (it has no request open, or
-    /// it died with one open) goes to the back of the queue. So ask only while no other client
-    /// holds the pin ([`BoundConsumer::pinned_elsewhere`]), keep `expires` shorter than the
-    /// time in which the events of a client that died expire, and let a request end before
-    /// handing events back.
+    /// Only while no other client holds the pin ([`BoundConsumer::pinned_elsewhere`]):
+    /// checked against nats-server 2.15, while the pinned client has no request open JetStream
+    /// takes the first event queued for redelivery for every request another client sends, and
+    /// puts it back only behind the others, or hands it out again only after its ack deadline.
+    /// So the events a stopping replica hands back, key by key in order, would reach the next
+    /// one out of order, some after newer events of their keys.
     pub async fn fetch_pinned(
         &self,
         group: &str,

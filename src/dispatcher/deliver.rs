@@ -15,7 +15,7 @@ use super::{
     State,
     cloudevents::{self, Received, TopicLayout},
     handler::Handler,
-    key_order::{KeepAlive, KeyOrder, Lined, key_of},
+    key_order::{Handover, KeepAlive, KeyOrder, Lined, key_of},
     outcome::{HandlerResult, InPlace, Redelivery, Verdict, in_place, judge, next_attempt},
 };
 use crate::{broker::delivery::Delivered, runtime::shutdown::Shutdown};
@@ -58,14 +58,24 @@ impl Deliverer {
         }
     }
 
-    /// Starts the delivery of an event just received, with its share of the fetch's
-    /// reservation (`None`: it came beyond what was asked for).
-    pub async fn dispatch(self: Arc<Self>, event: Delivered, share: Option<OwnedSemaphorePermit>) {
+    /// Starts the delivery of an event just received from a consumer, with its share of the
+    /// fetch's reservation (`None`: it came beyond what was asked for). With per-key order, a
+    /// redelivery new to the lines begins a handover of the consumer (see [`Handover`]).
+    pub async fn dispatch(
+        self: Arc<Self>,
+        event: Delivered,
+        share: Option<OwnedSemaphorePermit>,
+        handover: &Arc<Handover>,
+    ) {
         // Taken before the task starts, so shutdown cannot miss it.
         let running = self.in_flight.clone().read_owned().await;
         if self.key_order.is_some() {
-            if let Some((key, sequence)) = self.line_up(event) {
-                tokio::spawn(self.deliver_in_turn(key, sequence, share, running));
+            if let Some((key, sequence, delivered)) = self.line_up(event) {
+                if delivered > 1 {
+                    handover.begin();
+                }
+                let handover = handover.clone();
+                tokio::spawn(self.deliver_in_turn(key, sequence, handover, share, running));
             }
             return;
         }
@@ -93,9 +103,9 @@ impl Deliverer {
         }
     }
 
-    /// Puts the event in its key's line; its key and sequence if it needs a task of its own
-    /// (a redelivery of an event in line has one already).
-    fn line_up(&self, event: Delivered) -> Option<(String, u64)> {
+    /// Puts the event in its key's line; its key, sequence and delivery count if it needs a
+    /// task of its own (a redelivery of an event in line has one already).
+    fn line_up(&self, event: Delivered) -> Option<(String, u64, i64)> {
         let lines = self.key_order.as_ref()?;
         let info = match event.info() {
             Ok(info) => info,
@@ -115,7 +125,7 @@ impl Deliverer {
             Arc::new(event),
             Instant::now(),
         ) {
-            Lined::New => Some((key, sequence)),
+            Lined::New => Some((key, sequence, info.delivered)),
             Lined::Again => None,
         }
     }
@@ -144,8 +154,8 @@ impl Deliverer {
         }
     }
 
-    /// With per-key order: waits for the event's turn in its key's line, then for room, and
-    /// handles it, retrying a failure in place after the backoff (room is given up
+    /// With per-key order: waits for any handover of its consumer to be through and for the
+    /// event's turn in its key's line, then for room, and handles it, retrying a failure in place after the backoff (room is given up
     /// meanwhile) until the consumer's deliveries are used up. It leaves the line once
     /// settled. On shutdown, an event that is not being handled stays in line, to be handed
     /// back with the rest of its key in order.
@@ -153,6 +163,7 @@ impl Deliverer {
         self: Arc<Self>,
         key: String,
         sequence: u64,
+        handover: Arc<Handover>,
         _place: Option<OwnedSemaphorePermit>,
         _running: OwnedRwLockReadGuard<()>,
     ) {
@@ -160,8 +171,12 @@ impl Deliverer {
             return;
         };
         let order = &lines.order;
+        let turn = async {
+            handover.over().await;
+            order.turn(&key, sequence).await;
+        };
         tokio::select! {
-            () = order.turn(&key, sequence) => {}
+            () = turn => {}
             () = self.shutdown.triggered() => return,
         }
         let metrics = &self.state.metrics;
@@ -226,10 +241,8 @@ impl Deliverer {
         }
     }
 
-    /// Tells JetStream every little while that the events waiting in line are in progress
-    /// (see [`KeepAlive`]), and late events at once; runs until aborted. The only sender of
-    /// in-progress acknowledgements with per-key order, so they reach JetStream in the order
-    /// [`KeyOrder::due`] hands them out.
+    /// Tells JetStream every little while that the events waiting in line, or being handled,
+    /// are in progress (see [`KeepAlive`]); runs until aborted.
     pub async fn keep_lines_alive(&self) {
         let Some(lines) = self.key_order.as_ref() else {
             return;
@@ -237,10 +250,7 @@ impl Deliverer {
         let mut looks = tokio::time::interval(lines.keep_alive.every);
         looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = looks.tick() => {}
-                () = lines.order.late() => {}
-            }
+            looks.tick().await;
             for event in lines.order.due(Instant::now(), lines.keep_alive.after) {
                 self.state.metrics.keep_alives.inc();
                 if let Err(e) = event.in_progress().await {

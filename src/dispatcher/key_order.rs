@@ -7,13 +7,18 @@
 //! redelivering it), and steps aside once it is settled ([`KeyOrder::done`]).
 //!
 //! JetStream redelivers what it hears nothing about within its ack deadline, so events that
-//! wait are kept alive ([`KeyOrder::due`], on a [`KeepAlive`] schedule). When a replica dies,
-//! JetStream hands its events to the survivor in the order their deadlines pass, so a key's
-//! events must never have a later event heard of before an earlier one: a key's events are
-//! refreshed together, head first, and an event that may have been delivered before its line
-//! was last refreshed (it was on its way meanwhile), or that sits behind a fresher copy, is
-//! refreshed again right after. A redelivered copy of an event still in line keeps the
-//! event's place and becomes the copy to answer.
+//! wait are kept alive ([`KeyOrder::due`], on a [`KeepAlive`] schedule), a key's events
+//! together and head first. A redelivered copy of an event still in line keeps the event's
+//! place and becomes the copy to answer.
+//!
+//! When a dispatcher stops or dies, JetStream hands its events to the next one in an order
+//! that need not be the stream's: the order their ack deadlines passed (a replica killed
+//! halfway through refreshing a key leaves its head fresher than its followers), and a
+//! redelivery JetStream could not hand out when it tried (the pinned client had no request
+//! open) goes behind the others. So the taker sorts: JetStream hands out every redelivery it
+//! has queued before any new event, and while a consumer's redeliveries arrive
+//! ([`Handover`]), none of its events start; they line up by sequence, and start once the
+//! redeliveries are through.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -21,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// One event in line.
 struct Entry<T> {
@@ -37,25 +42,6 @@ struct Entry<T> {
     delivered: i64,
     /// When JetStream last heard of it: delivered, or told it is in progress.
     heard: Instant,
-    /// JetStream may have heard of it before an earlier event of its key: to be told it is
-    /// in progress right away.
-    late: bool,
-}
-
-/// One key's events, in the order they are to be handled.
-struct Line<T> {
-    entries: VecDeque<Entry<T>>,
-    /// It has been kept alive: an event joining it now may have been delivered before that.
-    kept_alive: bool,
-}
-
-impl<T> Default for Line<T> {
-    fn default() -> Self {
-        Self {
-            entries: VecDeque::new(),
-            kept_alive: false,
-        }
-    }
 }
 
 /// What [`KeyOrder::enqueue`] did with an event.
@@ -69,16 +55,13 @@ pub enum Lined {
 
 /// The lines of every key with events in hand.
 pub struct KeyOrder<T> {
-    lines: Mutex<HashMap<String, Line<T>>>,
-    /// Signalled when an event is late (see [`Entry::late`]).
-    late: Notify,
+    lines: Mutex<HashMap<String, VecDeque<Entry<T>>>>,
 }
 
 impl<T> Default for KeyOrder<T> {
     fn default() -> Self {
         Self {
             lines: Mutex::default(),
-            late: Notify::new(),
         }
     }
 }
@@ -97,46 +80,30 @@ impl<T: Clone> KeyOrder<T> {
     ) -> Lined {
         let mut lines = self.lines.lock().expect("key lines");
         let line = lines.entry(key.to_string()).or_default();
-        let (at, lined) = match line.entries.iter().position(|e| e.sequence == sequence) {
-            Some(at) => {
-                let entry = &mut line.entries[at];
-                if delivered < entry.delivered {
-                    return Lined::Again;
-                }
+        if let Some(entry) = line.iter_mut().find(|e| e.sequence == sequence) {
+            if delivered >= entry.delivered {
                 entry.copy = copy;
                 entry.delivered = delivered;
                 entry.heard = now;
-                (at, Lined::Again)
             }
-            None => {
-                let at = line
-                    .entries
-                    .iter()
-                    .position(|e| e.sequence > sequence && !e.started)
-                    .unwrap_or(line.entries.len());
-                line.entries.insert(
-                    at,
-                    Entry {
-                        sequence,
-                        turn: Arc::new(Notify::new()),
-                        started: false,
-                        copy,
-                        delivered,
-                        heard: now,
-                        late: line.kept_alive,
-                    },
-                );
-                (at, Lined::New)
-            }
-        };
-        // The events behind it were last heard of before it.
-        for entry in line.entries.iter_mut().skip(at + 1) {
-            entry.late = true;
+            return Lined::Again;
         }
-        if line.entries.iter().any(|e| e.late) {
-            self.late.notify_one();
-        }
-        lined
+        let at = line
+            .iter()
+            .position(|e| e.sequence > sequence && !e.started)
+            .unwrap_or(line.len());
+        line.insert(
+            at,
+            Entry {
+                sequence,
+                turn: Arc::new(Notify::new()),
+                started: false,
+                copy,
+                delivered,
+                heard: now,
+            },
+        );
+        Lined::New
     }
 
     /// Resolves once `sequence` is first in its key's line (at once if it is not in line), and
@@ -148,13 +115,13 @@ impl<T: Clone> KeyOrder<T> {
                 let Some(line) = lines.get_mut(key) else {
                     return;
                 };
-                match line.entries.iter().position(|e| e.sequence == sequence) {
+                match line.iter().position(|e| e.sequence == sequence) {
                     None => return,
                     Some(0) => {
-                        line.entries[0].started = true;
+                        line[0].started = true;
                         return;
                     }
-                    Some(at) => line.entries[at].turn.clone(),
+                    Some(at) => line[at].turn.clone(),
                 }
             };
             turn.notified().await;
@@ -166,7 +133,6 @@ impl<T: Clone> KeyOrder<T> {
         let lines = self.lines.lock().expect("key lines");
         lines
             .get(key)?
-            .entries
             .iter()
             .find(|e| e.sequence == sequence)
             .map(|e| (e.copy.clone(), e.delivered))
@@ -178,8 +144,8 @@ impl<T: Clone> KeyOrder<T> {
         let Some(line) = lines.get_mut(key) else {
             return;
         };
-        line.entries.retain(|e| e.sequence != sequence);
-        match line.entries.front() {
+        line.retain(|e| e.sequence != sequence);
+        match line.front() {
             Some(head) => head.turn.notify_one(),
             None => {
                 lines.remove(key);
@@ -187,30 +153,21 @@ impl<T: Clone> KeyOrder<T> {
         }
     }
 
-    /// The copies to tell JetStream "in progress" now, in line order (see the module notes):
-    /// every event of each key whose oldest word to JetStream is `after` old or more, and late
-    /// events. They count as heard from `now`.
+    /// The copies to tell JetStream "in progress" now: every event of each key whose oldest
+    /// word to JetStream is `after` old or more, in line order. They count as heard from
+    /// `now`.
     pub fn due(&self, now: Instant, after: Duration) -> Vec<T> {
         let mut lines = self.lines.lock().expect("key lines");
         let mut due = Vec::new();
         for line in lines.values_mut() {
-            let whole = line
-                .entries
-                .iter()
-                .any(|e| now.duration_since(e.heard) >= after);
-            for entry in line.entries.iter_mut().filter(|e| whole || e.late) {
-                entry.heard = now;
-                entry.late = false;
-                due.push(entry.copy.clone());
+            if line.iter().any(|e| now.duration_since(e.heard) >= after) {
+                for entry in line.iter_mut() {
+                    entry.heard = now;
+                    due.push(entry.copy.clone());
+                }
             }
-            line.kept_alive |= whole;
         }
         due
-    }
-
-    /// Resolves when an event turned late (see [`KeyOrder::due`]).
-    pub async fn late(&self) {
-        self.late.notified().await;
     }
 
     /// Empties every line, handing back the copies in line order (to return them to JetStream
@@ -219,13 +176,53 @@ impl<T: Clone> KeyOrder<T> {
         let mut lines = self.lines.lock().expect("key lines");
         lines
             .drain()
-            .flat_map(|(_, line)| line.entries.into_iter().map(|e| e.copy))
+            .flat_map(|(_, line)| line.into_iter().map(|e| e.copy))
             .collect()
     }
 
     /// Keys with events in line (for metrics and tests).
     pub fn keys(&self) -> usize {
         self.lines.lock().expect("key lines").len()
+    }
+}
+
+/// A consumer's handover: JetStream is handing this dispatcher events another one held (or
+/// this one, before a restart), and none of the consumer's events may start until they are
+/// all in line.
+pub struct Handover {
+    under_way: watch::Sender<bool>,
+}
+
+impl Default for Handover {
+    fn default() -> Self {
+        Self {
+            under_way: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Handover {
+    /// A redelivered event new to the lines arrived.
+    pub fn begin(&self) {
+        self.under_way.send_replace(true);
+    }
+
+    /// A first delivery arrived, or JetStream had no more to give: the redeliveries are through.
+    pub fn end(&self) {
+        self.under_way.send_replace(false);
+    }
+
+    pub fn under_way(&self) -> bool {
+        *self.under_way.borrow()
+    }
+
+    /// Resolves once no handover is under way.
+    pub async fn over(&self) {
+        let _ = self
+            .under_way
+            .subscribe()
+            .wait_for(|under_way| !under_way)
+            .await;
     }
 }
 
@@ -382,26 +379,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn events_joining_a_kept_alive_line_or_behind_a_fresh_copy_are_refreshed_at_once() {
-        let order = KeyOrder::default();
-        let start = Instant::now();
-        let after = Duration::from_millis(75);
-        order.enqueue("k", 1, 1, 1, start);
-        order.enqueue("k", 2, 1, 2, start);
-        order.enqueue("other", 9, 1, 9, start + after);
-        assert_eq!(order.due(start + after, after), [1, 2]);
-        // 3 may have been delivered before 1 and 2 were refreshed.
-        order.enqueue("k", 3, 1, 3, start + after);
-        order.enqueue("other", 10, 1, 10, start + after);
-        tokio::time::timeout(Duration::from_millis(5), order.late())
-            .await
-            .expect("the keep-alive task is woken");
-        assert_eq!(order.due(start + after, after), [3], "3 only, right away");
-        // A redelivered copy of 1 is heard of after 2 and 3.
-        let later = start + after + Duration::from_millis(10);
-        order.enqueue("k", 1, 2, 1, later);
-        assert_eq!(order.due(later, after), [2, 3]);
-        assert!(order.due(later, after).is_empty());
+    async fn events_handed_over_out_of_order_start_in_order_once_the_handover_is_through() {
+        let order = Arc::new(KeyOrder::default());
+        let handover = Arc::new(Handover::default());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // JetStream hands 7 and 9 over before 5.
+        for seq in [7, 9, 5] {
+            handover.begin();
+            assert_eq!(order.enqueue("k", seq, 2, seq, Instant::now()), Lined::New);
+            let (order, handover, log) = (order.clone(), handover.clone(), log.clone());
+            tasks.push(tokio::spawn(async move {
+                handover.over().await;
+                order.turn("k", seq).await;
+                log.lock().unwrap().push(seq);
+                order.done("k", seq);
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(log.lock().unwrap().is_empty(), "nothing starts meanwhile");
+        handover.end();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(*log.lock().unwrap(), [5, 7, 9]);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use self::{
     cloudevents::TopicLayout,
     deliver::{Deliverer, KeyLines},
     handler::Handler,
-    key_order::KeepAlive,
+    key_order::{Handover, KeepAlive},
     metrics::DispatchMetrics,
     outcome::Redelivery,
 };
@@ -299,6 +299,7 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
     let pinned = bound.pinned_group();
     let timing = PinnedTiming::new(bound.pin_ttl(), deliverer.redelivery.shortest_wait());
     let mut delay = RETRY_FIRST;
+    let handover = Arc::new(Handover::default());
     // When this client last found the pin free (a look is an API request: not before every
     // fetch), or `None` to look before the next.
     let mut found_free: Option<Instant> = None;
@@ -311,7 +312,7 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
             match bound.pinned_elsewhere(group).await {
                 Ok(false) => found_free = Some(Instant::now()),
                 Ok(true) => {
-                    // Standing by: see `fetch_pinned` for why it does not ask meanwhile.
+                    // Standing by, without a request open (see `fetch_pinned` for why).
                     tokio::select! {
                         () = shutdown.triggered() => break,
                         () = tokio::time::sleep(timing.standby_look) => continue,
@@ -339,17 +340,25 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
                 None => Some(capacity.clone().acquire_owned().await),
             }
         };
-        let mut reserved = tokio::select! {
-            () = shutdown.triggered() => break,
-            permit = room => permit.map(|p| p.expect("never closed")),
-        };
-        if let Some(reserved) = &mut reserved {
-            let more = capacity.available_permits().min(most - 1);
-            if let Ok(more) = capacity.clone().try_acquire_many_owned(more as u32) {
-                reserved.merge(more);
+        let (mut reserved, wanted) = if handover.under_way() {
+            // None of the events handed over starts, so none frees a place, before all are in
+            // line: ask regardless of room (they are as many as their last holder had).
+            let free = capacity.available_permits().min(most) as u32;
+            (capacity.clone().try_acquire_many_owned(free).ok(), most)
+        } else {
+            let mut reserved = tokio::select! {
+                () = shutdown.triggered() => break,
+                permit = room => permit.map(|p| p.expect("never closed")),
+            };
+            if let Some(reserved) = &mut reserved {
+                let more = capacity.available_permits().min(most - 1);
+                if let Ok(more) = capacity.clone().try_acquire_many_owned(more as u32) {
+                    reserved.merge(more);
+                }
             }
-        }
-        let wanted = reserved.as_ref().map_or(1, |r| r.num_permits());
+            let wanted = reserved.as_ref().map_or(1, |r| r.num_permits());
+            (reserved, wanted)
+        };
         let fetch_started = Instant::now();
         // Not cut short by shutdown: a request sent must be seen through (see below).
         let batch = match pinned {
@@ -376,12 +385,14 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
             }
         };
         let mut first = true;
+        let mut received = 0;
         loop {
             let next = tokio::select! {
                 () = shutdown.triggered() => {
                     // Events already on their way to us are not handled. A pinned request is
-                    // read to its end (it expires soon), so that it is gone from JetStream
-                    // before the events in hand go back.
+                    // read to its end (it expires soon): an event JetStream sent after it was
+                    // dropped would come back only after its ack deadline, when the next
+                    // replica (this one gives its pin up) may have gone past it.
                     let patience = match pinned {
                         Some(_) => timing.expires + Duration::from_secs(1),
                         None => Duration::from_millis(200),
@@ -392,7 +403,13 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
                 next = batch.next() => next,
             };
             let delivered = match next {
-                None => break,
+                None => {
+                    if received < wanted {
+                        // JetStream had no more to give: no redelivery is left queued.
+                        handover.end();
+                    }
+                    break;
+                }
                 Some(Ok(delivered)) => delivered,
                 Some(Err(e)) => {
                     warn!(error = %e, "fetching events failed");
@@ -407,8 +424,17 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
                     .observe(fetch_started.elapsed().as_secs_f64());
             }
             delay = RETRY_FIRST;
+            received += 1;
+            let first_delivery = delivered.info().is_ok_and(|info| info.delivered == 1);
             let share = reserved.as_mut().and_then(|r| r.split(1));
-            deliverer.clone().dispatch(delivered, share).await;
+            deliverer
+                .clone()
+                .dispatch(delivered, share, &handover)
+                .await;
+            if first_delivery {
+                // JetStream hands out what it has queued for redelivery first.
+                handover.end();
+            }
         }
     }
 }
@@ -416,9 +442,9 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
 /// The timing of a pinned consumer's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PinnedTiming {
-    /// How long a request stays open: within a quarter of the shortest ack deadline, so that
-    /// the last request of a replica that dies is gone before the events it held expire (see
-    /// `fetch_pinned`), and within the pin's time to live.
+    /// How long a request stays open: short, because a request that comes back short is how
+    /// the end of a handover is seen ([`Handover`]) and shutdown waits for the request to
+    /// end; within a quarter of the shortest ack deadline and of the pin's time to live.
     expires: Duration,
     /// How long the pinned client waits for room before asking anyway, to keep its pin.
     keep_pin: Duration,

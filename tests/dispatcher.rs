@@ -1123,3 +1123,65 @@ async fn per_key_retries_a_failed_event_in_place_then_dead_letters_it_and_its_ke
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_takeover_sorts_what_jetstream_hands_back_out_of_order() {
+    let fixture = Fixture::new("tills").await;
+    fixture
+        .consumer("pinned", |c| {
+            c.backoff = vec![Duration::from_millis(200)];
+            c.priority_groups = vec!["group".into()];
+            c.priority_policy = jetstream::consumer::PriorityPolicy::PinnedClient;
+            c.priority_timeout = Duration::from_secs(2);
+        })
+        .await;
+    publish_keyed(&fixture.jetstream, &format!("{}.0", fixture.prefix), 1, 10).await;
+    let next = format!("$JS.API.CONSUMER.MSG.NEXT.{}.pinned", fixture.stream);
+    let ask = |expires_ms: u64| {
+        serde_json::json!({"batch": 10, "expires": expires_ms * 1_000_000, "group": "group"})
+            .to_string()
+    };
+
+    // A client takes the pin and all ten events, and dies without a word.
+    let holder = async_nats::connect(nats_url()).await.unwrap();
+    let inbox = holder.new_inbox();
+    let mut taken = holder.subscribe(inbox.clone()).await.unwrap();
+    holder
+        .publish_with_reply(next.clone(), inbox, ask(1_000).into())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::timeout(Duration::from_secs(5), taken.next())
+            .await
+            .expect("the events")
+            .unwrap();
+    }
+    drop((taken, holder));
+    // While the dead client still holds the pin, another one asks now and then: each time,
+    // JetStream puts the first event it has queued for redelivery at the back.
+    let standby = async_nats::connect(nats_url()).await.unwrap();
+    let inbox = standby.new_inbox();
+    let _replies = standby.subscribe(inbox.clone()).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        standby
+            .publish_with_reply(next.clone(), inbox.clone(), ask(100).into())
+            .await
+            .unwrap();
+    }
+    // Once the pin has expired, a per-key dispatcher takes over.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let mut config = fixture.config("pinned", &handler, 4);
+    config.per_key = true;
+    config.layout.partition_type_tokens = Some(2);
+    let running = Running::start(config);
+    wait_for_calls(&handler, "all ten handled", |calls| calls.len() >= 10).await;
+    let calls = handler.calls();
+    assert!(
+        calls.iter().all(|c| c.headers["ce-deliverycount"] == "2"),
+        "all handed back by JetStream"
+    );
+    assert_per_key_order(&calls, 1, 10);
+    running.stop().await;
+}

@@ -25,6 +25,9 @@ struct Call {
     id: String,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// When the request came.
+    started: Instant,
+    /// When the handler answered (until then, when the request came).
     at: Instant,
     /// The status the handler answered with.
     status: u16,
@@ -80,8 +83,20 @@ impl TestHandler {
         self.calls().into_iter().filter(|c| c.id == id).collect()
     }
 
+    // Read in place: the handler records every call under the same lock, and tests poll
+    // these while thousands of calls come in.
     fn distinct_ids(&self) -> HashSet<String> {
-        self.calls().into_iter().map(|c| c.id).collect()
+        let calls = self.calls.lock().unwrap();
+        calls.iter().map(|c| c.id.clone()).collect()
+    }
+
+    fn succeeded_ids(&self) -> HashSet<String> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|c| (200..300).contains(&c.status))
+            .map(|c| c.id.clone())
+            .collect()
     }
 }
 
@@ -98,6 +113,7 @@ async fn receive(
             .to_string(),
         headers,
         body: body.to_vec(),
+        started: Instant::now(),
         at: Instant::now(),
         status: 0,
     };
@@ -269,7 +285,7 @@ impl Drop for Running {
 
 async fn wait_for_calls(handler: &TestHandler, what: &str, done: impl Fn(&[Call]) -> bool) {
     wait_until(what, || async {
-        let calls = handler.calls();
+        let calls = handler.calls.lock().unwrap();
         done(&calls).then_some(())
     })
     .await;
@@ -755,142 +771,417 @@ async fn publish_keyed(jetstream: &jetstream::Context, prefix: &str, keys: usize
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "unfinished: with a 200 ms backoff (so a 200 ms ackWait) the keep-alives of lined-up events and the per-key retries keep throughput far too low to finish; see the dispatcher notes"]
-async fn per_key_order_holds_across_failures_parallel_keys_and_a_killed_replica() {
-    use switchyard::{
-        api::{SubscriptionSpec, TopicSpec},
-        reconcile::{
-            subscription::consumer_config::{
-                SubscriptionIdentity, TopicView, desired_consumer, per_partition_consumers,
+/// The key and index a keyed event carries (see [`publish_keyed`]).
+fn key_and_index(call: &Call) -> (String, usize) {
+    let body = String::from_utf8_lossy(&call.body);
+    let (key, index) = body.split_once(':').expect("a keyed event");
+    (key.to_string(), index.parse().expect("an index"))
+}
+
+/// Each key's successful handlings are in publish order, and every event succeeded. A retried
+/// failure counts where it finally succeeded; an event handled twice (a replica died before
+/// acknowledging it) counts at its first success.
+fn assert_per_key_order(calls: &[Call], keys: usize, per_key: usize) {
+    let mut succeeded: Vec<&Call> = calls.iter().filter(|c| c.status == 200).collect();
+    succeeded.sort_by_key(|c| c.at);
+    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for call in succeeded {
+        let (key, index) = key_and_index(call);
+        if !seen.insert((key.clone(), index)) {
+            continue;
+        }
+        let expected = next.entry(key.clone()).or_default();
+        if index != *expected {
+            let history: Vec<String> = calls
+                .iter()
+                .filter(|c| key_and_index(c).0 == key)
+                .map(|c| {
+                    let count = c
+                        .headers
+                        .get("ce-deliverycount")
+                        .and_then(|v| v.to_str().ok());
+                    format!(
+                        "{}/{}/{}",
+                        key_and_index(c).1,
+                        c.status,
+                        count.unwrap_or("?")
+                    )
+                })
+                .collect();
+            panic!(
+                "key {key}: got event {index}, expected {expected}; its calls as index/status/delivery: {}",
+                history.join(" ")
+            );
+        }
+        *expected += 1;
+    }
+    assert_eq!(next.len(), keys);
+    assert!(next.values().all(|n| *n == per_key), "{next:?}");
+}
+
+/// One call of a key at a time; returns how many calls started while another key's call was
+/// in the handler.
+fn assert_one_call_per_key_at_a_time(calls: &[Call]) -> usize {
+    let mut answered: Vec<&Call> = calls.iter().filter(|c| c.status != 0).collect();
+    answered.sort_by_key(|c| c.started);
+    let mut key_busy_until: HashMap<String, Instant> = HashMap::new();
+    let mut busy_until: Option<Instant> = None;
+    let mut overlapping = 0;
+    for call in answered {
+        let (key, index) = key_and_index(call);
+        if let Some(until) = key_busy_until.get(&key) {
+            assert!(
+                call.started >= *until,
+                "{key}:{index} reached the handler while the previous event of {key} was in it"
+            );
+        }
+        key_busy_until.insert(key, call.at);
+        if busy_until.is_some_and(|until| call.started < until) {
+            overlapping += 1;
+        }
+        busy_until = busy_until.max(Some(call.at));
+    }
+    overlapping
+}
+
+/// A Topic with 4 partitions and a PerKey Subscription's consumers (one per partition, pinned),
+/// as the operator creates them; deleted when dropped.
+struct PartitionedTopic {
+    namespace: String,
+    stream: String,
+    consumers: Vec<String>,
+    jetstream: jetstream::Context,
+    _guard: StreamGuard,
+}
+
+impl PartitionedTopic {
+    /// `retry`: the Subscription's `retry` field, in YAML.
+    async fn new(retry: &str) -> Self {
+        use switchyard::{
+            api::{SubscriptionSpec, TopicSpec},
+            reconcile::{
+                subscription::consumer_config::{
+                    SubscriptionIdentity, TopicView, desired_consumer, per_partition_consumers,
+                },
+                topic::stream_config::{TopicIdentity, desired_stream},
             },
-            topic::stream_config::{TopicIdentity, desired_stream},
-        },
-    };
-    let namespace = format!("perkey{:x}", rand::random::<u32>());
-    let topic_spec: TopicSpec = serde_yaml::from_str("partitions: 4").unwrap();
-    let topic = TopicIdentity {
-        namespace: &namespace,
-        name: "ledger",
-        generation: 1,
-    };
-    let stream = desired_stream(topic, &topic_spec).unwrap();
-    let _guard = StreamGuard(stream.name.clone());
-    let jetstream = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
-    let created = jetstream
-        .create_stream(stream.clone())
-        .await
-        .expect("stream");
-    let view = TopicView {
-        name: "ledger".into(),
-        subjects: stream.subjects.clone(),
-        partition_type_tokens: Some(2),
-        work_queue: false,
-        partitions: Some(4),
-    };
-    let sub_spec: SubscriptionSpec = serde_yaml::from_str(
-        "topicRef: {name: ledger}\nackWait: 3s\nretry: {maxDeliveries: 20, backoff: {delays: [200ms]}}",
-    )
-    .unwrap();
-    let id = SubscriptionIdentity {
-        namespace: &namespace,
-        name: "books",
-        generation: 1,
-    };
-    let subscription = desired_consumer(id, &sub_spec, &view, &[]).unwrap();
-    let partitions = per_partition_consumers(&subscription, &view, &namespace).unwrap();
-    let mut names = Vec::new();
-    for config in partitions {
-        names.push(config.durable_name.clone().unwrap());
-        created
-            .create_consumer(config)
+        };
+        let namespace = format!("perkey{:x}", rand::random::<u32>());
+        let topic_spec: TopicSpec = serde_yaml::from_str("partitions: 4").unwrap();
+        let topic = TopicIdentity {
+            namespace: &namespace,
+            name: "ledger",
+            generation: 1,
+        };
+        let stream = desired_stream(topic, &topic_spec).unwrap();
+        let guard = StreamGuard(stream.name.clone());
+        let jetstream = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+        let created = jetstream
+            .create_stream(stream.clone())
             .await
-            .expect("partition consumer");
+            .expect("stream");
+        let view = TopicView {
+            name: "ledger".into(),
+            subjects: stream.subjects.clone(),
+            partition_type_tokens: Some(2),
+            work_queue: false,
+            partitions: Some(4),
+        };
+        let sub_spec: SubscriptionSpec = serde_yaml::from_str(&format!(
+            "topicRef: {{name: ledger}}\nackWait: 3s\nretry: {retry}"
+        ))
+        .unwrap();
+        let id = SubscriptionIdentity {
+            namespace: &namespace,
+            name: "books",
+            generation: 1,
+        };
+        let subscription = desired_consumer(id, &sub_spec, &view, &[]).unwrap();
+        let mut consumers = Vec::new();
+        for config in per_partition_consumers(&subscription, &view, &namespace).unwrap() {
+            consumers.push(config.durable_name.clone().unwrap());
+            created
+                .create_consumer(config)
+                .await
+                .expect("partition consumer");
+        }
+        Self {
+            namespace,
+            stream: stream.name,
+            consumers,
+            jetstream,
+            _guard: guard,
+        }
     }
 
-    // Random handling times; 5% of first deliveries fail.
-    let in_handler = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let most_at_once = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (now, most) = (in_handler.clone(), most_at_once.clone());
-    let handler = TestHandler::start(Arc::new(move |_, attempt| {
-        use std::sync::atomic::Ordering::SeqCst;
-        let running = now.fetch_add(1, SeqCst) + 1;
-        most.fetch_max(running, SeqCst);
-        now.fetch_sub(1, SeqCst);
-        let takes = Duration::from_micros(rand::random::<u64>() % 3_000);
-        if attempt == 0 && rand::random::<u8>().is_multiple_of(20) {
+    fn prefix(&self) -> String {
+        format!("{}.ledger", self.namespace)
+    }
+
+    /// A `switchyard dispatch --ordering per-key` process reading every partition.
+    fn spawn(&self, handler: &TestHandler, concurrency: usize) -> Process {
+        let mut args = vec![
+            "--stream".to_string(),
+            self.stream.clone(),
+            "--endpoint".into(),
+            handler.endpoint(),
+            "--concurrency".into(),
+            concurrency.to_string(),
+            "--ordering".into(),
+            "per-key".into(),
+            "--subject-prefix".into(),
+            self.prefix(),
+            "--partition-type-tokens".into(),
+            "2".into(),
+        ];
+        for name in &self.consumers {
+            args.extend(["--consumer".into(), name.clone()]);
+        }
+        spawn_dispatcher(args)
+    }
+}
+
+/// Random handling times up to `most_micros`; `percent` of first deliveries fail with a 503.
+fn flaky_handler(most_micros: u64, percent: u8) -> Script {
+    Arc::new(move |_, attempt| {
+        let takes = Duration::from_micros(rand::random::<u64>() % most_micros);
+        if attempt == 0 && rand::random::<u8>() % 100 < percent {
             (503, None, takes)
         } else {
             (200, None, takes)
         }
-    }))
-    .await;
-    let spawn = || {
-        let mut args = vec![
-            "--stream".to_string(),
-            stream.name.clone(),
-            "--endpoint".into(),
-            handler.endpoint(),
-            "--concurrency".into(),
-            "16".into(),
-            "--ordering".into(),
-            "per-key".into(),
-            "--subject-prefix".into(),
-            format!("{namespace}.ledger"),
-            "--partition-type-tokens".into(),
-            "2".into(),
-        ];
-        for name in &names {
-            args.extend(["--consumer".into(), name.clone()]);
-        }
-        spawn_dispatcher(args)
-    };
-    let first = spawn();
-    let mut second = spawn();
-    publish_keyed(&jetstream, &format!("{namespace}.ledger"), 20, 500).await;
+    })
+}
 
-    // Kill one replica mid-run; the other takes over its partitions.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_order_holds_across_failures_parallel_keys_and_a_killed_replica() {
+    // A 200 ms backoff: the consumer's ack deadline is 200 ms too.
+    let topic = PartitionedTopic::new("{maxDeliveries: 20, backoff: {delays: [200ms]}}").await;
+    let handler = TestHandler::start(flaky_handler(3_000, 5)).await;
+    let first = topic.spawn(&handler, 16);
+    publish_keyed(&topic.jetstream, &topic.prefix(), 20, 500).await;
+    // The first replica holds every partition's pin; the second stands by.
+    wait_for_calls(&handler, "the first replica under way", |calls| {
+        calls.len() >= 500
+    })
+    .await;
+    let mut second = topic.spawn(&handler, 16);
+
+    // Kill the first mid-run; the second takes over once the pins expire.
     wait_for_calls(&handler, "a third of the events handled", |calls| {
         calls.len() >= 3_300
     })
     .await;
     drop(first); // SIGKILL
     wait_until("every event handled", || async {
-        let ids: HashSet<String> = handler.distinct_ids();
-        (ids.len() == 10_000).then_some(())
+        (handler.succeeded_ids().len() == 10_000).then_some(())
     })
     .await;
     assert!(second.terminate().success());
 
-    // Each key's successful handlings are in publish order. (A retried failure counts where it
-    // finally succeeded; an event handled twice after the kill counts at its first success.)
-    let mut next: HashMap<String, usize> = HashMap::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut succeeded: Vec<Call> = handler
-        .calls()
-        .into_iter()
-        .filter(|c| c.status == 200)
-        .collect();
-    succeeded.sort_by_key(|c| c.at);
-    for call in succeeded {
-        let body = String::from_utf8_lossy(&call.body).to_string();
-        let (key, index) = body.split_once(':').unwrap();
-        let index: usize = index.parse().unwrap();
-        if !seen.insert(body.clone()) {
-            continue;
-        }
-        let expected = next.entry(key.to_string()).or_default();
-        assert_eq!(
-            index, *expected,
-            "key {key}: got event {index}, expected {expected}"
-        );
-        *expected += 1;
-    }
-    assert_eq!(next.len(), 20);
-    assert!(next.values().all(|n| *n == 500), "{next:?}");
-    let parallel = most_at_once.load(std::sync::atomic::Ordering::SeqCst);
+    let calls = handler.calls();
+    assert_per_key_order(&calls, 20, 500);
     assert!(
-        parallel > 1,
-        "keys ran one after another ({parallel} at most at once)"
+        assert_one_call_per_key_at_a_time(&calls) > 0,
+        "keys ran one after another"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_sigterm_hands_a_replicas_keys_over_in_order_at_once() {
+    let topic = PartitionedTopic::new("{maxDeliveries: 20, backoff: {delays: [300ms]}}").await;
+    let handler = TestHandler::start(flaky_handler(2_000, 10)).await;
+    let mut first = topic.spawn(&handler, 8);
+    publish_keyed(&topic.jetstream, &topic.prefix(), 8, 150).await;
+    // The first replica holds every partition's pin; the second stands by.
+    wait_for_calls(&handler, "the first replica under way", |calls| {
+        calls.len() >= 100
+    })
+    .await;
+    let mut second = topic.spawn(&handler, 8);
+    wait_for_calls(&handler, "a third of the events handled", |calls| {
+        calls.len() >= 400
+    })
+    .await;
+
+    // SIGTERM: the replica finishes what is in the handler, hands the rest back key by key in
+    // order, and gives up its pins, so the other replica goes on without waiting for them to
+    // expire (10 s).
+    let stopping = Instant::now();
+    assert!(first.terminate().success());
+    let stopped = stopping.elapsed();
+    assert!(stopped < Duration::from_secs(5), "stopped in {stopped:?}");
+    wait_until("every event handled", || async {
+        (handler.succeeded_ids().len() == 8 * 150).then_some(())
+    })
+    .await;
+    let handed_over = stopping.elapsed();
+    assert!(second.terminate().success());
+    assert!(
+        handed_over < Duration::from_secs(9),
+        "the rest took {handed_over:?}: the pins were not given up"
+    );
+
+    let calls = handler.calls();
+    assert_per_key_order(&calls, 8, 150);
+    assert_one_call_per_key_at_a_time(&calls);
+    let handled_twice = calls.len() - calls.iter().map(|c| &c.id).collect::<HashSet<_>>().len();
+    let failed_once = calls.iter().filter(|c| c.status == 503).count();
+    assert_eq!(
+        handled_twice, failed_once,
+        "only failures are retried: a graceful stop hands nothing back that was handled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_retries_a_failed_event_in_place_then_dead_letters_it_and_its_key_moves_on() {
+    let fixture = Fixture::new("accounts").await;
+    fixture
+        .consumer("ordered", |c| {
+            c.backoff = vec![Duration::from_millis(300)];
+            c.max_deliver = 3;
+        })
+        .await;
+    let terminated = fixture
+        .jetstream
+        .client()
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.ordered",
+            fixture.stream
+        ))
+        .await
+        .unwrap();
+    // k1:0 always fails; everything else succeeds.
+    let handler = TestHandler::start(Arc::new(|call, _| {
+        if call.body == b"k1:0" {
+            (503, None, Duration::ZERO)
+        } else {
+            (200, None, Duration::ZERO)
+        }
+    }))
+    .await;
+    let mut config = fixture.config("ordered", &handler, 4);
+    config.per_key = true;
+    config.layout.partition_type_tokens = Some(2);
+    let running = Running::start(config);
+    // One partition token, then the type and the key.
+    publish_keyed(&fixture.jetstream, &format!("{}.0", fixture.prefix), 2, 3).await;
+
+    wait_for_calls(&handler, "every event of k0 and k1 tried", |calls| {
+        calls.iter().filter(|c| c.status == 200).count() >= 5
+    })
+    .await;
+    let advisory = tokio::time::timeout(Duration::from_secs(10), terminated.take(1).next())
+        .await
+        .expect("a terminated advisory")
+        .unwrap();
+    let advisory: serde_json::Value = serde_json::from_slice(&advisory.payload).unwrap();
+    assert_eq!(advisory["stream_seq"], 2, "k1:0");
+    assert_eq!(
+        advisory["reason"],
+        "MaxDeliveries: 3 deliveries, the last: HTTP 503"
+    );
+    wait_until("everything settled", || async {
+        let info = fixture.consumer_state("ordered").await;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    let info = fixture.consumer_state("ordered").await;
+    assert_eq!(
+        info.num_redelivered, 0,
+        "retried in place and kept alive meanwhile: JetStream redelivered nothing"
+    );
+
+    let calls = handler.calls();
+    let attempts: Vec<&Call> = calls.iter().filter(|c| c.body == b"k1:0").collect();
+    let counts: Vec<&str> = attempts
+        .iter()
+        .map(|c| c.headers["ce-deliverycount"].to_str().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        ["1", "2", "3"],
+        "local attempts count as deliveries"
+    );
+    for pair in attempts.windows(2) {
+        let gap = pair[1].started - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(280),
+            "backoff 300 ms, got {gap:?}"
+        );
+    }
+    let given_up = attempts[2].at;
+    let at = |body: &[u8]| calls.iter().find(|c| c.body == body).unwrap();
+    assert!(
+        at(b"k1:1").started >= given_up && at(b"k1:2").started >= at(b"k1:1").at,
+        "k1 waits for its failed event, then goes on in order"
+    );
+    assert!(
+        at(b"k0:2").at < attempts[1].started,
+        "k0 does not wait for k1"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_takeover_sorts_what_jetstream_hands_back_out_of_order() {
+    let fixture = Fixture::new("tills").await;
+    fixture
+        .consumer("pinned", |c| {
+            c.backoff = vec![Duration::from_millis(200)];
+            c.priority_groups = vec!["group".into()];
+            c.priority_policy = jetstream::consumer::PriorityPolicy::PinnedClient;
+            c.priority_timeout = Duration::from_secs(2);
+        })
+        .await;
+    publish_keyed(&fixture.jetstream, &format!("{}.0", fixture.prefix), 1, 10).await;
+    let next = format!("$JS.API.CONSUMER.MSG.NEXT.{}.pinned", fixture.stream);
+    let ask = |expires_ms: u64| {
+        serde_json::json!({"batch": 10, "expires": expires_ms * 1_000_000, "group": "group"})
+            .to_string()
+    };
+
+    // A client takes the pin and all ten events, and dies without a word.
+    let holder = async_nats::connect(nats_url()).await.unwrap();
+    let inbox = holder.new_inbox();
+    let mut taken = holder.subscribe(inbox.clone()).await.unwrap();
+    holder
+        .publish_with_reply(next.clone(), inbox, ask(1_000).into())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::timeout(Duration::from_secs(5), taken.next())
+            .await
+            .expect("the events")
+            .unwrap();
+    }
+    drop((taken, holder));
+    // While the dead client still holds the pin, another one asks now and then: each time,
+    // JetStream puts the first event it has queued for redelivery at the back.
+    let standby = async_nats::connect(nats_url()).await.unwrap();
+    let inbox = standby.new_inbox();
+    let _replies = standby.subscribe(inbox.clone()).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        standby
+            .publish_with_reply(next.clone(), inbox.clone(), ask(100).into())
+            .await
+            .unwrap();
+    }
+    // Once the pin has expired, a per-key dispatcher takes over.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let mut config = fixture.config("pinned", &handler, 4);
+    config.per_key = true;
+    config.layout.partition_type_tokens = Some(2);
+    let running = Running::start(config);
+    wait_for_calls(&handler, "all ten handled", |calls| calls.len() >= 10).await;
+    let calls = handler.calls();
+    assert!(
+        calls.iter().all(|c| c.headers["ce-deliverycount"] == "2"),
+        "all handed back by JetStream"
+    );
+    assert_per_key_order(&calls, 1, 10);
+    running.stop().await;
 }

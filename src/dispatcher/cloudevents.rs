@@ -37,8 +37,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// The only `specversion` the dispatcher delivers.
 pub const SPEC_VERSION: &str = "1.0";
-/// Extension carrying how many times JetStream has delivered the event, 1 on the first delivery,
-/// so handlers can tell redeliveries apart. CloudEvents extension names are lowercase letters and
+/// Extension carrying how many times the event has been delivered (by JetStream, plus the
+/// dispatcher's own retries with per-key order), 1 on the first delivery, so handlers can tell
+/// redeliveries apart. CloudEvents extension names are lowercase letters and
 /// digits only, hence no separator.
 pub const DELIVERY_COUNT: &str = "deliverycount";
 /// Extension carrying the event's sequence number in the Topic's stream: unique and increasing
@@ -101,7 +102,8 @@ pub struct Received<'a> {
     pub stream_sequence: u64,
     /// When the stream stored the message.
     pub published: OffsetDateTime,
-    /// How many times the consumer has delivered the message, 1 on the first delivery.
+    /// How many times the message has been delivered, 1 on the first delivery (see
+    /// [`DELIVERY_COUNT`]).
     pub delivered: i64,
 }
 

@@ -1,17 +1,22 @@
-//! One event, from JetStream to the handler and back: translate, POST (keeping the event
-//! alive while the handler works), judge the answer, acknowledge accordingly.
+//! One event, from JetStream to the handler and back: translate, POST, judge the answer,
+//! acknowledge accordingly. Without per-key order a failed event goes back to JetStream, which
+//! redelivers it after the backoff; with it, the event keeps its key's place and is retried
+//! here after the backoff, so the later events of its key wait for the retry only.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit, RwLock, Semaphore};
 use tracing::{debug, warn};
 
 use super::{
     State,
     cloudevents::{self, Received, TopicLayout},
     handler::Handler,
-    key_order::{KeyOrder, key_of},
-    outcome::{HandlerResult, Redelivery, Verdict, judge},
+    key_order::{Handover, KeepAlive, KeyOrder, Lined, key_of},
+    outcome::{HandlerResult, InPlace, Redelivery, Verdict, in_place, judge, next_attempt},
 };
 use crate::{broker::delivery::Delivered, runtime::shutdown::Shutdown};
 
@@ -23,6 +28,8 @@ pub struct Deliverer {
     pub max_deliveries: i64,
     pub timeout: Duration,
     pub state: Arc<State>,
+    /// Events handled at the same time.
+    pub room: Arc<Semaphore>,
     /// `ordering: PerKey`: the key lines, and how to read a key from a subject.
     pub key_order: Option<KeyLines>,
     pub shutdown: Shutdown,
@@ -31,158 +38,75 @@ pub struct Deliverer {
 }
 
 pub struct KeyLines {
-    pub order: KeyOrder,
+    pub order: KeyOrder<Arc<Delivered>>,
     pub subject_prefix: String,
     pub type_tokens: usize,
-    /// Places in line: bounds the events lined up (and kept alive) ahead of their turn.
+    /// Places in line, which the fetch loops reserve before asking for events: bounds the
+    /// events waiting for their turn (and kept alive meanwhile).
     pub lookahead: Arc<Semaphore>,
-}
-
-/// An event's place in its key's line.
-pub struct Place {
-    key: String,
-    sequence: u64,
-    delivery: i64,
-    /// Held from lining up until settled (the first copy of an event holds it).
-    lookahead: Option<OwnedSemaphorePermit>,
+    pub keep_alive: KeepAlive,
 }
 
 impl Deliverer {
-    async fn deliver(self: Arc<Self>, event: Delivered) {
-        let _running = self.in_flight.clone().read_owned().await;
-        self.deliver_now(&event).await;
-    }
-
-    async fn deliver_now(&self, event: &Delivered) -> Option<(Verdict, i64)> {
-        let metrics = &self.state.metrics;
-        metrics.in_flight.inc();
-        metrics.delivered.inc();
-        let verdict = self.handle(event).await;
-        metrics.in_flight.dec();
-        verdict
-    }
-
-    /// Starts the delivery of an event just received (called in stream order). In key order
-    /// the delivery takes room only once it is its key's turn, so events waiting behind a
-    /// failed one never keep its redelivery from being fetched; otherwise it waits for room
-    /// here (a fetch reserved it, so it is free at once).
-    pub async fn dispatch(self: Arc<Self>, event: Delivered, room: &Arc<Semaphore>) {
-        match self.line_up(&event).await {
-            Some(place) => {
-                let room = room.clone();
-                tokio::spawn(async move { self.deliver_in_turn(event, place, room).await });
-            }
-            None => {
-                let Ok(permit) = room.clone().acquire_owned().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    self.deliver(event).await;
-                    drop(permit);
-                });
-            }
+    /// What a fetch loop reserves before asking for events: places in line with per-key order
+    /// (an event takes room only when its turn comes, so events waiting behind a failed one
+    /// never keep other keys from being fetched), room otherwise.
+    pub fn capacity(&self) -> &Arc<Semaphore> {
+        match &self.key_order {
+            Some(lines) => &lines.lookahead,
+            None => &self.room,
         }
     }
 
-    /// With per-key order: puts the event in its key's line (called in stream order).
-    async fn line_up(&self, event: &Delivered) -> Option<Place> {
-        let lines = self.key_order.as_ref()?;
-        let info = event.info().ok()?;
-        let key = key_of(event.subject(), &lines.subject_prefix, lines.type_tokens);
-        // Bounded lookahead: a new event waits for a place before it is lined up (holding up
-        // the pull), so lines stay short. A redelivery of an event in line needs no place;
-        // it is what the line waits for.
-        let in_line = lines
-            .order
-            .redelivered(&key, info.stream_sequence, info.delivered);
-        let lookahead = if in_line {
-            None
-        } else {
-            let place = lines.lookahead.clone().acquire_owned().await.ok()?;
-            lines
-                .order
-                .enqueue(&key, info.stream_sequence, info.delivered);
-            Some(place)
-        };
-        Some(Place {
-            key,
-            sequence: info.stream_sequence,
-            delivery: info.delivered,
-            lookahead,
-        })
-    }
-
-    /// Waits for the event's turn in its key's line (keeping it alive meanwhile), then for
-    /// room, then delivers it. It leaves the line once settled; an event JetStream will
-    /// redeliver keeps its place, so the later events of its key keep waiting for it.
-    async fn deliver_in_turn(
+    /// Starts the delivery of an event just received from a consumer, with its share of the
+    /// fetch's reservation (`None`: it came beyond what was asked for). With per-key order, a
+    /// redelivery new to the lines begins a handover of the consumer (see [`Handover`]).
+    pub async fn dispatch(
         self: Arc<Self>,
         event: Delivered,
-        place: Place,
-        room: Arc<Semaphore>,
+        share: Option<OwnedSemaphorePermit>,
+        handover: &Arc<Handover>,
     ) {
-        let _running = self.in_flight.clone().read_owned().await;
-        let Some(lines) = self.key_order.as_ref() else {
-            return;
-        };
-        let waited = async {
-            self.keep_alive_while(&event, lines.order.turn(&place.key, place.sequence))
-                .await;
-            if !lines
-                .order
-                .current(&place.key, place.sequence, place.delivery)
-            {
-                return None; // A redelivery of this event arrived meanwhile; it goes instead.
-            }
-            room.acquire_owned().await.ok()
-        };
-        let permit = tokio::select! {
-            permit = waited => permit,
-            () = self.shutdown.triggered() => None,
-        };
-        let Some(permit) = permit else {
-            if self.shutdown.is_triggered() {
-                // Shutting down before its turn: another replica (or the next start) gets it now.
-                let _ = event.nak(Duration::ZERO).await;
-            }
-            return;
-        };
-        let settled = match self.deliver_now(&event).await {
-            None => true,
-            Some((Verdict::Nak { .. }, delivered)) => {
-                // Redelivered later unless this was the last delivery JetStream allows.
-                self.max_deliveries > 0 && delivered >= self.max_deliveries
-            }
-            Some(_) => true,
-        };
-        drop(permit);
-        if settled {
-            lines.order.done(&place.key, place.sequence);
-            drop(place.lookahead);
-        }
-    }
-
-    /// Runs `work`, telling JetStream every half ackWait that the event is still in progress.
-    async fn keep_alive_while<T>(&self, event: &Delivered, work: impl Future<Output = T>) -> T {
-        tokio::pin!(work);
-        let every = (self.redelivery.ack_wait / 2).max(Duration::from_millis(100));
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                result = &mut work => return result,
-                _ = keep_alive.tick() => {
-                    if let Err(e) = event.in_progress().await {
-                        debug!(error = %e, "in-progress acknowledgement failed");
-                    }
+        // Taken before the task starts, so shutdown cannot miss it.
+        let running = self.in_flight.clone().read_owned().await;
+        if self.key_order.is_some() {
+            if let Some((key, sequence, delivered)) = self.line_up(event) {
+                if delivered > 1 {
+                    handover.begin();
                 }
+                let handover = handover.clone();
+                tokio::spawn(self.deliver_in_turn(key, sequence, handover, share, running));
             }
+            return;
+        }
+        let permit = match share {
+            Some(permit) => permit,
+            None => match self.room.clone().acquire_owned().await {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        tokio::spawn(async move {
+            self.deliver(&event).await;
+            drop((permit, running));
+        });
+    }
+
+    /// An event that arrives while shutting down is not handled: with per-key order it joins
+    /// its key's line and goes back to JetStream with it, in order; otherwise it goes back at
+    /// once, for another dispatcher to take without waiting for the ackWait.
+    pub async fn set_aside(&self, event: Delivered) {
+        if self.key_order.is_some() {
+            self.line_up(event);
+        } else {
+            let _ = event.nak(Duration::ZERO).await;
         }
     }
 
-    /// Translates, POSTs and settles one event; the verdict and the delivery count, or `None`
-    /// if the event was unusable (terminated, or without metadata).
-    async fn handle(&self, event: &Delivered) -> Option<(Verdict, i64)> {
-        let metrics = &self.state.metrics;
+    /// Puts the event in its key's line; its key, sequence and delivery count if it needs a
+    /// task of its own (a redelivery of an event in line has one already).
+    fn line_up(&self, event: Delivered) -> Option<(String, u64, i64)> {
+        let lines = self.key_order.as_ref()?;
         let info = match event.info() {
             Ok(info) => info,
             Err(e) => {
@@ -192,13 +116,208 @@ impl Deliverer {
                 return None;
             }
         };
+        let key = key_of(event.subject(), &lines.subject_prefix, lines.type_tokens);
+        let sequence = info.stream_sequence;
+        match lines.order.enqueue(
+            &key,
+            sequence,
+            info.delivered,
+            Arc::new(event),
+            Instant::now(),
+        ) {
+            Lined::New => Some((key, sequence, info.delivered)),
+            Lined::Again => None,
+        }
+    }
+
+    /// Without per-key order: one delivery, its outcome reported to JetStream.
+    async fn deliver(&self, event: &Delivered) {
+        let Some((result, verdict)) = self.attempt(event, None, true).await else {
+            return;
+        };
+        let outcome = match verdict {
+            Verdict::Ack => "acked",
+            Verdict::Nak { .. } => "naked",
+            Verdict::Term { .. } => "terminated",
+        };
+        self.state
+            .metrics
+            .observe_outcome(outcome, reason_label(&result, &verdict));
+        let told = match &verdict {
+            Verdict::Ack => event.ack().await,
+            Verdict::Nak { delay } => event.nak(*delay).await,
+            Verdict::Term { reason } => event.term(reason).await,
+        };
+        if let Err(e) = told {
+            // JetStream redelivers what it did not hear about; nothing is lost.
+            warn!(error = %e, ?verdict, "could not report the outcome");
+        }
+    }
+
+    /// With per-key order: waits for any handover of its consumer to be through and for the
+    /// event's turn in its key's line, then for room, and handles it, retrying a failure in place after the backoff (room is given up
+    /// meanwhile) until the consumer's deliveries are used up. It leaves the line once
+    /// settled. On shutdown, an event that is not being handled stays in line, to be handed
+    /// back with the rest of its key in order.
+    async fn deliver_in_turn(
+        self: Arc<Self>,
+        key: String,
+        sequence: u64,
+        handover: Arc<Handover>,
+        _place: Option<OwnedSemaphorePermit>,
+        _running: OwnedRwLockReadGuard<()>,
+    ) {
+        let Some(lines) = self.key_order.as_ref() else {
+            return;
+        };
+        let order = &lines.order;
+        let turn = async {
+            handover.over().await;
+            order.turn(&key, sequence).await;
+        };
+        tokio::select! {
+            () = turn => {}
+            () = self.shutdown.triggered() => return,
+        }
+        let metrics = &self.state.metrics;
+        let mut last = None;
+        loop {
+            let room = tokio::select! {
+                permit = self.room.clone().acquire_owned() => permit.expect("never closed"),
+                () = self.shutdown.triggered() => return,
+            };
+            let Some((event, delivered)) = order.current(&key, sequence) else {
+                return;
+            };
+            let attempt = next_attempt(last, delivered);
+            let tried = self.attempt(&event, Some(attempt), false).await;
+            drop(room);
+            let Some((result, verdict)) = tried else {
+                order.done(&key, sequence);
+                return;
+            };
+            // Answered on the latest copy: JetStream may have redelivered the event meanwhile.
+            let event = order
+                .current(&key, sequence)
+                .map_or(event, |(copy, _)| copy);
+            let reason = reason_label(&result, &verdict);
+            let told = match verdict {
+                Verdict::Ack => {
+                    metrics.observe_outcome("acked", reason);
+                    event.ack().await
+                }
+                Verdict::Term { reason: why } => {
+                    metrics.observe_outcome("terminated", reason);
+                    event.term(&why).await
+                }
+                Verdict::Nak { delay } => {
+                    match in_place(&result, attempt, delay, self.max_deliveries) {
+                        InPlace::GiveUp { reason: why } => {
+                            metrics.observe_outcome("terminated", "max_deliveries");
+                            debug!(sequence, key, why, "giving up");
+                            event.term(&why).await
+                        }
+                        InPlace::Retry { after } => {
+                            metrics.observe_outcome("retried", reason);
+                            if self.shutdown.is_triggered() {
+                                return;
+                            }
+                            tokio::select! {
+                                () = tokio::time::sleep(after) => {}
+                                () = self.shutdown.triggered() => return,
+                            }
+                            last = Some(attempt);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = told {
+                // JetStream redelivers what it did not hear about; nothing is lost.
+                warn!(error = %e, sequence, "could not report the outcome");
+            }
+            order.done(&key, sequence);
+            return;
+        }
+    }
+
+    /// Tells JetStream every little while that the events waiting in line, or being handled,
+    /// are in progress (see [`KeepAlive`]); runs until aborted.
+    pub async fn keep_lines_alive(&self) {
+        let Some(lines) = self.key_order.as_ref() else {
+            return;
+        };
+        let mut looks = tokio::time::interval(lines.keep_alive.every);
+        looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            looks.tick().await;
+            for event in lines.order.due(Instant::now(), lines.keep_alive.after) {
+                self.state.metrics.keep_alives.inc();
+                if let Err(e) = event.in_progress().await {
+                    debug!(error = %e, "in-progress acknowledgement failed");
+                }
+            }
+        }
+    }
+
+    /// Hands the events still in line back to JetStream, each key's in line order, so that
+    /// whoever gets them next starts where this dispatcher stopped.
+    pub async fn release_lines(&self) {
+        let Some(lines) = self.key_order.as_ref() else {
+            return;
+        };
+        for event in lines.order.drain() {
+            if let Err(e) = event.nak(Duration::ZERO).await {
+                debug!(error = %e, "could not hand an event back");
+            }
+        }
+    }
+
+    /// Runs `work`, telling JetStream every half of its shortest ack deadline that the event
+    /// is still in progress.
+    async fn keep_alive_while<T>(&self, event: &Delivered, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let every = (self.redelivery.shortest_wait() / 2).max(Duration::from_millis(1));
+        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                _ = keep_alive.tick() => {
+                    self.state.metrics.keep_alives.inc();
+                    if let Err(e) = event.in_progress().await {
+                        debug!(error = %e, "in-progress acknowledgement failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Translates and POSTs one copy of an event as delivery number `attempt` (JetStream's
+    /// count if `None`), keeping it alive meanwhile if asked; the handler's result and the
+    /// verdict, or `None` if the event was unusable (then terminated, or left to JetStream
+    /// without its metadata).
+    async fn attempt(
+        &self,
+        event: &Delivered,
+        attempt: Option<i64>,
+        keep_alive: bool,
+    ) -> Option<(HandlerResult, Verdict)> {
+        let metrics = &self.state.metrics;
+        let info = match event.info() {
+            Ok(info) => info,
+            Err(e) => {
+                warn!(error = %e, subject = event.subject(), "delivery without JetStream metadata");
+                return None;
+            }
+        };
+        let delivered = attempt.unwrap_or(info.delivered);
         let received = Received {
             subject: event.subject(),
             headers: event.headers(),
             payload: event.payload(),
             stream_sequence: info.stream_sequence,
             published: info.published,
-            delivered: info.delivered,
+            delivered,
         };
         let request = match cloudevents::to_http(&received, &self.layout) {
             Ok(request) => request,
@@ -212,36 +331,27 @@ impl Deliverer {
                 return None;
             }
         };
-        let started = std::time::Instant::now();
+        metrics.in_flight.inc();
+        metrics.delivered.inc();
+        let started = Instant::now();
         let call = self
             .handler
             .deliver(request.headers, request.body, self.timeout);
-        let result = self.keep_alive_while(event, call).await;
-        metrics.observe_handler(started.elapsed());
-        let verdict = judge(&result, info.delivered, &self.redelivery);
-        let (outcome, reason) = labels(&result, &verdict);
-        metrics.observe_outcome(outcome, reason);
-        let told = match &verdict {
-            Verdict::Ack => event.ack().await,
-            Verdict::Nak { delay } => event.nak(*delay).await,
-            Verdict::Term { reason } => event.term(reason).await,
+        let result = if keep_alive {
+            self.keep_alive_while(event, call).await
+        } else {
+            call.await
         };
-        if let Err(e) = told {
-            // JetStream redelivers what it did not hear about; nothing is lost.
-            warn!(error = %e, sequence = info.stream_sequence, ?verdict, "could not report the outcome");
-        }
-        Some((verdict, info.delivered))
+        metrics.observe_handler(started.elapsed());
+        metrics.in_flight.dec();
+        let verdict = judge(&result, delivered, &self.redelivery);
+        Some((result, verdict))
     }
 }
 
-/// Metric labels of an outcome.
-fn labels(result: &HandlerResult, verdict: &Verdict) -> (&'static str, &'static str) {
-    let outcome = match verdict {
-        Verdict::Ack => "acked",
-        Verdict::Nak { .. } => "naked",
-        Verdict::Term { .. } => "terminated",
-    };
-    let reason = match (result, verdict) {
+/// The metric label saying why an event had its outcome.
+fn reason_label(result: &HandlerResult, verdict: &Verdict) -> &'static str {
+    match (result, verdict) {
         (_, Verdict::Ack) => "ok",
         (_, Verdict::Term { .. }) => "rejected",
         (HandlerResult::TimedOut, _) => "timeout",
@@ -249,6 +359,5 @@ fn labels(result: &HandlerResult, verdict: &Verdict) -> (&'static str, &'static 
         (HandlerResult::Answered { status: 408, .. }, _) => "http_408",
         (HandlerResult::Answered { status: 429, .. }, _) => "http_429",
         (HandlerResult::Answered { .. }, _) => "http_5xx",
-    };
-    (outcome, reason)
+    }
 }

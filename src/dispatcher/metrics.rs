@@ -11,9 +11,10 @@ use prometheus_client::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// acked, naked or terminated.
+    /// acked, naked (redelivered later), retried (in place, with per-key order) or terminated.
     pub outcome: &'static str,
-    /// Why: ok, http_5xx, http_408, http_429, timeout, unreachable, rejected, invalid_event.
+    /// Why: ok, http_5xx, http_408, http_429, timeout, unreachable, rejected, invalid_event,
+    /// max_deliveries.
     pub reason: &'static str,
 }
 
@@ -22,6 +23,7 @@ pub struct DispatchMetrics {
     pub delivered: Counter,
     pub outcomes: Family<OutcomeLabels, Counter>,
     pub in_flight: Gauge,
+    pub keep_alives: Counter,
     pub handler_seconds: Histogram,
     pub fetch_seconds: Histogram,
 }
@@ -45,11 +47,17 @@ impl Default for DispatchMetrics {
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "outcomes",
-            "What became of delivered events: acked, naked (redelivered later) or terminated, and why",
+            "What became of delivered events: acked, naked (redelivered later), retried (in place) or terminated, and why",
             outcomes.clone(),
         );
         let in_flight = Gauge::default();
         registry.register("in_flight", "Events being handled now", in_flight.clone());
+        let keep_alives = Counter::default();
+        registry.register(
+            "keep_alives",
+            "In-progress acknowledgements sent for events that wait or take long",
+            keep_alives.clone(),
+        );
         let handler_seconds = latency_buckets();
         registry.register(
             "handler_duration_seconds",
@@ -67,6 +75,7 @@ impl Default for DispatchMetrics {
             delivered,
             outcomes,
             in_flight,
+            keep_alives,
             handler_seconds,
             fetch_seconds,
         }

@@ -7,12 +7,13 @@
 //! Flow control: at most `concurrency` events are in flight; the dispatcher asks JetStream for
 //! exactly as many as it has room for, so no event waits in a local buffer (where its ackWait
 //! would run out unseen). A handler that takes long keeps its event alive with in-progress
-//! acknowledgements, up to the timeout.
+//! acknowledgements, up to the timeout. With per-key order the room asked for is places in the
+//! key lines ([`key_order`]), and the events waiting there are kept alive.
 //!
 //! Shutdown (SIGTERM): stop asking for events, let the events in flight finish (or time out and
 //! be redelivered), and exit; an event is acknowledged once at most, and an event that was
-//! handed out but not handled is redelivered. Broker and handler outages are waited out, not
-//! fatal.
+//! handed out but not handled is handed back (with per-key order, each key's in order, once
+//! the events in hand are done). Broker and handler outages are waited out, not fatal.
 
 pub mod cloudevents;
 mod deliver;
@@ -27,24 +28,36 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::BoxStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use self::{
-    cloudevents::TopicLayout, deliver::Deliverer, handler::Handler, metrics::DispatchMetrics,
+    cloudevents::TopicLayout,
+    deliver::{Deliverer, KeyLines},
+    handler::Handler,
+    key_order::{Handover, KeepAlive},
+    metrics::DispatchMetrics,
     outcome::Redelivery,
 };
 use crate::{
-    broker::{Broker, BrokerError, BrokerOptions, delivery::BoundConsumer},
+    broker::{
+        Broker, BrokerError, BrokerOptions,
+        delivery::{BoundConsumer, Delivered},
+    },
     runtime::{http, shutdown::Shutdown},
 };
 
 /// How long one request for events stays open when fewer arrive.
 const FETCH_EXPIRES: Duration = Duration::from_secs(5);
+/// The longest a pinned client's request stays open, or it waits for room before asking
+/// anyway (see [`PinnedTiming`]).
+const PINNED_FETCH_EXPIRES: Duration = Duration::from_secs(3);
+/// How often, at most, a client that does not hold a consumer's pin looks whether it is free.
+const STANDBY_LOOK: Duration = Duration::from_secs(1);
 /// Retry delays while the consumer does not exist or NATS is away.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -134,16 +147,9 @@ pub async fn run(
     if config.consumers.is_empty() {
         return Err(DispatchError::Arguments("name at least one --consumer"));
     }
-    let key_order = match (config.per_key, config.layout.partition_type_tokens) {
+    let type_tokens = match (config.per_key, config.layout.partition_type_tokens) {
         (false, _) => None,
-        (true, Some(type_tokens)) => Some(deliver::KeyLines {
-            order: Default::default(),
-            subject_prefix: config.layout.subject_prefix.clone(),
-            type_tokens,
-            lookahead: Arc::new(Semaphore::new(
-                (config.concurrency * LOOKAHEAD_PER_SLOT).max(MIN_LOOKAHEAD),
-            )),
-        }),
+        (true, Some(type_tokens)) => Some(type_tokens),
         (true, None) => {
             return Err(DispatchError::Arguments(
                 "--ordering per-key needs --partition-type-tokens: keys are only known on partitioned Topics",
@@ -190,6 +196,14 @@ pub async fn run(
         ?timeout,
         "dispatching"
     );
+    let lookahead = (config.concurrency * LOOKAHEAD_PER_SLOT).max(MIN_LOOKAHEAD);
+    let key_order = type_tokens.map(|type_tokens| KeyLines {
+        order: Default::default(),
+        subject_prefix: config.layout.subject_prefix.clone(),
+        type_tokens,
+        lookahead: Arc::new(Semaphore::new(lookahead)),
+        keep_alive: KeepAlive::within(redelivery.shortest_wait()),
+    });
     let deliverer = Arc::new(Deliverer {
         handler,
         layout: config.layout.clone(),
@@ -197,11 +211,28 @@ pub async fn run(
         max_deliveries,
         timeout,
         state: state.clone(),
+        room: Arc::new(Semaphore::new(config.concurrency)),
         key_order,
         shutdown: shutdown.clone(),
         in_flight: Default::default(),
     });
-    pull_all(&bound, deliverer, config.concurrency, &shutdown).await;
+    let keeping_alive = deliverer.key_order.is_some().then(|| {
+        let deliverer = deliverer.clone();
+        tokio::spawn(async move { deliverer.keep_lines_alive().await })
+    });
+    pull_all(&bound, deliverer.clone(), &shutdown).await;
+    if let Some(task) = keeping_alive {
+        task.abort();
+    }
+    deliverer.release_lines().await;
+    for consumer in &bound {
+        if let Some(group) = consumer.pinned_group()
+            && let Err(e) = consumer.unpin(group).await
+        {
+            warn!(error = %e, "could not give up the pin; the next replica waits for it to expire");
+        }
+    }
+    broker.flush().await;
     info!("dispatcher stopped");
     finish(http).await
 }
@@ -245,54 +276,103 @@ async fn bind(
 
 /// Asks each consumer for as many events as there is room for, hands each to a delivery task,
 /// and on shutdown waits for the deliveries in flight.
-async fn pull_all(
-    bound: &[BoundConsumer],
-    deliverer: Arc<Deliverer>,
-    concurrency: usize,
-    shutdown: &Shutdown,
-) {
-    let room = Arc::new(Semaphore::new(concurrency));
+async fn pull_all(bound: &[BoundConsumer], deliverer: Arc<Deliverer>, shutdown: &Shutdown) {
+    // One request asks for an even share at most: a quiet consumer's open request must not
+    // hold the room the busy ones need.
+    let capacity = deliverer.capacity().available_permits();
+    let most = capacity.div_ceil(bound.len()).max(1);
     futures::future::join_all(
         bound
             .iter()
-            .map(|consumer| pull(consumer, deliverer.clone(), room.clone(), shutdown)),
+            .map(|consumer| pull(consumer, deliverer.clone(), most, shutdown)),
     )
     .await;
     // Every delivery task holds a read guard: the write lock waits for them all.
     let _ = deliverer.in_flight.write().await;
 }
 
-/// One consumer's fetch loop. Room is reserved before asking (all of it that is free), and
-/// each event takes its share of the reservation, so no event ever waits for room unseen.
-async fn pull(
-    bound: &BoundConsumer,
-    deliverer: Arc<Deliverer>,
-    room: Arc<Semaphore>,
-    shutdown: &Shutdown,
-) {
-    if let Some(group) = bound.pinned_group() {
-        return pull_pinned(bound, group, deliverer, room, shutdown).await;
-    }
+/// One consumer's fetch loop. Room is reserved before asking (as much as is free, up to
+/// `most`), and each event takes its share of the reservation, so no event ever waits for
+/// room unseen.
+async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shutdown: &Shutdown) {
+    let capacity = deliverer.capacity().clone();
+    let pinned = bound.pinned_group();
+    let timing = PinnedTiming::new(bound.pin_ttl(), deliverer.redelivery.shortest_wait());
     let mut delay = RETRY_FIRST;
+    let handover = Arc::new(Handover::default());
+    // When this client last found the pin free (a look is an API request: not before every
+    // fetch), or `None` to look before the next.
+    let mut found_free: Option<Instant> = None;
     'fetching: loop {
-        let mut reserved = tokio::select! {
-            () = shutdown.triggered() => break,
-            permit = room.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        if let Ok(more) = room
-            .clone()
-            .try_acquire_many_owned(room.available_permits() as u32)
+        if bound.holds_pin() {
+            found_free = None;
+        } else if let Some(group) = pinned
+            && found_free.is_none_or(|at| at.elapsed() >= timing.standby_look)
         {
-            reserved.merge(more);
+            match bound.pinned_elsewhere(group).await {
+                Ok(false) => found_free = Some(Instant::now()),
+                Ok(true) => {
+                    // Standing by, without a request open (see `fetch_pinned` for why).
+                    tokio::select! {
+                        () = shutdown.triggered() => break,
+                        () = tokio::time::sleep(timing.standby_look) => continue,
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?delay, "cannot read who holds the consumer's pin");
+                    tokio::select! {
+                        () = shutdown.triggered() => break,
+                        () = tokio::time::sleep(delay) => {},
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                    continue;
+                }
+            }
         }
-        let wanted = reserved.num_permits();
-        let fetch_started = std::time::Instant::now();
-        let batch = tokio::select! {
-            () = shutdown.triggered() => break,
-            batch = bound.fetch(wanted, FETCH_EXPIRES) => batch,
+        // A pinned client that stops asking loses its pin, and its keys go to another replica
+        // while it still holds some of their events: when no room frees up in time, it asks
+        // for one event beyond it.
+        let room = async {
+            match pinned {
+                Some(_) => tokio::time::timeout(timing.keep_pin, capacity.clone().acquire_owned())
+                    .await
+                    .ok(),
+                None => Some(capacity.clone().acquire_owned().await),
+            }
+        };
+        let (mut reserved, wanted) = if handover.under_way() {
+            // None of the events handed over starts, so none frees a place, before all are in
+            // line: ask regardless of room (they are as many as their last holder had).
+            let free = capacity.available_permits().min(most) as u32;
+            (capacity.clone().try_acquire_many_owned(free).ok(), most)
+        } else {
+            let mut reserved = tokio::select! {
+                () = shutdown.triggered() => break,
+                permit = room => permit.map(|p| p.expect("never closed")),
+            };
+            if let Some(reserved) = &mut reserved {
+                let more = capacity.available_permits().min(most - 1);
+                if let Ok(more) = capacity.clone().try_acquire_many_owned(more as u32) {
+                    reserved.merge(more);
+                }
+            }
+            let wanted = reserved.as_ref().map_or(1, |r| r.num_permits());
+            (reserved, wanted)
+        };
+        let fetch_started = Instant::now();
+        // Not cut short by shutdown: a request sent must be seen through (see below).
+        let batch = match pinned {
+            Some(group) => bound
+                .fetch_pinned(group, wanted, timing.expires)
+                .await
+                .map(StreamExt::boxed),
+            None => bound
+                .fetch(wanted, FETCH_EXPIRES)
+                .await
+                .map(StreamExt::boxed),
         };
         let mut batch = match batch {
-            Ok(batch) => Box::pin(batch),
+            Ok(batch) => batch,
             Err(e) => {
                 warn!(error = %e, retry_in = ?delay, "cannot fetch events");
                 drop(reserved);
@@ -305,17 +385,31 @@ async fn pull(
             }
         };
         let mut first = true;
+        let mut received = 0;
         loop {
             let next = tokio::select! {
                 () = shutdown.triggered() => {
-                    // Events already on their way to us: hand them back at once.
-                    release_rest(&mut batch).await;
+                    // Events already on their way to us are not handled. A pinned request is
+                    // read to its end (it expires soon): an event JetStream sent after it was
+                    // dropped would come back only after its ack deadline, when the next
+                    // replica (this one gives its pin up) may have gone past it.
+                    let patience = match pinned {
+                        Some(_) => timing.expires + Duration::from_secs(1),
+                        None => Duration::from_millis(200),
+                    };
+                    set_aside_rest(&mut batch, &deliverer, patience).await;
                     break 'fetching;
                 }
                 next = batch.next() => next,
             };
             let delivered = match next {
-                None => break,
+                None => {
+                    if received < wanted {
+                        // JetStream had no more to give: no redelivery is left queued.
+                        handover.end();
+                    }
+                    break;
+                }
                 Some(Ok(delivered)) => delivered,
                 Some(Err(e)) => {
                     warn!(error = %e, "fetching events failed");
@@ -330,73 +424,61 @@ async fn pull(
                     .observe(fetch_started.elapsed().as_secs_f64());
             }
             delay = RETRY_FIRST;
-            let Some(permit) = reserved.split(1) else {
-                break; // More than asked for: cannot happen; JetStream redelivers it.
-            };
-            // The reservation is handed back and taken again at once by `dispatch`.
-            drop(permit);
-            deliverer.clone().dispatch(delivered, &room).await;
-        }
-    }
-}
-
-/// A pinned consumer's loop: a continuous pull (JetStream decides which replica gets the
-/// partition), each event taking room as it arrives.
-async fn pull_pinned(
-    bound: &BoundConsumer,
-    group: &str,
-    deliverer: Arc<Deliverer>,
-    room: Arc<Semaphore>,
-    shutdown: &Shutdown,
-) {
-    let concurrency = room.available_permits().max(1);
-    let mut delay = RETRY_FIRST;
-    loop {
-        let mut messages = match bound.pinned(group, concurrency).await {
-            Ok(messages) => Box::pin(messages),
-            Err(e) => {
-                warn!(error = %e, retry_in = ?delay, "cannot pull events");
-                tokio::select! {
-                    () = shutdown.triggered() => return,
-                    () = tokio::time::sleep(delay) => {},
-                }
-                delay = (delay * 2).min(RETRY_MAX);
-                continue;
+            received += 1;
+            let first_delivery = delivered.info().is_ok_and(|info| info.delivered == 1);
+            let share = reserved.as_mut().and_then(|r| r.split(1));
+            deliverer
+                .clone()
+                .dispatch(delivered, share, &handover)
+                .await;
+            if first_delivery {
+                // JetStream hands out what it has queued for redelivery first.
+                handover.end();
             }
-        };
-        loop {
-            let next = tokio::select! {
-                () = shutdown.triggered() => {
-                    release_rest(&mut messages).await;
-                    return;
-                }
-                next = messages.next() => next,
-            };
-            let delivered = match next {
-                None => break,
-                Some(Ok(delivered)) => delivered,
-                Some(Err(e)) => {
-                    // Heartbeats missed or the connection went: pull again.
-                    warn!(error = %e, "pulling events failed");
-                    break;
-                }
-            };
-            delay = RETRY_FIRST;
-            deliverer.clone().dispatch(delivered, &room).await;
         }
     }
 }
 
-/// Naks, without delay, the events of a fetch that arrive after shutdown began, for at most a
-/// moment: another dispatcher gets them at once instead of after the ackWait.
-async fn release_rest(
-    batch: &mut (
-             impl futures::Stream<Item = Result<crate::broker::delivery::Delivered, BrokerError>> + Unpin
-         ),
+/// The timing of a pinned consumer's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PinnedTiming {
+    /// How long a request stays open: short, because a request that comes back short is how
+    /// the end of a handover is seen ([`Handover`]) and shutdown waits for the request to
+    /// end; within a quarter of the shortest ack deadline and of the pin's time to live.
+    expires: Duration,
+    /// How long the pinned client waits for room before asking anyway, to keep its pin.
+    keep_pin: Duration,
+    /// How often a standby looks whether the pin is free.
+    standby_look: Duration,
+}
+
+impl PinnedTiming {
+    fn new(ttl: Duration, shortest_wait: Duration) -> Self {
+        let ttl = if ttl.is_zero() {
+            PINNED_FETCH_EXPIRES * 4
+        } else {
+            ttl
+        };
+        Self {
+            expires: (shortest_wait / 4)
+                .min(ttl / 4)
+                .clamp(Duration::from_millis(10), PINNED_FETCH_EXPIRES),
+            keep_pin: (ttl / 4).min(PINNED_FETCH_EXPIRES),
+            standby_look: (ttl / 8).clamp(Duration::from_millis(100), STANDBY_LOOK),
+        }
+    }
+}
+
+/// Sets aside the events of a fetch that arrive after shutdown began, for at most `patience`
+/// (see [`Deliverer::set_aside`]).
+async fn set_aside_rest(
+    batch: &mut BoxStream<'static, Result<Delivered, BrokerError>>,
+    deliverer: &Deliverer,
+    patience: Duration,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    let deadline = tokio::time::Instant::now() + patience;
     while let Ok(Some(Ok(delivered))) = tokio::time::timeout_at(deadline, batch.next()).await {
-        let _ = delivered.nak(Duration::ZERO).await;
+        deliverer.set_aside(delivered).await;
     }
 }
 

@@ -9,6 +9,10 @@
 //! - Any other status (other 4xx, and 1xx/3xx, which a handler has no business sending): the
 //!   handler refuses the event and will refuse it again, so it is terminated at once with
 //!   reason `HandlerRejected` and the status, which the dead-letter relay reports.
+//!
+//! Per-key order retries a failed event in place instead ([`in_place`]): handing it back would
+//! hold up the later events of its key until JetStream redelivers it, and JetStream only
+//! counts the deliveries it made, so the dispatcher counts the attempts it adds.
 
 use std::time::Duration;
 
@@ -61,6 +65,18 @@ impl Redelivery {
             .copied()
             .unwrap_or(self.ack_wait)
     }
+
+    /// The shortest time JetStream waits for word of a delivered event before redelivering it:
+    /// with a backoff, its entries apply by delivery count instead of the ackWait.
+    pub fn shortest_wait(&self) -> Duration {
+        self.backoff
+            .iter()
+            .copied()
+            .chain([self.ack_wait])
+            .filter(|wait| !wait.is_zero())
+            .min()
+            .unwrap_or(self.ack_wait)
+    }
 }
 
 pub fn judge(result: &HandlerResult, delivered: i64, redelivery: &Redelivery) -> Verdict {
@@ -82,6 +98,44 @@ pub fn judge(result: &HandlerResult, delivered: i64, redelivery: &Redelivery) ->
         },
         HandlerResult::TimedOut | HandlerResult::Unreachable => retry(),
     }
+}
+
+/// The attempt number of the next handler call for an event: one more than the last attempt
+/// made here, but never less than JetStream's own count for the copy in hand (it may have been
+/// redelivered meanwhile). The first attempt is the copy's delivery count.
+pub fn next_attempt(last: Option<i64>, delivered: i64) -> i64 {
+    last.map_or(delivered, |last| (last + 1).max(delivered))
+}
+
+/// What per-key order does after a failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InPlace {
+    /// Call the handler again after `after`, keeping the event's place.
+    Retry { after: Duration },
+    /// The consumer's `max_deliver` is used up: terminate, so the dead-letter path sees it
+    /// as JetStream would have reported the last delivery.
+    GiveUp { reason: String },
+}
+
+/// After attempt number `attempt` (1-based, counted as [`next_attempt`] does) failed and
+/// [`judge`] asked for a redelivery after `delay`.
+pub fn in_place(
+    result: &HandlerResult,
+    attempt: i64,
+    delay: Duration,
+    max_deliveries: i64,
+) -> InPlace {
+    if max_deliveries > 0 && attempt >= max_deliveries {
+        let last = match result {
+            HandlerResult::Answered { status, .. } => format!("HTTP {status}"),
+            HandlerResult::TimedOut => "no answer in time".into(),
+            HandlerResult::Unreachable => "handler unreachable".into(),
+        };
+        return InPlace::GiveUp {
+            reason: format!("MaxDeliveries: {attempt} deliveries, the last: {last}"),
+        };
+    }
+    InPlace::Retry { after: delay }
 }
 
 /// A `Retry-After` header value: delay-seconds only (an HTTP date would need the handler's
@@ -165,6 +219,62 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn the_shortest_wait_covers_every_backoff_entry() {
+        assert_eq!(redelivery(&[]).shortest_wait(), Duration::from_secs(30));
+        assert_eq!(
+            redelivery(&[5, 1, 10]).shortest_wait(),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn attempts_count_local_retries_on_top_of_the_servers_deliveries() {
+        assert_eq!(next_attempt(None, 1), 1);
+        assert_eq!(
+            next_attempt(None, 3),
+            3,
+            "a redelivered copy starts at its count"
+        );
+        assert_eq!(next_attempt(Some(1), 1), 2);
+        assert_eq!(next_attempt(Some(4), 1), 5);
+        assert_eq!(
+            next_attempt(Some(2), 6),
+            6,
+            "a copy JetStream redelivered meanwhile counts what it knows"
+        );
+    }
+
+    #[test]
+    fn retries_in_place_until_max_deliveries_then_gives_up() {
+        let failed = answered(503);
+        let delay = Duration::from_millis(200);
+        for attempt in 1..5 {
+            assert_eq!(
+                in_place(&failed, attempt, delay, 5),
+                InPlace::Retry { after: delay }
+            );
+        }
+        assert_eq!(
+            in_place(&failed, 5, delay, 5),
+            InPlace::GiveUp {
+                reason: "MaxDeliveries: 5 deliveries, the last: HTTP 503".into()
+            }
+        );
+        assert_eq!(
+            in_place(&HandlerResult::TimedOut, 7, delay, 5),
+            InPlace::GiveUp {
+                reason: "MaxDeliveries: 7 deliveries, the last: no answer in time".into()
+            },
+            "a copy redelivered beyond the limit gives up at once"
+        );
+        assert_eq!(
+            in_place(&failed, 1_000, delay, -1),
+            InPlace::Retry { after: delay },
+            "unlimited deliveries"
+        );
     }
 
     #[test]

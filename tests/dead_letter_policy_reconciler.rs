@@ -18,13 +18,15 @@ use switchyard::{
 };
 
 struct Setup {
+    // First, so it is the first to go: a relay still running while the namespace's streams are
+    // deleted would recreate its advisory stream.
+    operator: Operator,
     client: kube::Client,
     ns: TestNamespace,
     topics: Api<Topic>,
     subscriptions: Api<Subscription>,
     policies: Api<DeadLetterPolicy>,
     broker: Broker,
-    operator: Operator,
 }
 
 async fn setup(prefix: &str) -> Setup {

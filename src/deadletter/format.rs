@@ -151,6 +151,10 @@ impl Reason {
         {
             return Self::HandlerRejected { status };
         }
+        // A dispatcher that retries in place (per-key order) gives up itself and says so.
+        if reason == "MaxDeliveries" || reason.starts_with("MaxDeliveries:") {
+            return Self::MaxDeliveries;
+        }
         if let Some(error) = reason.strip_prefix(SCHEMA_VIOLATION_PREFIX) {
             return Self::SchemaViolation {
                 error: error.trim().to_string(),
@@ -523,6 +527,11 @@ mod tests {
             Reason::Terminated {
                 reason: Some("InvalidEvent: no type".into())
             }
+        );
+        // The dispatcher's own give-up (per-key order retries in place).
+        assert_eq!(
+            Reason::from_term(Some("MaxDeliveries: 5 deliveries, the last: HTTP 503")),
+            Reason::MaxDeliveries
         );
         // A refusal without a well-formed status is still kept, word for word.
         assert_eq!(

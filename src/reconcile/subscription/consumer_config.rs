@@ -212,7 +212,7 @@ pub fn per_partition_consumers(
             .map(|d| format!("{d}, partition {partition}"));
         config.priority_groups = vec![PINNED_GROUP.to_string()];
         config.priority_policy = PriorityPolicy::PinnedClient;
-        config.priority_timeout = PINNED_TTL;
+        config.priority_timeout = pin_ttl(&subscription.config);
         config
             .metadata
             .insert(metadata::PARTITION.to_string(), partition.to_string());
@@ -226,6 +226,20 @@ pub const PINNED_GROUP: &str = "switchyard";
 /// How long a partition stays pinned to a dispatcher that stopped pulling: the fail-over time
 /// when a worker pod dies.
 pub const PINNED_TTL: Duration = Duration::from_secs(10);
+
+/// How long a partition stays pinned to a dispatcher that stopped pulling: at least
+/// [`PINNED_TTL`], and never shorter than the longest ack deadline of the consumer (its ackWait
+/// or a longer backoff delay), so that a dead dispatcher's events are redelivered before another
+/// takes its keys over and handles newer events of them first.
+fn pin_ttl(config: &pull::Config) -> Duration {
+    config
+        .backoff
+        .iter()
+        .copied()
+        .chain([config.ack_wait, PINNED_TTL])
+        .max()
+        .unwrap_or(PINNED_TTL)
+}
 
 /// A stored-subject filter restricted to one partition (the token after `<ns>.<topic>`), or
 /// `None` if it selects another partition only.
@@ -472,6 +486,19 @@ fn deliver_policy(spec: &SubscriptionSpec) -> Result<NatsDeliverPolicy, InvalidS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_stays_pinned_at_least_as_long_as_its_longest_ack_deadline() {
+        let mut config = pull::Config {
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        };
+        assert_eq!(pin_ttl(&config), Duration::from_secs(30));
+        config.ack_wait = Duration::from_secs(1);
+        assert_eq!(pin_ttl(&config), PINNED_TTL);
+        config.backoff = vec![Duration::from_secs(1), Duration::from_secs(45)];
+        assert_eq!(pin_ttl(&config), Duration::from_secs(45));
+    }
 
     fn spec(yaml: &str) -> SubscriptionSpec {
         serde_yaml::from_str(&format!("topicRef: {{name: orders}}\n{yaml}")).expect("spec")

@@ -812,7 +812,13 @@ async fn operator_serves_metrics_and_health_probes() {
 
     let (code, _) = wait_until("/healthz", || http_get(addr, "/healthz")).await;
     assert_eq!(code, 200);
-    let (code, body) = wait_until("/readyz", || http_get(addr, "/readyz")).await;
+    // Ready once every kind's watch has listed, which may come after the Topic is Ready.
+    let (code, body) = wait_until("/readyz answering 200", || async {
+        http_get(addr, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
     assert_eq!(code, 200, "{body}");
     for line in ["leader: yes", "watch Topic: synced", "nats: connected"] {
         assert!(body.contains(line), "{body}");

@@ -6,10 +6,7 @@
 mod common;
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -18,7 +15,7 @@ use async_nats::jetstream::{
     kv,
     stream::{Config as StreamConfig, RetentionPolicy},
 };
-use common::{PrivateNats, nats_url};
+use common::{PrivateNats, connected, nats_url, unique};
 use futures::StreamExt;
 use switchyard::broker::{
     AdvisoryBody, Broker, BrokerError, BrokerOptions, Bytes, MaxDeliveries, codes,
@@ -26,30 +23,6 @@ use switchyard::broker::{
 use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A name no other test, run or process uses: `<prefix><pid><counter><time>`, token-safe.
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}{}x{n}x{nanos:x}", std::process::id())
-}
-
-async fn connected(url: &str) -> Broker {
-    let mut options = BrokerOptions::new(url);
-    options.request_timeout = Duration::from_secs(3);
-    let broker = Broker::connect(&options).await.expect("broker");
-    let mut state = broker.connection_state();
-    tokio::time::timeout(PATIENCE, state.wait_for(|up| *up))
-        .await
-        .expect("connected in time")
-        .expect("state watch");
-    assert!(broker.is_connected());
-    broker
-}
 
 /// Deletes its stream when dropped, so that a failing test leaves nothing behind.
 /// Tests using it run on the multi-threaded runtime, which lets `Drop` wait for the deletion.

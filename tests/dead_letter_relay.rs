@@ -8,10 +8,7 @@ mod common;
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -23,11 +20,11 @@ use async_nats::{
         stream::{Config as StreamConfig, RetentionPolicy},
     },
 };
-use common::{PrivateNats, StreamGuard, nats_url};
+use common::{PrivateNats, StreamGuard, connected, nats_url, unique};
 use futures::StreamExt;
 use switchyard::{
     api::dead_letter_policy::CaptureReason,
-    broker::{Broker, BrokerOptions, Lookup, Read},
+    broker::{Broker, Lookup, Read},
     deadletter::{
         AdvisoryScope, AdvisoryStream, DeadLetter, Outcome, Reason, Rejection, Relay, RelayConfig,
         Report, Route, Routes, SubjectLayout, Target, format::header,
@@ -36,29 +33,6 @@ use switchyard::{
 use tokio::{sync::mpsc, task::JoinHandle};
 
 const PATIENCE: Duration = Duration::from_secs(45);
-
-/// A name no other test, run or process uses, valid as a stream name and a subject token.
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}{}x{n}x{nanos:x}", std::process::id())
-}
-
-async fn connected(url: &str) -> Broker {
-    let mut options = BrokerOptions::new(url);
-    options.request_timeout = Duration::from_secs(3);
-    let broker = Broker::connect(&options).await.expect("broker");
-    let mut state = broker.connection_state();
-    tokio::time::timeout(PATIENCE, state.wait_for(|up| *up))
-        .await
-        .expect("connected in time")
-        .expect("state watch");
-    broker
-}
 
 /// Routes from a map, changeable while the relay runs: the seam the operator fills later.
 #[derive(Default)]

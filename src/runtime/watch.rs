@@ -102,6 +102,20 @@ where
     (reader, stream, deletions)
 }
 
+/// Calls `listed` once, when a watch has listed every object for the first time (for caches
+/// that must be complete before they are answered from).
+pub fn on_first_list<K>(
+    mut listed: impl FnMut() + Send + 'static,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + Send + 'static {
+    let mut done = false;
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && !done {
+            done = true;
+            listed();
+        }
+    }
+}
+
 /// A watch on a related kind reduced to the objects whose change matters: those new to the
 /// watch, those whose `hash` changed, and those deleted. (kube's predicate filter sees objects
 /// only, so it would swallow the deletion of an object whose hash did not change.)
@@ -193,6 +207,25 @@ mod tests {
                 "{changed:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_first_complete_list_is_reported_once() {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        let mut inspect = on_first_list::<ConfigMap>(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(object()),
+            watcher::Event::InitDone,
+            watcher::Event::Init,
+            watcher::Event::InitDone,
+        ] {
+            inspect(&Ok(event));
+        }
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -665,3 +665,28 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
+
+/// A name no other test, run or process uses, valid as a stream name and a subject token.
+pub fn unique(prefix: &str) -> String {
+    static UNIQUE: AtomicU32 = AtomicU32::new(0);
+    let n = UNIQUE.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}x{n}x{nanos:x}", std::process::id())
+}
+
+/// A broker on `url` with short requests, once it is connected.
+pub async fn connected(url: &str) -> Broker {
+    let mut options = BrokerOptions::new(url);
+    options.request_timeout = Duration::from_secs(3);
+    let broker = Broker::connect(&options).await.expect("broker");
+    let mut state = broker.connection_state();
+    tokio::time::timeout(PATIENCE, state.wait_for(|up| *up))
+        .await
+        .expect("connected in time")
+        .expect("state watch");
+    assert!(broker.is_connected());
+    broker
+}

@@ -24,7 +24,10 @@ use crate::{
     conditions::{self, ConditionType},
     deadletter::{Route, Routes, SubjectLayout, Target},
     naming,
-    runtime::{Context, api_for, watch::slim},
+    runtime::{
+        Context, api_for,
+        watch::{on_first_list, slim},
+    },
 };
 
 /// The kinds a route is made of; routes are answered once all three were listed.
@@ -174,18 +177,13 @@ impl Routes for CachedRoutes {
     }
 }
 
-/// Counts a watch's first complete list.
 fn count_first_list<K>(
     listed: &Arc<AtomicUsize>,
 ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + Send + 'static {
     let listed = listed.clone();
-    let mut counted = false;
-    move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) && !counted {
-            counted = true;
-            listed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    on_first_list(move || {
+        listed.fetch_add(1, Ordering::Relaxed);
+    })
 }
 
 fn wait(why: &str) -> Route {

@@ -27,7 +27,7 @@ use crate::{
     runtime::{
         Context, Error, api_for,
         relations::referrers,
-        watch::{related_changes, slim},
+        watch::{on_first_list, related_changes, slim},
     },
 };
 
@@ -55,13 +55,7 @@ fn count_first_list<K>(
     synced: &Arc<tokio::sync::watch::Sender<usize>>,
 ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + Send + 'static {
     let synced = synced.clone();
-    let mut counted = false;
-    move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) && !counted {
-            counted = true;
-            synced.send_modify(|lists| *lists += 1);
-        }
-    }
+    on_first_list(move || synced.send_modify(|lists| *lists += 1))
 }
 
 struct CacheWriters {

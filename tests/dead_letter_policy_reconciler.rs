@@ -11,7 +11,10 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 use switchyard::{
-    api::{DeadLetterPolicy, Subscription, Topic},
+    api::{
+        DeadLetterPolicy, Subscription, Topic,
+        dead_letter_policy::{CapturedCounts, SubscriptionDeadLetters},
+    },
     broker::Broker,
     deadletter::{AdvisoryScope, AdvisoryStream, RelayConfig, format::header},
     runtime::OperatorConfig,
@@ -294,6 +297,20 @@ async fn a_topic_without_a_wildcard_subject_space_cannot_hold_dead_letters() {
     );
     assert!(!refused, "{output}");
     assert!(output.contains("exactly one of topicRef"), "{output}");
+    // An unknown kind of failure to capture, naming the field and what is accepted.
+    let (refused, output) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: DeadLetterPolicy\nmetadata: {{name: odd-capture, namespace: {ns}}}\nspec:\n  capture: [MaxDeliveries, Exploded]\n"
+        )),
+    );
+    assert!(!refused, "{output}");
+    for expected in ["spec.capture[1]", "Exploded", "SchemaViolation"] {
+        assert!(
+            output.contains(expected),
+            "{expected} missing from: {output}"
+        );
+    }
     s.operator.assert_alive();
 }
 
@@ -459,10 +476,35 @@ async fn the_operator_relays_failed_events_into_the_policys_stream() {
             ),
         ]
     );
-    wait_for(&s.policies, "failures", "2 dead letters counted", |p| {
+    let counted = wait_for(&s.policies, "failures", "2 dead letters counted", |p| {
         p.status.as_ref().and_then(|s| s.dead_letters) == Some(2)
+            && p.status.as_ref().and_then(|s| s.counted_through_sequence) == Some(2)
             && condition_of(p, "DeadLettersAccumulating").is_some_and(|c| c.0 == "True")
     })
     .await;
+    let expected_counts = CapturedCounts {
+        max_deliveries: 1,
+        handler_rejected: 1,
+        ..CapturedCounts::default()
+    };
+    let expected_subscriptions = vec![SubscriptionDeadLetters {
+        name: "billing".into(),
+        dead_letters: 2,
+    }];
+    let status = counted.status.unwrap();
+    assert_eq!(status.captured.as_ref(), Some(&expected_counts));
+    assert_eq!(status.subscriptions, expected_subscriptions);
+    wait_for(
+        &s.subscriptions,
+        "billing",
+        "its dead letters shown",
+        |sub| sub.status.as_ref().and_then(|s| s.dead_lettered) == Some(2),
+    )
+    .await;
+    // Later resyncs read nothing twice.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = s.policies.get("failures").await.unwrap().status.unwrap();
+    assert_eq!(later.captured, Some(expected_counts));
+    assert_eq!(later.subscriptions, expected_subscriptions);
     s.operator.assert_alive();
 }

@@ -190,9 +190,48 @@ pub struct DeadLetterPolicyStatus {
     /// When the most recent dead letter was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_dead_letter_time: Option<Time>,
+    /// Dead letters stored since the policy was created, per reason. Counted from the stream
+    /// itself, so every dead letter counts once, also across operator restarts; dead letters
+    /// purged or expired stay counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured: Option<CapturedCounts>,
+    /// Dead letters stored per Subscription (those with at least one), counted like `captured`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<SubscriptionDeadLetters>,
+    /// The dead-letter stream sequence up to which `captured` and `subscriptions` have counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_through_sequence: Option<i64>,
     /// The most recent replay of dead letters to their original subjects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_replay: Option<ReplayStatus>,
+}
+
+/// Dead letters stored, per reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CapturedCounts {
+    /// Events that reached their maximum number of deliveries.
+    #[serde(default)]
+    pub max_deliveries: i64,
+    /// Events a handler refused (an HTTP 4xx other than 408 and 429).
+    #[serde(default)]
+    pub handler_rejected: i64,
+    /// Events failing their Topic's EventSchema.
+    #[serde(default)]
+    pub schema_violation: i64,
+    /// Events a consumer terminated for another reason.
+    #[serde(default)]
+    pub terminated: i64,
+}
+
+/// How many of one Subscription's events were dead-lettered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionDeadLetters {
+    /// The Subscription (same namespace as its events' consumer).
+    pub name: String,
+    /// Its events dead-lettered through this policy.
+    pub dead_letters: i64,
 }
 
 /// One replay of dead letters.
@@ -203,6 +242,13 @@ pub struct ReplayStatus {
     pub time: Time,
     /// Dead letters republished.
     pub count: i64,
+    /// Dead letters that could not be republished (see `failures`); replay them again with a
+    /// new annotation value or `switchyard dlq replay`.
+    #[serde(default)]
+    pub failed: i64,
+    /// The first failures, each naming the dead letter's sequence and the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     /// Value of the replay annotation this replay answered, so one request is never replayed
     /// twice. Unset for replays started with `switchyard dlq replay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

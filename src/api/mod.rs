@@ -28,6 +28,9 @@ pub mod annotations {
     pub const PAUSED: &str = "switchyard.dev/paused";
     /// `"true"` allows taking over a broker object Switchyard did not create.
     pub const ADOPT: &str = "switchyard.dev/adopt";
+    /// On a DeadLetterPolicy: any new value (a timestamp, by convention) replays the dead
+    /// letters it holds once; the status's `lastReplay.trigger` records the value answered.
+    pub const REPLAY: &str = "switchyard.dev/replay";
 }
 
 /// Whether an annotation is set to the literal `"true"` (anything else counts as unset).

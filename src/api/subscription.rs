@@ -48,6 +48,7 @@ pub const MAX_WORKER_REPLICAS: i32 = 1000;
     printcolumn = r#"{"name":"Topic","type":"string","jsonPath":".spec.topicRef.name"}"#,
     printcolumn = r#"{"name":"Lag","type":"integer","jsonPath":".status.lag"}"#,
     printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.availableWorkers"}"#,
+    printcolumn = r#"{"name":"Dead letters","type":"integer","jsonPath":".status.deadLettered"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","priority":1,"jsonPath":".status.desiredWorkers"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","priority":1,"jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Consumer","type":"string","priority":1,"jsonPath":".status.consumerName"}"#,
@@ -460,6 +461,10 @@ pub struct SubscriptionStatus {
     /// With autoscaling: when the autoscaler last changed the number of worker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// Events of this Subscription dead-lettered so far, as its DeadLetterPolicy last counted
+    /// them (refreshed at the resync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_lettered: Option<i64>,
 }
 
 /// Rule for any `backoff` field: a list of delays or an exponential rule, not both.
@@ -514,7 +519,16 @@ mod tests {
             "Subscription",
             "sub",
             &[
-                "Ready", "Reason", "Topic", "Lag", "Workers", "Desired", "Mode", "Consumer", "Age",
+                "Ready",
+                "Reason",
+                "Topic",
+                "Lag",
+                "Workers",
+                "Dead letters",
+                "Desired",
+                "Mode",
+                "Consumer",
+                "Age",
             ],
         );
         let columns = printer_columns::<Subscription>();

@@ -39,12 +39,13 @@ pub async fn apply<R>(
     plan: StreamPlan,
 ) -> Outcome<R>
 where
-    R: Reconciler<Figures = StreamInfo>,
+    R: Reconciler,
+    R::Figures: From<StreamInfo>,
     R::Reason: StreamReasons,
 {
     let stream = &desired.name;
     match plan {
-        StreamPlan::InSync => Outcome::new(in_sync(stream)).with_figures(actual),
+        StreamPlan::InSync => Outcome::new(in_sync(stream)).with_figures(actual.map(Into::into)),
         StreamPlan::Create | StreamPlan::Recreate => {
             match ctx.broker.create_stream(desired).await {
                 Ok(created) => {
@@ -62,7 +63,7 @@ where
                         KubeEvent::normal("StreamCreated", format!("created stream {stream}"))
                     };
                     Outcome::new(in_sync(stream))
-                        .with_figures(Some(created))
+                        .with_figures(Some(created.into()))
                         .with_event(event)
                 }
                 Err(e) => failure(ctx, desired, e).await,
@@ -73,7 +74,7 @@ where
                 let fields = changed.join(", ");
                 info!(kind = R::KIND, stream, ?cause, fields, "stream updated");
                 Outcome::new(in_sync(stream))
-                    .with_figures(Some(updated))
+                    .with_figures(Some(updated.into()))
                     .with_event(update_event(cause, stream, &fields))
             }
             Err(e) => failure(ctx, desired, e).await,
@@ -99,7 +100,7 @@ where
                 R::Reason::CHANGE_REFUSED,
                 message.clone(),
             ))
-            .with_figures(actual)
+            .with_figures(actual.map(Into::into))
             .with_event(KubeEvent::warning("ChangeRefused", message))
         }
     }

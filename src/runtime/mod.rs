@@ -49,7 +49,9 @@ use crate::{
     deadletter::{Outcome as DeadLetterOutcome, Relay, RelayConfig, Report},
     metrics::Metrics,
     reconcile::{
-        dead_letter_policy::{DeadLetterPolicyReconciler, routes::CachedRoutes},
+        dead_letter_policy::{
+            DeadLetterPolicyReconciler, routes::CachedRoutes, wake::NewDeadLetters,
+        },
         subscription::SubscriptionReconciler,
         topic::TopicReconciler,
     },
@@ -307,17 +309,23 @@ async fn run_controllers(
     term: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let term = futures::future::FutureExt::shared(Box::pin(term));
+    let policies = DeadLetterPolicyReconciler::default();
+    let new_dead_letters = policies.new_dead_letters.clone();
     tokio::join!(
         run_controller(TopicReconciler, ctx, health, term.clone()),
         run_controller(SubscriptionReconciler::default(), ctx, health, term.clone()),
-        run_controller(DeadLetterPolicyReconciler, ctx, health, term.clone()),
-        run_dead_letter_relay(ctx, term.clone()),
+        run_controller(policies, ctx, health, term.clone()),
+        run_dead_letter_relay(ctx, new_dead_letters, term.clone()),
     );
 }
 
 /// Copies failed events into their DeadLetterPolicy's target while this instance leads (two
 /// relays would both work, but only one needs to), counting what it did per policy and reason.
-async fn run_dead_letter_relay(ctx: &Arc<Context>, term: impl Future<Output = ()> + Send) {
+async fn run_dead_letter_relay(
+    ctx: &Arc<Context>,
+    new_dead_letters: NewDeadLetters,
+    term: impl Future<Output = ()> + Send,
+) {
     let Some(mut config) = ctx.config.dead_letter_relay.clone() else {
         return;
     };
@@ -335,6 +343,11 @@ async fn run_dead_letter_relay(ctx: &Arc<Context>, term: impl Future<Output = ()
     let count = async move {
         while let Some(report) = received.recv().await {
             record_dead_letter(&metrics, &report);
+            if let (DeadLetterOutcome::Copied { .. }, Some(policy)) =
+                (&report.outcome, &report.policy)
+            {
+                new_dead_letters.stored(policy);
+            }
         }
     };
     info!("dead-letter relay started");

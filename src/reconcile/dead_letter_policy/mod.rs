@@ -4,9 +4,11 @@
 //! [`target`]), the stream as it is, the plan, applying it; and the figures the status shows
 //! (pure, [`status`]), including whether dead letters are accumulating past the threshold.
 
+pub mod counts;
 pub mod routes;
 pub mod status;
 pub mod target;
+pub mod wake;
 
 use async_nats::jetstream::stream::Info as StreamInfo;
 use kube::{
@@ -84,9 +86,32 @@ pub enum TargetPlan {
     Topic { exists: bool },
 }
 
+/// What a policy's status shows of its stream: the stream's figures, and the dead letters
+/// counted since the last status.
+#[derive(Debug)]
+pub struct PolicyFigures {
+    pub stream: StreamInfo,
+    pub counted: Option<counts::Counted>,
+}
+
+impl From<StreamInfo> for PolicyFigures {
+    fn from(stream: StreamInfo) -> Self {
+        Self {
+            stream,
+            counted: None,
+        }
+    }
+}
+
+/// How often the policies that just received dead letters are reconciled at most.
+const NEW_DEAD_LETTERS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reconciles DeadLetterPolicies into their targets.
 #[derive(Default)]
-pub struct DeadLetterPolicyReconciler;
+pub struct DeadLetterPolicyReconciler {
+    /// Policies the relay stored dead letters for, reconciled promptly.
+    pub new_dead_letters: wake::NewDeadLetters,
+}
 
 fn identity(policy: &DeadLetterPolicy) -> (String, String) {
     (policy.namespace().unwrap_or_default(), policy.name_any())
@@ -109,7 +134,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
     type Desired = DesiredTarget;
     type Actual = Option<StreamInfo>;
     type Plan = TargetPlan;
-    type Figures = StreamInfo;
+    type Figures = PolicyFigures;
 
     const KIND: &'static str = "DeadLetterPolicy";
     const FINALIZER: &'static str = FINALIZER;
@@ -213,7 +238,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
                     desired.subject_prefix
                 ),
             ))
-            .with_figures(actual),
+            .with_figures(actual.map(Into::into)),
             (TargetPlan::Topic { exists: false }, _) | (TargetPlan::Stream(_), None) => {
                 let message = format!(
                     "stream {} of the target Topic {} does not exist yet; see the Topic's status",
@@ -227,6 +252,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
                 .with_event(KubeEvent::warning("TargetNotReady", message))
             }
         };
+        let outcome = count_new_dead_letters(ctx, policy, outcome).await;
         with_accumulation(policy, outcome)
     }
 
@@ -245,9 +271,12 @@ impl Reconciler for DeadLetterPolicyReconciler {
     fn project(
         status: &mut DeadLetterPolicyStatus,
         policy: &DeadLetterPolicy,
-        info: Option<&StreamInfo>,
+        figures: Option<&PolicyFigures>,
     ) {
-        status::project(status, &target_stream(policy), info);
+        status::project(status, &target_stream(policy), figures.map(|f| &f.stream));
+        if let Some(counted) = figures.and_then(|f| f.counted.as_ref()) {
+            counts::add(status, counted);
+        }
     }
 
     async fn cleanup(
@@ -292,7 +321,8 @@ impl Reconciler for DeadLetterPolicyReconciler {
         )
     }
 
-    /// A policy targeting a Topic goes on when the Topic appears or turns Ready.
+    /// A policy targeting a Topic goes on when the Topic appears or turns Ready; a policy the
+    /// relay stored dead letters for is looked at within seconds.
     fn watch_related(
         &self,
         controller: Controller<DeserializeGuard<DeadLetterPolicy>>,
@@ -304,18 +334,20 @@ impl Reconciler for DeadLetterPolicyReconciler {
             watcher::Config::default().any_semantic(),
         )
         .default_backoff();
-        controller.watches_stream(
-            related_changes(topics, referred_topic_change),
-            referrers(store, |guard: &DeserializeGuard<DeadLetterPolicy>| {
-                guard
-                    .0
-                    .as_ref()
-                    .ok()
-                    .and_then(|policy| policy.spec.target.topic_ref.as_ref())
-                    .map(|topic| vec![topic.name.clone()])
-                    .unwrap_or_default()
-            }),
-        )
+        controller
+            .reconcile_on(self.new_dead_letters.wakes(NEW_DEAD_LETTERS_INTERVAL))
+            .watches_stream(
+                related_changes(topics, referred_topic_change),
+                referrers(store, |guard: &DeserializeGuard<DeadLetterPolicy>| {
+                    guard
+                        .0
+                        .as_ref()
+                        .ok()
+                        .and_then(|policy| policy.spec.target.topic_ref.as_ref())
+                        .map(|topic| vec![topic.name.clone()])
+                        .unwrap_or_default()
+                }),
+            )
     }
 
     fn left_behind(policy: &DeadLetterPolicy, error: &BrokerError) -> KubeEvent {
@@ -378,7 +410,7 @@ fn with_accumulation(
     let Some(info) = outcome.figures.as_ref() else {
         return outcome;
     };
-    let verdict = status::accumulation(info.state.messages, policy.spec.alert_threshold);
+    let verdict = status::accumulation(info.stream.state.messages, policy.spec.alert_threshold);
     let was = policy
         .status
         .as_ref()
@@ -401,4 +433,45 @@ fn with_accumulation(
         Some(event) if outcome.event.is_none() => outcome.with_event(event),
         _ => outcome,
     }
+}
+
+/// Counts the dead letters stored since the status last counted, when the stream's figures are
+/// known. A failed read leaves the count for the next reconcile; it never fails this one.
+async fn count_new_dead_letters(
+    ctx: &Context,
+    policy: &DeadLetterPolicy,
+    mut outcome: Outcome<DeadLetterPolicyReconciler>,
+) -> Outcome<DeadLetterPolicyReconciler> {
+    let Some(figures) = outcome.figures.as_mut() else {
+        return outcome;
+    };
+    let state = &figures.stream.state;
+    let Some((start, last)) = counts::uncounted(
+        policy.status.as_ref(),
+        state.first_sequence,
+        state.last_sequence,
+    ) else {
+        return outcome;
+    };
+    let stream = figures.stream.config.name.clone();
+    match ctx
+        .broker
+        .headers_between(&stream, start, last, counts::MAX_COUNTED_PER_PASS)
+        .await
+    {
+        Ok(read) => {
+            // A pass that stopped at the bound reaches its last message; the rest comes next.
+            let through = if read.len() >= counts::MAX_COUNTED_PER_PASS {
+                read.last().map_or(last, |m| m.sequence)
+            } else {
+                last
+            };
+            let (namespace, _) = identity(policy);
+            figures.counted = Some(counts::count(&namespace, &read, through));
+        }
+        Err(error) => {
+            tracing::warn!(policy = %policy.name_any(), stream, %error, "could not count new dead letters; counting them at the next reconcile");
+        }
+    }
+    outcome
 }

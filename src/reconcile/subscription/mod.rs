@@ -60,7 +60,10 @@ use crate::{
     condition_reasons,
     conditions::{ConditionType, ReasonCode, Verdict},
     naming,
-    reconcile::plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan},
+    reconcile::{
+        dead_letter_policy,
+        plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan},
+    },
     runtime::{
         Context, Error,
         driver::{Outcome, Reconciler, Unresolved, common_broker_failure},
@@ -114,12 +117,16 @@ pub struct SubscriptionFigures {
     /// The consumers the broker reported on (one, or one per pod); `None`: no answer.
     pub consumers: Option<Vec<ConsumerInfo>>,
     pub workers: Option<status::WorkerFigures>,
+    /// Its events dead-lettered so far (see [`DesiredConsumers::dead_lettered`]).
+    pub dead_lettered: Option<i64>,
 }
 
 /// What a Subscription refers to.
 pub struct SubscriptionRefs {
     topic: TopicView,
     dead_letter_policy: Option<DeadLetterPolicySpec>,
+    /// Its events dead-lettered so far, as the policy's status counts them.
+    dead_lettered: Option<i64>,
     /// Broadcast: its worker pods, each of which gets a consumer.
     pods: Vec<String>,
 }
@@ -134,6 +141,8 @@ pub struct DesiredConsumers {
     /// partition. The Subscription's own is not created then.
     pub several: Option<Vec<pull::Config>>,
     pub layout: Layout,
+    /// Its events dead-lettered so far, as its DeadLetterPolicy's status counts them.
+    pub dead_lettered: Option<i64>,
 }
 
 /// How a Subscription's events are spread over consumers.
@@ -220,10 +229,11 @@ fn waiting(reason: SubscriptionReason, message: String) -> Outcome<SubscriptionR
     verdicts(Verdict::not_ready(reason, message)).with_event(event)
 }
 
-fn figures(consumers: Vec<ConsumerInfo>) -> SubscriptionFigures {
+fn figures(consumers: Vec<ConsumerInfo>, desired: &DesiredConsumers) -> SubscriptionFigures {
     SubscriptionFigures {
         consumers: Some(consumers),
         workers: None,
+        dead_lettered: desired.dead_lettered,
     }
 }
 
@@ -332,13 +342,16 @@ impl Reconciler for SubscriptionReconciler {
             .dead_letter_policy_ref
             .as_ref()
             .or(topic.spec.dead_letter_policy_ref.as_ref());
-        let dead_letter_policy = match policy_ref {
-            None => None,
+        let (dead_letter_policy, dead_lettered) = match policy_ref {
+            None => (None, None),
             Some(policy) => {
                 let policies: Api<DeadLetterPolicy> =
                     Api::namespaced(ctx.client.clone(), &namespace);
                 match policies.get_opt(&policy.name).await? {
-                    Some(found) => Some(found.spec),
+                    Some(found) => (
+                        Some(found.spec),
+                        dead_letter_policy::counts::of_subscription(found.status.as_ref(), &name),
+                    ),
                     None => {
                         return Ok(Err(waiting(
                             SubscriptionReason::DeadLetterPolicyNotFound,
@@ -359,6 +372,7 @@ impl Reconciler for SubscriptionReconciler {
         Ok(Ok(SubscriptionRefs {
             topic: TopicView::of(&topic, &namespace),
             dead_letter_policy,
+            dead_lettered,
             pods,
         }))
     }
@@ -407,6 +421,7 @@ impl Reconciler for SubscriptionReconciler {
             subscription,
             several,
             layout,
+            dead_lettered: refs.dead_lettered,
         })
     }
 
@@ -547,7 +562,7 @@ impl Reconciler for SubscriptionReconciler {
             ),
         };
         let outcome = verdicts(Verdict::ready(SubscriptionReason::ConsumerInSync, message))
-            .with_figures(Some(figures(infos)));
+            .with_figures(Some(figures(infos, desired)));
         match one_event(events) {
             Some(event) => outcome.with_event(event),
             None => outcome,
@@ -608,6 +623,10 @@ impl Reconciler for SubscriptionReconciler {
             status::project_workers(status, None);
         } else if let Some(workers) = figures.and_then(|f| f.workers.as_ref()) {
             status::project_workers(status, Some(workers));
+        }
+        // Known only alongside the consumers' figures (the policy was read in the same pass).
+        if let Some(figures) = figures.filter(|f| f.consumers.is_some()) {
+            status.dead_lettered = figures.dead_lettered;
         }
     }
 
@@ -794,7 +813,7 @@ impl SubscriptionReconciler {
                 SubscriptionReason::ChangeRefused,
                 format!("{field}: {message}"),
             )
-            .with_figures(Some(figures(found.into_iter().collect())))),
+            .with_figures(Some(figures(found.into_iter().collect(), desired)))),
         }
     }
 }

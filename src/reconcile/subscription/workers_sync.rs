@@ -194,8 +194,8 @@ pub async fn sync(
         Some(figures) => figures.workers = Some(state),
         None => {
             outcome.figures = Some(SubscriptionFigures {
-                consumers: None,
                 workers: Some(state),
+                ..SubscriptionFigures::default()
             });
         }
     }

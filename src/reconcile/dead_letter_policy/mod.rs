@@ -252,7 +252,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
                 .with_event(KubeEvent::warning("TargetNotReady", message))
             }
         };
-        let outcome = count_new_dead_letters(ctx, policy, outcome).await;
+        let outcome = count_new_dead_letters(ctx, policy, &self.new_dead_letters, outcome).await;
         with_accumulation(policy, outcome)
     }
 
@@ -440,6 +440,7 @@ fn with_accumulation(
 async fn count_new_dead_letters(
     ctx: &Context,
     policy: &DeadLetterPolicy,
+    new_dead_letters: &wake::NewDeadLetters,
     mut outcome: Outcome<DeadLetterPolicyReconciler>,
 ) -> Outcome<DeadLetterPolicyReconciler> {
     let Some(figures) = outcome.figures.as_mut() else {
@@ -460,13 +461,15 @@ async fn count_new_dead_letters(
         .await
     {
         Ok(read) => {
-            // A pass that stopped at the bound reaches its last message; the rest comes next.
+            let (namespace, name) = identity(policy);
+            // A pass that stopped at the bound reaches its last message; the rest is counted
+            // by the next pass, moments later.
             let through = if read.len() >= counts::MAX_COUNTED_PER_PASS {
+                new_dead_letters.stored(&format!("{namespace}/{name}"));
                 read.last().map_or(last, |m| m.sequence)
             } else {
                 last
             };
-            let (namespace, _) = identity(policy);
             figures.counted = Some(counts::count(&namespace, &read, through));
         }
         Err(error) => {

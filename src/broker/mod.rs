@@ -5,11 +5,12 @@
 //! One module per job: [`credentials`] decides which credential and TLS files to use,
 //! [`connect`] turns settings into a logged, observable connection,
 //! [`streams`], [`consumers`] and [`kv`] wrap the JetStream API calls, [`messages`] reads, stores
-//! and settles single messages, [`advisories`] delivers live server advisories, [`error`]
-//! classifies failures. This module holds the [`Broker`] handle
-//! and the JetStream request every API call goes through.
+//! and settles single messages, [`browse`] reads ranges of a stream and purges it,
+//! [`advisories`] delivers live server advisories, [`error`] classifies failures. This module
+//! holds the [`Broker`] handle and the JetStream request every API call goes through.
 
 mod advisories;
+mod browse;
 mod connect;
 mod consumers;
 pub mod credentials;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use advisories::{Advisory, AdvisoryBody, MaxDeliveries, MsgTerminated};
+pub use browse::{StreamBounds, StreamReader};
 pub use connect::{BrokerAuth, BrokerOptions, BrokerTls};
 pub use error::{BrokerError, codes};
 pub use kv::{Entry, Kv};

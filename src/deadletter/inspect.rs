@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::{DeadLetter, Selection, format::FormatError};
-use crate::broker::{Broker, BrokerError, Lookup, Read, StoredMessage};
+use crate::broker::{Broker, BrokerError, StoredMessage};
 
 /// One entry of a listing.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,17 +77,24 @@ pub async fn show(
     stream: &str,
     sequence: u64,
 ) -> Result<Option<Shown>, BrokerError> {
-    broker.stream_bounds(stream).await?;
-    match broker
-        .stream_message(stream, sequence, Read::Leader)
-        .await?
-    {
-        Lookup::Found(message) => Ok(Some(Shown {
+    let bounds = broker.stream_bounds(stream).await?;
+    if bounds.messages == 0 || sequence < bounds.first || sequence > bounds.last {
+        return Ok(None);
+    }
+    // Read as a consumer receives it rather than fetched by sequence: a fetch keeps only the
+    // last value of a header given several times.
+    let mut reader = broker
+        .read_stream(stream, sequence..=sequence, false)
+        .await?;
+    let batch = reader.next_batch().await;
+    let _ = reader.close().await;
+    Ok(batch?
+        .into_iter()
+        .find(|message| message.sequence == sequence)
+        .map(|message| Shown {
             dead_letter: DeadLetter::from_headers(&message.headers),
             message,
-        })),
-        _ => Ok(None),
-    }
+        }))
 }
 
 /// Removes the dead letters of `stream` the selection takes, as the stream held them when the

@@ -123,7 +123,7 @@ impl Streams {
             .read_stream(stream, sequence..=sequence, false)
             .await
             .expect("reader");
-        let batch = reader.next_batch().await.expect("read");
+        let batch = reader.next_batch(1).await.expect("read");
         reader.close().await.expect("reader closes");
         batch
             .into_iter()

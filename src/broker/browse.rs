@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Broker, BrokerError, StoredMessage, codes};
 
-/// Messages asked for at once.
-const BATCH: usize = 256;
+/// Messages asked for at once, at most.
+pub const MAX_BATCH: usize = 256;
 /// How long the server keeps the consumer of a reader that vanished (a crashed process) before
-/// removing it; a reader that ends deletes it at once.
-const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
+/// removing it; a reader that ends deletes it at once. A reader must ask for its next batch
+/// within this time, so callers that work slowly through a batch ask for smaller ones.
+pub const READER_INACTIVE_THRESHOLD: Duration = Duration::from_secs(60);
 
 /// Reads the messages of a stream in order, as a snapshot up to the last sequence it was
 /// opened for: messages stored later are not read. Deleted messages are skipped. Call
@@ -94,7 +95,7 @@ impl Broker {
             ack_policy: AckPolicy::None,
             replay_policy: ReplayPolicy::Instant,
             headers_only,
-            inactive_threshold: INACTIVE_THRESHOLD,
+            inactive_threshold: READER_INACTIVE_THRESHOLD,
             memory_storage: true,
             num_replicas: 1,
             ..Default::default()
@@ -149,15 +150,16 @@ fn not_found(stream: &str) -> BrokerError {
 }
 
 impl StreamReader {
-    /// The next messages in sequence order; empty once the range has been read.
-    pub async fn next_batch(&mut self) -> Result<Vec<StoredMessage>, BrokerError> {
+    /// The next messages in sequence order, at most `max` (and [`MAX_BATCH`]); empty once the
+    /// range has been read.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<StoredMessage>, BrokerError> {
         if self.finished {
             return Ok(Vec::new());
         }
         let mut batch = self
             .consumer
             .fetch()
-            .max_messages(BATCH)
+            .max_messages(max.clamp(1, MAX_BATCH))
             .messages()
             .await
             .map_err(|e| self.failed(e))?;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use advisories::{Advisory, AdvisoryBody, MaxDeliveries, MsgTerminated};
-pub use browse::{StreamBounds, StreamReader};
+pub use browse::{MAX_BATCH, READER_INACTIVE_THRESHOLD, StreamBounds, StreamReader};
 pub use connect::{BrokerAuth, BrokerOptions, BrokerTls};
 pub use error::{BrokerError, codes};
 pub use kv::{Entry, Kv};

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::{DeadLetter, Selection, format::FormatError};
-use crate::broker::{Broker, BrokerError, StoredMessage};
+use crate::broker::{Broker, BrokerError, MAX_BATCH, StoredMessage};
 
 /// One entry of a listing.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,7 +86,7 @@ pub async fn show(
     let mut reader = broker
         .read_stream(stream, sequence..=sequence, false)
         .await?;
-    let batch = reader.next_batch().await;
+    let batch = reader.next_batch(1).await;
     let _ = reader.close().await;
     Ok(batch?
         .into_iter()
@@ -146,7 +146,7 @@ async fn visit(
     let mut reader = broker.read_stream(stream, range, true).await?;
     let visited = async {
         loop {
-            let batch = reader.next_batch().await?;
+            let batch = reader.next_batch(MAX_BATCH).await?;
             if batch.is_empty() {
                 return Ok(());
             }

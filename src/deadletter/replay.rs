@@ -14,7 +14,7 @@ use std::{num::NonZeroU32, time::Duration};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{DeadLetter, Selection, format};
-use crate::broker::{Broker, BrokerError, StoredMessage};
+use crate::broker::{Broker, BrokerError, MAX_BATCH, READER_INACTIVE_THRESHOLD, StoredMessage};
 
 /// Failures described in a report; the count covers the rest.
 pub const MAX_FAILURES_DESCRIBED: usize = 10;
@@ -101,9 +101,10 @@ pub async fn replay(
     progress(state);
     let mut reader = broker.read_stream(dead_letter_stream, range, false).await?;
     let mut pace = Pace::new(options.rate);
+    let batch_size = batch_size(options.rate);
     let replayed = async {
         loop {
-            let batch = reader.next_batch().await?;
+            let batch = reader.next_batch(batch_size).await?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -127,6 +128,17 @@ pub async fn replay(
     // The reader's consumer goes in every case; failing to delete it only leaves it to expire.
     let _ = reader.close().await;
     replayed.map(|()| report)
+}
+
+/// Dead letters read at once: a paced replay must finish a batch well within the time the
+/// server keeps an idle reader, so it reads what it publishes in a quarter of that time.
+fn batch_size(rate: Option<NonZeroU32>) -> usize {
+    let quarter = READER_INACTIVE_THRESHOLD.as_secs() / 4;
+    rate.map_or(MAX_BATCH, |rate| {
+        usize::try_from(u64::from(rate.get()) * quarter)
+            .unwrap_or(MAX_BATCH)
+            .clamp(1, MAX_BATCH)
+    })
 }
 
 /// One replay's fixed facts.
@@ -251,6 +263,14 @@ mod tests {
             huge.0.is_some(),
             "a rate beyond one per nanosecond still paces"
         );
+    }
+
+    #[test]
+    fn paced_replays_read_small_enough_batches() {
+        assert_eq!(batch_size(None), MAX_BATCH);
+        assert_eq!(batch_size(NonZeroU32::new(1)), 15);
+        assert_eq!(batch_size(NonZeroU32::new(10)), 150);
+        assert_eq!(batch_size(NonZeroU32::new(100)), MAX_BATCH);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Single messages of a stream: read one by its sequence, store one and wait until its stream
-//! has it, delete one, and release one on behalf of the consumer that gave up on it. Hides the
-//! `STREAM.MSG.*` and `DIRECT.GET` requests, the publish acknowledgement and the ack protocol.
+//! (or a given stream) has it, delete one, and release one on behalf of the consumer that gave
+//! up on it. Hides the `STREAM.MSG.*` and `DIRECT.GET` requests, the publish acknowledgement
+//! and the ack protocol.
 
 use async_nats::{
     HeaderMap, StatusCode,
@@ -165,6 +166,19 @@ impl Broker {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    /// Like [`Broker::store`], but the server refuses the message unless `stream` is the
+    /// stream taking `subject`: a subject another stream has taken over since never receives it.
+    pub async fn store_into(
+        &self,
+        stream: &str,
+        subject: String,
+        mut headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Stored, BrokerError> {
+        headers.insert(async_nats::header::NATS_EXPECTED_STREAM, stream);
+        self.store(subject, headers, payload).await
     }
 
     /// Deletes the message `sequence` of `stream`; `false` if it (or the stream) was already

@@ -5,11 +5,12 @@
 //! One module per job: [`credentials`] decides which credential and TLS files to use,
 //! [`connect`] turns settings into a logged, observable connection,
 //! [`streams`], [`consumers`] and [`kv`] wrap the JetStream API calls, [`messages`] reads, stores
-//! and settles single messages, [`scan`] reads a stretch of a stream, [`advisories`] delivers
-//! live server advisories, [`error`] classifies failures. This module holds the [`Broker`] handle
-//! and the JetStream request every API call goes through.
+//! and settles single messages, [`browse`] reads ranges of a stream and purges it,
+//! [`advisories`] delivers live server advisories, [`error`] classifies failures. This module
+//! holds the [`Broker`] handle and the JetStream request every API call goes through.
 
 mod advisories;
+mod browse;
 mod connect;
 mod consumers;
 pub mod credentials;
@@ -17,7 +18,6 @@ pub mod delivery;
 mod error;
 mod kv;
 mod messages;
-mod scan;
 mod streams;
 mod throttle;
 
@@ -29,11 +29,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use advisories::{Advisory, AdvisoryBody, MaxDeliveries, MsgTerminated};
+pub use browse::{MAX_BATCH, READER_INACTIVE_THRESHOLD, StreamBounds, StreamReader};
 pub use connect::{BrokerAuth, BrokerOptions, BrokerTls};
 pub use error::{BrokerError, codes};
 pub use kv::{Entry, Kv};
 pub use messages::{Lookup, Read, Stored, StoredMessage};
-pub use scan::StoredHeaders;
 
 /// Byte buffers as the NATS client hands them out (the `bytes` crate's type; reached through
 /// axum's re-export so the crate needs no direct dependency on `bytes`).

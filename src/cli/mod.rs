@@ -1,6 +1,7 @@
 //! The `switchyard` command line.
 
 mod dispatch;
+mod dlq;
 mod schema_check;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -44,6 +45,12 @@ pub enum Command {
     /// Deliver a durable consumer's events to an HTTP handler as CloudEvents (the worker
     /// pods' sidecar; also usable on its own).
     Dispatch(Box<dispatch::DispatchArgs>),
+    /// Inspect, replay and purge dead letters of a DeadLetterPolicy or a dead-letter stream.
+    /// Exit code 0: done; 1: dead letters failed to replay, or a server failed; 2: bad input.
+    Dlq {
+        #[command(subcommand)]
+        command: Box<dlq::DlqCommand>,
+    },
     /// Work with event schemas without a cluster.
     Schema {
         #[command(subcommand)]
@@ -292,6 +299,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
             telemetry::init(cli.log_format);
             dispatch::run(*args).await
         }
+        Command::Dlq { command } => dlq::run(*command).await,
     }
 }
 

@@ -8,6 +8,9 @@
 //!   and DeadLetterPolicies.
 //! - [`relay`]: turns each captured advisory into exactly one stored copy, and reports what it
 //!   did.
+//! - [`selection`]: which dead letters a listing, replay or purge applies to; pure.
+//! - [`inspect`]: listing dead letters, showing one, purging a selection.
+//! - [`replay`]: publishing selected dead letters again to their original subjects, at a rate.
 //!
 //! What the server does to the original, checked against nats-server 2.15 (the integration
 //! tests pin it):
@@ -26,10 +29,16 @@
 
 pub mod advisories;
 pub mod format;
+pub mod inspect;
 pub mod relay;
+pub mod replay;
 pub mod route;
+pub mod selection;
 
 pub use advisories::{AdvisoryScope, AdvisoryStream, Failure, Rejection};
 pub use format::{DeadLetter, Reason, ReasonKind, SubjectLayout};
+pub use inspect::{Listed, Shown};
 pub use relay::{Outcome, Relay, RelayConfig, Report, Step};
+pub use replay::{Progress, ReplayOptions, ReplayReport, replay};
 pub use route::{Route, Routes, Target};
+pub use selection::{Selection, SelectionError};

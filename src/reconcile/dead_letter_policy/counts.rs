@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 
 use crate::{
     api::dead_letter_policy::{CapturedCounts, DeadLetterPolicyStatus, SubscriptionDeadLetters},
-    broker::StoredHeaders,
+    broker::StoredMessage,
     deadletter::{ReasonKind, format::header},
     naming,
 };
@@ -45,7 +45,7 @@ pub struct Counted {
 /// Counts the dead letters among `read` (messages of the stream in order). Messages that are
 /// no dead letters (a Topic target may hold other events too) count for nothing. The counts
 /// reach `through` even when no message of the stretch was left to read.
-pub fn count(namespace: &str, read: &[StoredHeaders], through: u64) -> Counted {
+pub fn count(namespace: &str, read: &[StoredMessage], through: u64) -> Counted {
     let mut counted = Counted {
         through: read.last().map_or(through, |m| m.sequence.max(through)),
         ..Counted::default()
@@ -116,11 +116,21 @@ pub fn of_subscription(status: Option<&DeadLetterPolicyStatus>, name: &str) -> O
 mod tests {
     use super::*;
 
-    fn letter(sequence: u64, reason: &str, consumer: &str) -> StoredHeaders {
+    fn message(sequence: u64, headers: HeaderMap) -> StoredMessage {
+        StoredMessage {
+            subject: "_dlq.shop.failures.order.placed".into(),
+            sequence,
+            headers,
+            payload: Default::default(),
+            time: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn letter(sequence: u64, reason: &str, consumer: &str) -> StoredMessage {
         let mut headers = HeaderMap::new();
         headers.insert(header::REASON, reason);
         headers.insert(header::ORIGINAL_CONSUMER, consumer);
-        StoredHeaders { sequence, headers }
+        message(sequence, headers)
     }
 
     #[test]
@@ -149,10 +159,7 @@ mod tests {
             letter(5, "SchemaViolation", "sub_shop_audit"),
             letter(6, "Terminated", "someone-elses-consumer"),
             letter(7, "MaxDeliveries", "sub_other_billing"),
-            StoredHeaders {
-                sequence: 8,
-                headers: HeaderMap::new(),
-            },
+            message(8, HeaderMap::new()),
         ];
         let counted = count("shop", &read, 8);
         assert_eq!(counted.through, 8);

@@ -22,7 +22,7 @@ use tracing::info;
 use self::target::{DesiredTarget, PolicyIdentity};
 use crate::{
     api::{DeadLetterPolicy, DeadLetterPolicyStatus, Subscription, Topic, topic::DeletionPolicy},
-    broker::BrokerError,
+    broker::{BrokerError, MAX_BATCH, StoredMessage},
     condition_reasons,
     conditions::{self, ConditionType, ReasonCode, Verdict},
     naming::{self, metadata},
@@ -455,11 +455,7 @@ async fn count_new_dead_letters(
         return outcome;
     };
     let stream = figures.stream.config.name.clone();
-    match ctx
-        .broker
-        .headers_between(&stream, start, last, counts::MAX_COUNTED_PER_PASS)
-        .await
-    {
+    match read_headers(ctx, &stream, start, last).await {
         Ok(read) => {
             let (namespace, name) = identity(policy);
             // A pass that stopped at the bound reaches its last message; the rest is counted
@@ -477,4 +473,31 @@ async fn count_new_dead_letters(
         }
     }
     outcome
+}
+
+/// The headers of the messages `start..=last` of `stream`, at most
+/// [`counts::MAX_COUNTED_PER_PASS`] of them.
+async fn read_headers(
+    ctx: &Context,
+    stream: &str,
+    start: u64,
+    last: u64,
+) -> Result<Vec<StoredMessage>, BrokerError> {
+    let mut reader = ctx.broker.read_stream(stream, start..=last, true).await?;
+    let mut read = Vec::new();
+    let result = loop {
+        match reader.next_batch(MAX_BATCH).await {
+            Ok(batch) if batch.is_empty() => break Ok(()),
+            Ok(batch) => {
+                read.extend(batch);
+                if read.len() >= counts::MAX_COUNTED_PER_PASS {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    // A reader left behind expires by itself.
+    let _ = reader.close().await;
+    result.map(|()| read)
 }

@@ -335,10 +335,22 @@ where
         }
         false
     };
-    match tokio::time::timeout(PATIENCE, await_condition(api.clone(), name, condition)).await {
-        Ok(Ok(Some(obj))) => obj,
-        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
-        Ok(Err(e)) => panic!("watching {name} for {what}: {e}"),
+    // A watch the API server ends (410 Gone when its cache restarts, e.g. as a CRD is
+    // installed again) is started anew; only the patience bounds the wait.
+    let watch = async {
+        loop {
+            match await_condition(api.clone(), name, &condition).await {
+                Ok(found) => return found,
+                Err(e) => {
+                    eprintln!("watching {name} for {what} broke off ({e}); watching again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(PATIENCE, watch).await {
+        Ok(Some(obj)) => obj,
+        Ok(None) => panic!("{name} was deleted while waiting for {what}"),
         Err(_) => panic!(
             "timed out after {PATIENCE:?} waiting for {what}; last seen: {:?}",
             last.lock().unwrap().as_ref()

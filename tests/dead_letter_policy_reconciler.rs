@@ -16,7 +16,7 @@ use switchyard::{
         dead_letter_policy::{CapturedCounts, SubscriptionDeadLetters},
     },
     broker::Broker,
-    deadletter::{AdvisoryScope, AdvisoryStream, RelayConfig, format::header},
+    deadletter::{AdvisoryScope, AdvisoryStream, DeadLetter, Reason, RelayConfig, format::header},
     runtime::OperatorConfig,
 };
 
@@ -506,5 +506,132 @@ async fn the_operator_relays_failed_events_into_the_policys_stream() {
     let later = s.policies.get("failures").await.unwrap().status.unwrap();
     assert_eq!(later.captured, Some(expected_counts));
     assert_eq!(later.subscriptions, expected_subscriptions);
+    s.operator.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replay_annotation_replays_once_per_value() {
+    let s = setup("dlp-replay").await;
+    let ns = s.ns.name.clone();
+    apply(&s.topics, &topic_yaml(&ns, "orders", "  maxAge: 1h\n"))
+        .await
+        .unwrap();
+    s.policy("failures", "  alertThreshold: 100\n").await;
+    wait_for_ready(&s.topics, "orders", "True", "StreamReady").await;
+    wait_for_ready(&s.policies, "failures", "True", "StreamReady").await;
+
+    // Three dead letters, as the relay stores them.
+    let now = time::OffsetDateTime::now_utc();
+    for (sequence, id) in [(7u64, "o7"), (8, "o8"), (9, "o9")] {
+        let letter = DeadLetter {
+            reason: Reason::MaxDeliveries,
+            subject: format!("{ns}.orders.order.placed"),
+            stream: format!("{ns}_orders"),
+            sequence,
+            consumer: format!("sub_{ns}_billing"),
+            deliveries: 5,
+            stored_at: now,
+            dead_lettered_at: now,
+            msg_id: Some(id.into()),
+        };
+        let mut original = async_nats::HeaderMap::new();
+        original.insert("ce-id", id);
+        s.broker
+            .store(
+                format!("_dlq.{ns}.failures.order.placed"),
+                letter.headers(Some(&original)),
+                format!("{{\"id\":\"{id}\"}}").into(),
+            )
+            .await
+            .unwrap();
+    }
+    let replayed_events = || async {
+        s.broker
+            .stream_info(&format!("{ns}_orders"))
+            .await
+            .unwrap()
+            .map_or(0, |i| i.state.messages)
+    };
+    assert_eq!(replayed_events().await, 0);
+
+    let annotate = |value: &'static str| {
+        let policies = s.policies.clone();
+        async move {
+            policies
+                .patch(
+                    "failures",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({
+                        "metadata": {"annotations": {"switchyard.dev/replay": value}}
+                    })),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let replayed_by = |trigger: &'static str| {
+        move |p: &DeadLetterPolicy| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.last_replay.as_ref())
+                .is_some_and(|r| r.trigger.as_deref() == Some(trigger))
+        }
+    };
+    annotate("2026-12-04T10:00:00Z").await;
+    let done = wait_for(
+        &s.policies,
+        "failures",
+        "the first replay",
+        replayed_by("2026-12-04T10:00:00Z"),
+    )
+    .await;
+    let first = done.status.unwrap().last_replay.unwrap();
+    assert_eq!((first.count, first.failed), (3, 0), "{first:?}");
+    assert_eq!(replayed_events().await, 3);
+    let js = s.jetstream().await;
+    let orders = js.get_stream(format!("{ns}_orders")).await.unwrap();
+    let mut ids = Vec::new();
+    for sequence in 1..=3 {
+        let event = orders.get_raw_message(sequence).await.unwrap();
+        assert_eq!(event.subject.as_str(), format!("{ns}.orders.order.placed"));
+        let header = |name: &str| event.headers.get(name).map(|v| v.as_str().to_string());
+        assert!(
+            header(header::REPLAYED_FROM)
+                .is_some_and(|from| from.starts_with(&s.dlq_stream("failures"))),
+            "{:?}",
+            event.headers
+        );
+        assert_eq!(
+            header(header::REASON),
+            None,
+            "dead-letter facts are not replayed"
+        );
+        ids.push(header("ce-id").unwrap());
+    }
+    assert_eq!(ids, ["o7", "o8", "o9"]);
+    let events = events_for(&s.client, &ns, "failures").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, n)| t == "Normal" && r == "Replayed" && n.contains("replayed 3")),
+        "{events:?}"
+    );
+
+    // Resyncs (every 2 s here) see the value answered: nothing more is replayed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(replayed_events().await, 3);
+    let unchanged = s.policies.get("failures").await.unwrap();
+    assert_eq!(unchanged.status.unwrap().last_replay, Some(first));
+
+    // A new value replays again.
+    annotate("2026-12-04T11:00:00Z").await;
+    wait_for(
+        &s.policies,
+        "failures",
+        "the second replay",
+        replayed_by("2026-12-04T11:00:00Z"),
+    )
+    .await;
+    assert_eq!(replayed_events().await, 6);
     s.operator.assert_alive();
 }

@@ -5,6 +5,7 @@
 //! (pure, [`status`]), including whether dead letters are accumulating past the threshold.
 
 pub mod counts;
+pub mod replay;
 pub mod routes;
 pub mod status;
 pub mod target;
@@ -21,10 +22,14 @@ use tracing::info;
 
 use self::target::{DesiredTarget, PolicyIdentity};
 use crate::{
-    api::{DeadLetterPolicy, DeadLetterPolicyStatus, Subscription, Topic, topic::DeletionPolicy},
+    api::{
+        DeadLetterPolicy, DeadLetterPolicyStatus, Subscription, Topic,
+        dead_letter_policy::ReplayStatus, topic::DeletionPolicy,
+    },
     broker::{BrokerError, MAX_BATCH, StoredMessage},
     condition_reasons,
     conditions::{self, ConditionType, ReasonCode, Verdict},
+    deadletter::{self, ReplayOptions, Selection},
     naming::{self, metadata},
     reconcile::{
         plan::{Plan as StreamPlan, PlanInputs, plan},
@@ -92,6 +97,8 @@ pub enum TargetPlan {
 pub struct PolicyFigures {
     pub stream: StreamInfo,
     pub counted: Option<counts::Counted>,
+    /// A replay the annotation asked for, done in this pass.
+    pub replay: Option<ReplayStatus>,
 }
 
 impl From<StreamInfo> for PolicyFigures {
@@ -99,6 +106,7 @@ impl From<StreamInfo> for PolicyFigures {
         Self {
             stream,
             counted: None,
+            replay: None,
         }
     }
 }
@@ -253,6 +261,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
             }
         };
         let outcome = count_new_dead_letters(ctx, policy, &self.new_dead_letters, outcome).await;
+        let outcome = replay_on_request(ctx, policy, outcome).await;
         with_accumulation(policy, outcome)
     }
 
@@ -276,6 +285,9 @@ impl Reconciler for DeadLetterPolicyReconciler {
         status::project(status, &target_stream(policy), figures.map(|f| &f.stream));
         if let Some(counted) = figures.and_then(|f| f.counted.as_ref()) {
             counts::add(status, counted);
+        }
+        if let Some(replay) = figures.and_then(|f| f.replay.clone()) {
+            status.last_replay = Some(replay);
         }
     }
 
@@ -500,4 +512,54 @@ async fn read_headers(
     // A reader left behind expires by itself.
     let _ = reader.close().await;
     result.map(|()| read)
+}
+
+/// Replays the dead letters held when the replay annotation has a value not answered yet and
+/// the target is usable. A replay cut short (NATS went away) records nothing, so the next
+/// reconcile replays again under the same trigger, which republishes nothing twice.
+async fn replay_on_request(
+    ctx: &Context,
+    policy: &DeadLetterPolicy,
+    mut outcome: Outcome<DeadLetterPolicyReconciler>,
+) -> Outcome<DeadLetterPolicyReconciler> {
+    let Some(trigger) = replay::requested(policy) else {
+        return outcome;
+    };
+    if !outcome.ready.status {
+        return outcome;
+    }
+    let Some(figures) = outcome.figures.as_mut() else {
+        return outcome;
+    };
+    let stream = figures.stream.config.name.clone();
+    let options = ReplayOptions {
+        rate: None,
+        trigger: trigger.clone(),
+    };
+    match deadletter::replay(
+        &ctx.broker,
+        &stream,
+        &Selection::default(),
+        &options,
+        |_| {},
+    )
+    .await
+    {
+        Ok(report) => {
+            info!(policy = %policy.name_any(), stream, trigger, replayed = report.replayed, duplicates = report.duplicates, failed = report.failed, "replayed dead letters");
+            figures.replay = Some(replay::status(&report, &trigger, ctx.clock.now()));
+            // The replay is what this pass did; a stream action's Event would have come first.
+            if outcome.event.is_none() {
+                outcome = outcome.with_event(replay::event(&report, &trigger));
+            }
+            outcome
+        }
+        Err(error) => {
+            tracing::warn!(policy = %policy.name_any(), stream, trigger, %error, "replay interrupted; retrying at the next reconcile");
+            outcome.with_event(KubeEvent::warning(
+                "ReplayInterrupted",
+                format!("the replay asked for by {} {trigger:?} was interrupted ({error}); it is resumed at the next reconcile without republishing what was done", crate::api::annotations::REPLAY),
+            ))
+        }
+    }
 }

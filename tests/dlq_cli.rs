@@ -7,22 +7,33 @@ mod common;
 
 use std::{
     process::Stdio,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use async_nats::HeaderMap;
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        AckKind,
+        consumer::{AckPolicy, PullConsumer, pull},
+    },
+};
 use common::{StreamGuard, TestNamespace, connected, install_crds, kube_client, nats_url, unique};
+use futures::StreamExt;
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use serde_json::Value;
 use switchyard::{
-    api::DeadLetterPolicy,
+    api::{DeadLetterPolicy, dead_letter_policy::CaptureReason},
     broker::{Broker, Bytes, StoredMessage, codes},
     deadletter::{
-        DeadLetter, Progress, Reason, ReasonKind, ReplayOptions, Selection,
+        AdvisoryScope, AdvisoryStream, DeadLetter, Progress, Reason, ReasonKind, Relay,
+        RelayConfig, ReplayOptions, Route, Routes, Selection, SubjectLayout, Target,
         format::{self, header},
         inspect, replay,
     },
@@ -812,4 +823,164 @@ async fn a_policy_names_its_stream_through_its_status() {
     let listing = listed.assert_code(0).json();
     assert_eq!(listing["stream"], s.dlq.as_str());
     assert_eq!(sequences(&listing), [1, 2, 3]);
+}
+
+/// Sends the dead letters of one consumer to one target, and nobody else's anywhere.
+struct OneConsumer {
+    stream: String,
+    consumer: String,
+    target: Arc<Target>,
+}
+
+impl Routes for OneConsumer {
+    async fn route(&self, stream: &str, consumer: &str) -> Route {
+        if stream == self.stream && consumer == self.consumer {
+            Route::Deliver(self.target.clone())
+        } else {
+            Route::NotManaged
+        }
+    }
+}
+
+/// A relay task, aborted when dropped (also when the test fails): one still running after its
+/// advisory stream's guard would create the stream again.
+struct RelayTask(tokio::task::JoinHandle<()>);
+
+impl Drop for RelayTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The next event `consumer` hands out, within the patience of the tests.
+async fn next_event(consumer: &PullConsumer) -> async_nats::jetstream::Message {
+    common::wait_until("an event for the consumer", || async {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .ok()?;
+        batch.next().await?.ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_the_relay_dead_lettered_goes_back_to_its_consumer() {
+    let s = Streams::new().await;
+    let advisories = AdvisoryStream {
+        name: unique("dlqadv"),
+        scope: AdvisoryScope::Streams(vec![s.orig.clone()]),
+        max_age: Duration::from_secs(600),
+        replicas: 1,
+    };
+    let _advisory_guard = StreamGuard(advisories.name.clone());
+    advisories
+        .ensure(&s.broker, "relay", Duration::from_secs(2))
+        .await
+        .expect("advisory stream");
+    let routes = Arc::new(OneConsumer {
+        stream: s.orig.clone(),
+        consumer: "billing".into(),
+        target: Arc::new(Target {
+            policy: "shop/failures".into(),
+            stream: s.dlq.clone(),
+            subject_prefix: s.dlq.clone(),
+            layout: SubjectLayout {
+                topic_prefix: s.orig.clone(),
+                partitioned: false,
+            },
+            capture: vec![CaptureReason::MaxDeliveries],
+            release_original: false,
+        }),
+    });
+    let (reports, _unread_reports) = tokio::sync::mpsc::channel(16);
+    let relay = Relay::new(
+        connected(&nats_url()).await,
+        routes,
+        reports,
+        RelayConfig {
+            stream: advisories.clone(),
+            consumer: "relay".into(),
+            max_in_flight: 8,
+            ack_wait: Duration::from_secs(2),
+            fetch_wait: Duration::from_millis(500),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(2),
+        },
+    );
+    let _relay = RelayTask(tokio::spawn(relay.run(std::future::pending())));
+
+    let stream = s.broker.jetstream().get_stream(&s.orig).await.unwrap();
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("billing".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_deliver: 2,
+            ack_wait: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let consumer: PullConsumer = stream.get_consumer("billing").await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("ce-type", "order.placed");
+    s.broker
+        .store(
+            format!("{}.order.placed", s.orig),
+            headers,
+            Bytes::from_static(b"{\"order\":7}"),
+        )
+        .await
+        .expect("publish");
+
+    // The handler is broken: both deliveries fail, and the relay keeps the event.
+    for _ in 0..2 {
+        next_event(&consumer)
+            .await
+            .ack_with(AckKind::Nak(None))
+            .await
+            .expect("nak");
+    }
+    // The server gives up on the event when it would deliver it a third time, which takes a
+    // pull request.
+    common::wait_until("the dead letter", || async {
+        if let Ok(mut batch) = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(200))
+            .messages()
+            .await
+        {
+            while batch.next().await.is_some() {}
+        }
+        (s.count(&s.dlq).await == 1).then_some(())
+    })
+    .await;
+
+    // Fixed: the replayed event reaches the consumer once more, marked as a replay.
+    let run = s
+        .cli(&["replay", "--stream", &s.dlq, "--output", "json"])
+        .await;
+    assert_eq!(run.assert_code(0).json()["replayed"], 1);
+    let event = next_event(&consumer).await;
+    assert_eq!(&event.payload[..], b"{\"order\":7}");
+    let headers = event.headers.clone().unwrap_or_default();
+    assert_eq!(
+        headers.get(header::REPLAYED_FROM).map(|v| v.as_str()),
+        Some(format!("{}:1", s.dlq).as_str())
+    );
+    assert_eq!(
+        headers.get("ce-type").map(|v| v.as_str()),
+        Some("order.placed")
+    );
+    assert_eq!(
+        event.info().unwrap().delivered,
+        1,
+        "a new event, first delivery"
+    );
+    event.ack().await.expect("ack");
 }

@@ -19,6 +19,7 @@ use async_nats::{
     jetstream::{
         AckKind,
         consumer::{AckPolicy, PullConsumer, pull},
+        stream::{Config as StreamConfig, SubjectTransform},
     },
 };
 use common::{StreamGuard, TestNamespace, connected, install_crds, kube_client, nats_url, unique};
@@ -53,17 +54,31 @@ struct Streams {
 
 impl Streams {
     async fn new() -> Self {
+        Self::with_original(|name| StreamConfig {
+            name: name.to_string(),
+            subjects: vec![format!("{name}.>")],
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A test's streams, the original one configured by `original` (given its name).
+    async fn with_original(original: impl Fn(&str) -> StreamConfig) -> Self {
         let broker = connected(&nats_url()).await;
         let (orig, dlq) = (unique("dlqorig"), unique("dlqdl"));
         let guards = [StreamGuard(orig.clone()), StreamGuard(dlq.clone())];
-        for name in [&orig, &dlq] {
+        let configs = [
+            original(&orig),
+            StreamConfig {
+                name: dlq.clone(),
+                subjects: vec![format!("{dlq}.>")],
+                ..Default::default()
+            },
+        ];
+        for config in configs {
             broker
                 .jetstream()
-                .create_stream(async_nats::jetstream::stream::Config {
-                    name: name.clone(),
-                    subjects: vec![format!("{name}.>")],
-                    ..Default::default()
-                })
+                .create_stream(config)
                 .await
                 .expect("create stream");
         }
@@ -983,4 +998,70 @@ async fn an_event_the_relay_dead_lettered_goes_back_to_its_consumer() {
         "a new event, first delivery"
     );
     event.ack().await.expect("ack");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_topics_dead_letter_goes_back_to_the_same_partition() {
+    // A partitioned Topic's stream, as the Topic reconciler declares it: `<base>.<type>.<type>
+    // .<key>` is stored as `<base>.<partition>.<type>.<type>.<key>`.
+    let s = Streams::with_original(|name| StreamConfig {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.*.*.*")],
+        subject_transform: Some(SubjectTransform {
+            source: format!("{name}.*.*.*"),
+            destination: format!(
+                "{name}.{{{{partition(4,3)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}"
+            ),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let published = format!("{}.order.placed.key-7", s.orig);
+    s.broker
+        .store(
+            published.clone(),
+            HeaderMap::new(),
+            Bytes::from_static(b"7"),
+        )
+        .await
+        .expect("publish");
+    let original = s.message(&s.orig, 1).await;
+    assert_ne!(original.subject, published, "the stream adds the partition");
+    let letter = DeadLetter {
+        reason: Reason::MaxDeliveries,
+        subject: original.subject.clone(),
+        stream: s.orig.clone(),
+        sequence: 1,
+        consumer: "billing".into(),
+        deliveries: 5,
+        stored_at: original.time,
+        dead_lettered_at: now(),
+        msg_id: None,
+    };
+    s.store_raw(
+        format!("{}.order.placed.key-7", s.dlq),
+        letter.headers(None),
+        "7",
+    )
+    .await;
+
+    let report = replay(
+        &s.broker,
+        &s.dlq,
+        &Selection::default(),
+        &ReplayOptions {
+            rate: None,
+            trigger: "t".into(),
+        },
+        |_| {},
+    )
+    .await
+    .expect("replay");
+    assert_eq!((report.replayed, report.failed), (1, 0), "{report:?}");
+    let replayed = s.message(&s.orig, 2).await;
+    assert_eq!(
+        replayed.subject, original.subject,
+        "same partition, same subject"
+    );
+    assert_eq!(&replayed.payload[..], b"7");
 }

@@ -22,7 +22,9 @@ use async_nats::{
         stream::{Config as StreamConfig, SubjectTransform},
     },
 };
-use common::{StreamGuard, TestNamespace, connected, install_crds, kube_client, nats_url, unique};
+use common::{
+    PrivateNats, StreamGuard, TestNamespace, connected, install_crds, kube_client, nats_url, unique,
+};
 use futures::StreamExt;
 use kube::{
     Api,
@@ -43,6 +45,7 @@ use time::OffsetDateTime;
 
 /// An original stream (`<orig>.>`) and a dead-letter stream (`<dlq>.>`) of one test.
 struct Streams {
+    url: String,
     broker: Broker,
     orig: String,
     dlq: String,
@@ -54,17 +57,17 @@ struct Streams {
 
 impl Streams {
     async fn new() -> Self {
-        Self::with_original(|name| StreamConfig {
-            name: name.to_string(),
-            subjects: vec![format!("{name}.>")],
-            ..Default::default()
-        })
-        .await
+        Self::on(&nats_url(), plain).await
     }
 
-    /// A test's streams, the original one configured by `original` (given its name).
     async fn with_original(original: impl Fn(&str) -> StreamConfig) -> Self {
-        let broker = connected(&nats_url()).await;
+        Self::on(&nats_url(), original).await
+    }
+
+    /// A test's streams on the server at `url`, the original one configured by `original`
+    /// (given its name).
+    async fn on(url: &str, original: impl Fn(&str) -> StreamConfig) -> Self {
+        let broker = connected(url).await;
         let (orig, dlq) = (unique("dlqorig"), unique("dlqdl"));
         let guards = [StreamGuard(orig.clone()), StreamGuard(dlq.clone())];
         let configs = [
@@ -83,6 +86,7 @@ impl Streams {
                 .expect("create stream");
         }
         Self {
+            url: url.to_string(),
             broker,
             orig,
             dlq,
@@ -169,7 +173,7 @@ impl Streams {
 
     /// Runs `switchyard dlq <args>` against the test's NATS with stdin closed.
     async fn cli(&self, args: &[&str]) -> Run {
-        dlq(args).await
+        dlq_run(&self.url, args).await
     }
 }
 
@@ -196,11 +200,11 @@ impl Run {
     }
 }
 
-async fn dlq(args: &[&str]) -> Run {
+async fn dlq_run(url: &str, args: &[&str]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("dlq")
         .args(args)
-        .args(["--nats-url", &nats_url()])
+        .args(["--nats-url", url])
         .stdin(Stdio::null())
         .output()
         .await
@@ -209,6 +213,15 @@ async fn dlq(args: &[&str]) -> Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// An original stream taking `<name>.>`.
+fn plain(name: &str) -> StreamConfig {
+    StreamConfig {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
     }
 }
 
@@ -1064,4 +1077,71 @@ async fn a_partitioned_topics_dead_letter_goes_back_to_the_same_partition() {
         "same partition, same subject"
     );
     assert_eq!(&replayed.payload[..], b"7");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_cut_short_by_an_outage_is_finished_by_a_rerun_with_its_id() {
+    let mut nats = PrivateNats::start();
+    let s = Streams::on(&nats.url(), plain).await;
+    let at = now();
+    for _ in 0..60 {
+        s.dead_letter(Reason::MaxDeliveries, "order.placed", at, "x")
+            .await;
+    }
+    let replay = {
+        let url = nats.url();
+        let dlq = s.dlq.clone();
+        tokio::spawn(async move {
+            dlq_run(
+                &url,
+                &[
+                    "replay",
+                    "--stream",
+                    &dlq,
+                    "--rate",
+                    "20",
+                    "--replay-id",
+                    "night",
+                ],
+            )
+            .await
+        })
+    };
+    common::wait_until("part of the replay", || async {
+        (s.broker.stream_bounds(&s.orig).await.ok()?.messages >= 10).then_some(())
+    })
+    .await;
+    nats.kill();
+    let cut = replay.await.expect("replay task");
+    cut.assert_code(1);
+    assert!(
+        cut.stderr.contains("rerun with --replay-id night"),
+        "{}",
+        cut.stderr
+    );
+
+    nats.resume();
+    let rerun = s
+        .cli(&[
+            "replay",
+            "--stream",
+            &s.dlq,
+            "--replay-id",
+            "night",
+            "--output",
+            "json",
+        ])
+        .await;
+    let report = rerun.assert_code(0).json();
+    let (replayed, duplicates) = (
+        report["replayed"].as_u64().unwrap(),
+        report["duplicates"].as_u64().unwrap(),
+    );
+    assert!(duplicates >= 10, "{report}");
+    assert_eq!(replayed + duplicates, 60, "{report}");
+    assert_eq!(
+        s.count(&s.orig).await,
+        60,
+        "every dead letter replayed once"
+    );
 }

@@ -208,7 +208,16 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode, Stop> {
     let bar = Bar::new();
     let report = deadletter::replay(&broker, &stream, &selection, &options, |p| bar.show(p))
         .await
-        .map_err(|e| broker_stop(&stream, e));
+        .map_err(|e| {
+            let mut stop = broker_stop(&stream, e);
+            if stop.code == FAILED {
+                // Part may be done: the same id lets a rerun skip it.
+                stop.message.push_str(&format!(
+                    "; rerun with --replay-id {trigger} to republish nothing twice"
+                ));
+            }
+            stop
+        });
     bar.finish();
     let report = report?;
     print(match args.target.output {

@@ -743,7 +743,7 @@ async fn bad_input_gets_a_clear_error_and_exit_code_2() {
             run.stderr
         );
     }
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["list", "--subject", "a..b"], "empty token"),
         (&["list", "--since", "last tuesday"], "RFC 3339"),
         (
@@ -751,6 +751,7 @@ async fn bad_input_gets_a_clear_error_and_exit_code_2() {
             "--from-seq must not be above --to-seq",
         ),
         (&["replay", "--rate", "0"], "--rate"),
+        (&["list", "--limit", "0"], "--limit"),
         (
             &["list", "--reason", "Exploded"],
             "MaxDeliveries, HandlerRejected",

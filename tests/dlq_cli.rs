@@ -7,22 +7,36 @@ mod common;
 
 use std::{
     process::Stdio,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use async_nats::HeaderMap;
-use common::{StreamGuard, TestNamespace, connected, install_crds, kube_client, nats_url, unique};
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        AckKind,
+        consumer::{AckPolicy, PullConsumer, pull},
+        stream::{Config as StreamConfig, SubjectTransform},
+    },
+};
+use common::{
+    PrivateNats, StreamGuard, TestNamespace, connected, install_crds, kube_client, nats_url, unique,
+};
+use futures::StreamExt;
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 use serde_json::Value;
 use switchyard::{
-    api::DeadLetterPolicy,
+    api::{DeadLetterPolicy, dead_letter_policy::CaptureReason},
     broker::{Broker, Bytes, StoredMessage, codes},
     deadletter::{
-        DeadLetter, Progress, Reason, ReasonKind, ReplayOptions, Selection,
+        AdvisoryScope, AdvisoryStream, DeadLetter, Progress, Reason, ReasonKind, Relay,
+        RelayConfig, ReplayOptions, Route, Routes, Selection, SubjectLayout, Target,
         format::{self, header},
         inspect, replay,
     },
@@ -31,6 +45,7 @@ use time::OffsetDateTime;
 
 /// An original stream (`<orig>.>`) and a dead-letter stream (`<dlq>.>`) of one test.
 struct Streams {
+    url: String,
     broker: Broker,
     orig: String,
     dlq: String,
@@ -42,21 +57,36 @@ struct Streams {
 
 impl Streams {
     async fn new() -> Self {
-        let broker = connected(&nats_url()).await;
+        Self::on(&nats_url(), plain).await
+    }
+
+    async fn with_original(original: impl Fn(&str) -> StreamConfig) -> Self {
+        Self::on(&nats_url(), original).await
+    }
+
+    /// A test's streams on the server at `url`, the original one configured by `original`
+    /// (given its name).
+    async fn on(url: &str, original: impl Fn(&str) -> StreamConfig) -> Self {
+        let broker = connected(url).await;
         let (orig, dlq) = (unique("dlqorig"), unique("dlqdl"));
         let guards = [StreamGuard(orig.clone()), StreamGuard(dlq.clone())];
-        for name in [&orig, &dlq] {
+        let configs = [
+            original(&orig),
+            StreamConfig {
+                name: dlq.clone(),
+                subjects: vec![format!("{dlq}.>")],
+                ..Default::default()
+            },
+        ];
+        for config in configs {
             broker
                 .jetstream()
-                .create_stream(async_nats::jetstream::stream::Config {
-                    name: name.clone(),
-                    subjects: vec![format!("{name}.>")],
-                    ..Default::default()
-                })
+                .create_stream(config)
                 .await
                 .expect("create stream");
         }
         Self {
+            url: url.to_string(),
             broker,
             orig,
             dlq,
@@ -143,7 +173,7 @@ impl Streams {
 
     /// Runs `switchyard dlq <args>` against the test's NATS with stdin closed.
     async fn cli(&self, args: &[&str]) -> Run {
-        dlq(args).await
+        dlq_run(&self.url, args).await
     }
 }
 
@@ -170,11 +200,11 @@ impl Run {
     }
 }
 
-async fn dlq(args: &[&str]) -> Run {
+async fn dlq_run(url: &str, args: &[&str]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("dlq")
         .args(args)
-        .args(["--nats-url", &nats_url()])
+        .args(["--nats-url", url])
         .stdin(Stdio::null())
         .output()
         .await
@@ -183,6 +213,15 @@ async fn dlq(args: &[&str]) -> Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// An original stream taking `<name>.>`.
+fn plain(name: &str) -> StreamConfig {
+    StreamConfig {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
     }
 }
 
@@ -704,7 +743,7 @@ async fn bad_input_gets_a_clear_error_and_exit_code_2() {
             run.stderr
         );
     }
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["list", "--subject", "a..b"], "empty token"),
         (&["list", "--since", "last tuesday"], "RFC 3339"),
         (
@@ -712,6 +751,7 @@ async fn bad_input_gets_a_clear_error_and_exit_code_2() {
             "--from-seq must not be above --to-seq",
         ),
         (&["replay", "--rate", "0"], "--rate"),
+        (&["list", "--limit", "0"], "--limit"),
         (
             &["list", "--reason", "Exploded"],
             "MaxDeliveries, HandlerRejected",
@@ -812,4 +852,297 @@ async fn a_policy_names_its_stream_through_its_status() {
     let listing = listed.assert_code(0).json();
     assert_eq!(listing["stream"], s.dlq.as_str());
     assert_eq!(sequences(&listing), [1, 2, 3]);
+}
+
+/// Sends the dead letters of one consumer to one target, and nobody else's anywhere.
+struct OneConsumer {
+    stream: String,
+    consumer: String,
+    target: Arc<Target>,
+}
+
+impl Routes for OneConsumer {
+    async fn route(&self, stream: &str, consumer: &str) -> Route {
+        if stream == self.stream && consumer == self.consumer {
+            Route::Deliver(self.target.clone())
+        } else {
+            Route::NotManaged
+        }
+    }
+}
+
+/// A relay task, aborted when dropped (also when the test fails): one still running after its
+/// advisory stream's guard would create the stream again.
+struct RelayTask(tokio::task::JoinHandle<()>);
+
+impl Drop for RelayTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The next event `consumer` hands out, within the patience of the tests.
+async fn next_event(consumer: &PullConsumer) -> async_nats::jetstream::Message {
+    common::wait_until("an event for the consumer", || async {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .ok()?;
+        batch.next().await?.ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_the_relay_dead_lettered_goes_back_to_its_consumer() {
+    let s = Streams::new().await;
+    let advisories = AdvisoryStream {
+        name: unique("dlqadv"),
+        scope: AdvisoryScope::Streams(vec![s.orig.clone()]),
+        max_age: Duration::from_secs(600),
+        replicas: 1,
+    };
+    let _advisory_guard = StreamGuard(advisories.name.clone());
+    advisories
+        .ensure(&s.broker, "relay", Duration::from_secs(2))
+        .await
+        .expect("advisory stream");
+    let routes = Arc::new(OneConsumer {
+        stream: s.orig.clone(),
+        consumer: "billing".into(),
+        target: Arc::new(Target {
+            policy: "shop/failures".into(),
+            stream: s.dlq.clone(),
+            subject_prefix: s.dlq.clone(),
+            layout: SubjectLayout {
+                topic_prefix: s.orig.clone(),
+                partitioned: false,
+            },
+            capture: vec![CaptureReason::MaxDeliveries],
+            release_original: false,
+        }),
+    });
+    let (reports, _unread_reports) = tokio::sync::mpsc::channel(16);
+    let relay = Relay::new(
+        connected(&nats_url()).await,
+        routes,
+        reports,
+        RelayConfig {
+            stream: advisories.clone(),
+            consumer: "relay".into(),
+            max_in_flight: 8,
+            ack_wait: Duration::from_secs(2),
+            fetch_wait: Duration::from_millis(500),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(2),
+        },
+    );
+    let _relay = RelayTask(tokio::spawn(relay.run(std::future::pending())));
+
+    let stream = s.broker.jetstream().get_stream(&s.orig).await.unwrap();
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("billing".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_deliver: 2,
+            ack_wait: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let consumer: PullConsumer = stream.get_consumer("billing").await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("ce-type", "order.placed");
+    s.broker
+        .store(
+            format!("{}.order.placed", s.orig),
+            headers,
+            Bytes::from_static(b"{\"order\":7}"),
+        )
+        .await
+        .expect("publish");
+
+    // The handler is broken: both deliveries fail, and the relay keeps the event.
+    for _ in 0..2 {
+        next_event(&consumer)
+            .await
+            .ack_with(AckKind::Nak(None))
+            .await
+            .expect("nak");
+    }
+    // The server gives up on the event when it would deliver it a third time, which takes a
+    // pull request.
+    common::wait_until("the dead letter", || async {
+        if let Ok(mut batch) = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(200))
+            .messages()
+            .await
+        {
+            while batch.next().await.is_some() {}
+        }
+        (s.count(&s.dlq).await == 1).then_some(())
+    })
+    .await;
+
+    // Fixed: the replayed event reaches the consumer once more, marked as a replay.
+    let run = s
+        .cli(&["replay", "--stream", &s.dlq, "--output", "json"])
+        .await;
+    assert_eq!(run.assert_code(0).json()["replayed"], 1);
+    let event = next_event(&consumer).await;
+    assert_eq!(&event.payload[..], b"{\"order\":7}");
+    let headers = event.headers.clone().unwrap_or_default();
+    assert_eq!(
+        headers.get(header::REPLAYED_FROM).map(|v| v.as_str()),
+        Some(format!("{}:1", s.dlq).as_str())
+    );
+    assert_eq!(
+        headers.get("ce-type").map(|v| v.as_str()),
+        Some("order.placed")
+    );
+    assert_eq!(
+        event.info().unwrap().delivered,
+        1,
+        "a new event, first delivery"
+    );
+    event.ack().await.expect("ack");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_topics_dead_letter_goes_back_to_the_same_partition() {
+    // A partitioned Topic's stream, as the Topic reconciler declares it: `<base>.<type>.<type>
+    // .<key>` is stored as `<base>.<partition>.<type>.<type>.<key>`.
+    let s = Streams::with_original(|name| StreamConfig {
+        name: name.to_string(),
+        subjects: vec![format!("{name}.*.*.*")],
+        subject_transform: Some(SubjectTransform {
+            source: format!("{name}.*.*.*"),
+            destination: format!(
+                "{name}.{{{{partition(4,3)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}"
+            ),
+        }),
+        ..Default::default()
+    })
+    .await;
+    let published = format!("{}.order.placed.key-7", s.orig);
+    s.broker
+        .store(
+            published.clone(),
+            HeaderMap::new(),
+            Bytes::from_static(b"7"),
+        )
+        .await
+        .expect("publish");
+    let original = s.message(&s.orig, 1).await;
+    assert_ne!(original.subject, published, "the stream adds the partition");
+    let letter = DeadLetter {
+        reason: Reason::MaxDeliveries,
+        subject: original.subject.clone(),
+        stream: s.orig.clone(),
+        sequence: 1,
+        consumer: "billing".into(),
+        deliveries: 5,
+        stored_at: original.time,
+        dead_lettered_at: now(),
+        msg_id: None,
+    };
+    s.store_raw(
+        format!("{}.order.placed.key-7", s.dlq),
+        letter.headers(None),
+        "7",
+    )
+    .await;
+
+    let report = replay(
+        &s.broker,
+        &s.dlq,
+        &Selection::default(),
+        &ReplayOptions {
+            rate: None,
+            trigger: "t".into(),
+        },
+        |_| {},
+    )
+    .await
+    .expect("replay");
+    assert_eq!((report.replayed, report.failed), (1, 0), "{report:?}");
+    let replayed = s.message(&s.orig, 2).await;
+    assert_eq!(
+        replayed.subject, original.subject,
+        "same partition, same subject"
+    );
+    assert_eq!(&replayed.payload[..], b"7");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_cut_short_by_an_outage_is_finished_by_a_rerun_with_its_id() {
+    let mut nats = PrivateNats::start();
+    let s = Streams::on(&nats.url(), plain).await;
+    let at = now();
+    for _ in 0..60 {
+        s.dead_letter(Reason::MaxDeliveries, "order.placed", at, "x")
+            .await;
+    }
+    let replay = {
+        let url = nats.url();
+        let dlq = s.dlq.clone();
+        tokio::spawn(async move {
+            dlq_run(
+                &url,
+                &[
+                    "replay",
+                    "--stream",
+                    &dlq,
+                    "--rate",
+                    "20",
+                    "--replay-id",
+                    "night",
+                ],
+            )
+            .await
+        })
+    };
+    common::wait_until("part of the replay", || async {
+        (s.broker.stream_bounds(&s.orig).await.ok()?.messages >= 10).then_some(())
+    })
+    .await;
+    nats.kill();
+    let cut = replay.await.expect("replay task");
+    cut.assert_code(1);
+    assert!(
+        cut.stderr.contains("rerun with --replay-id night"),
+        "{}",
+        cut.stderr
+    );
+
+    nats.resume();
+    let rerun = s
+        .cli(&[
+            "replay",
+            "--stream",
+            &s.dlq,
+            "--replay-id",
+            "night",
+            "--output",
+            "json",
+        ])
+        .await;
+    let report = rerun.assert_code(0).json();
+    let (replayed, duplicates) = (
+        report["replayed"].as_u64().unwrap(),
+        report["duplicates"].as_u64().unwrap(),
+    );
+    assert!(duplicates >= 10, "{report}");
+    assert_eq!(replayed + duplicates, 60, "{report}");
+    assert_eq!(
+        s.count(&s.orig).await,
+        60,
+        "every dead letter replayed once"
+    );
 }

@@ -6,7 +6,8 @@
 //! [`connect`] turns settings into a logged, observable connection,
 //! [`streams`], [`consumers`] and [`kv`] wrap the JetStream API calls, [`messages`] reads, stores
 //! and settles single messages, [`browse`] reads ranges of a stream and purges it,
-//! [`advisories`] delivers live server advisories, [`error`] classifies failures. This module
+//! [`transform`] undoes a stream's subject transform, [`advisories`] delivers live server
+//! advisories, [`error`] classifies failures. This module
 //! holds the [`Broker`] handle and the JetStream request every API call goes through.
 
 mod advisories;
@@ -20,6 +21,7 @@ mod kv;
 mod messages;
 mod streams;
 mod throttle;
+mod transform;
 
 use async_nats::{
     connection::State,
@@ -34,6 +36,7 @@ pub use connect::{BrokerAuth, BrokerOptions, BrokerTls};
 pub use error::{BrokerError, codes};
 pub use kv::{Entry, Kv};
 pub use messages::{Lookup, Read, Stored, StoredMessage};
+pub use transform::SubjectMapping;
 
 /// Byte buffers as the NATS client hands them out (the `bytes` crate's type; reached through
 /// axum's re-export so the crate needs no direct dependency on `bytes`).

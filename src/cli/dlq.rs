@@ -9,7 +9,7 @@ mod render;
 
 use std::{
     io::{BufRead, IsTerminal, Write},
-    num::NonZeroU32,
+    num::{NonZeroU32, NonZeroUsize},
     process::ExitCode,
     time::Duration,
 };
@@ -72,8 +72,8 @@ pub struct ListArgs {
     #[command(flatten)]
     pub filters: Filters,
     /// Dead letters listed at most.
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
+    #[arg(long, default_value = "100")]
+    pub limit: NonZeroUsize,
 }
 
 #[derive(Debug, Args)]
@@ -163,11 +163,12 @@ async fn list(args: ListArgs) -> Result<ExitCode, Stop> {
     let selection = args.filters.selection().map_err(Stop::bad_input)?;
     let (broker, stream) = open(&args.target).await?;
     // One more than shown tells whether the limit cut the listing short.
-    let mut entries = inspect::list(&broker, &stream, &selection, args.limit.saturating_add(1))
+    let limit = args.limit.get();
+    let mut entries = inspect::list(&broker, &stream, &selection, limit.saturating_add(1))
         .await
         .map_err(|e| broker_stop(&stream, e))?;
-    let more = entries.len() > args.limit;
-    entries.truncate(args.limit);
+    let more = entries.len() > limit;
+    entries.truncate(limit);
     print(match args.target.output {
         Output::Text => render::list_text(&stream, &entries, more, OffsetDateTime::now_utc()),
         Output::Json => render::list_json(&stream, &entries, more),
@@ -208,7 +209,16 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode, Stop> {
     let bar = Bar::new();
     let report = deadletter::replay(&broker, &stream, &selection, &options, |p| bar.show(p))
         .await
-        .map_err(|e| broker_stop(&stream, e));
+        .map_err(|e| {
+            let mut stop = broker_stop(&stream, e);
+            if stop.code == FAILED {
+                // Part may be done: the same id lets a rerun skip it.
+                stop.message.push_str(&format!(
+                    "; rerun with --replay-id {trigger} to republish nothing twice"
+                ));
+            }
+            stop
+        });
     bar.finish();
     let report = report?;
     print(match args.target.output {

@@ -1,6 +1,5 @@
 //! Looking at dead letters and removing them: list or count a selection, show one, purge a
-//! selection.
-//! Shared by `switchyard dlq` and anything else that reads a dead-letter stream.
+//! selection. Shared by `switchyard dlq` and anything else that reads a dead-letter stream.
 
 use time::OffsetDateTime;
 

@@ -3,18 +3,24 @@
 //! ([`format::replay_headers`]). Shared by `switchyard dlq replay` and the DeadLetterPolicy's
 //! replay annotation.
 //!
+//! A dead letter records the subject its original was stored under; where the original stream
+//! rewrote the subject (a partitioned Topic inserts the partition), the replay publishes on the
+//! subject before that rewrite, so the stream places the event as it did the first time.
+//!
 //! A replay reads the dead-letter stream up to the last sequence it held when the replay
 //! started: dead letters arriving meanwhile wait for the next replay. Replayed dead letters stay
 //! where they are; purging is a separate step. Each replay message carries an id made of the
 //! dead letter and the replay's trigger, so the same trigger republishes a dead letter at most
 //! once within its Topic's duplicate window, however often the replay is retried.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{collections::HashMap, num::NonZeroU32, time::Duration};
 
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{DeadLetter, Selection, format};
-use crate::broker::{Broker, BrokerError, MAX_BATCH, READER_INACTIVE_THRESHOLD, StoredMessage};
+use crate::broker::{
+    Broker, BrokerError, MAX_BATCH, READER_INACTIVE_THRESHOLD, StoredMessage, SubjectMapping,
+};
 
 /// Failures described in a report; the count covers the rest.
 pub const MAX_FAILURES_DESCRIBED: usize = 10;
@@ -102,6 +108,12 @@ pub async fn replay(
     let mut reader = broker.read_stream(dead_letter_stream, range, false).await?;
     let mut pace = Pace::new(options.rate);
     let batch_size = batch_size(options.rate);
+    let mut step = Replay {
+        broker,
+        stream: dead_letter_stream,
+        trigger: &options.trigger,
+        mappings: HashMap::new(),
+    };
     let replayed = async {
         loop {
             let batch = reader.next_batch(batch_size).await?;
@@ -110,11 +122,6 @@ pub async fn replay(
             }
             for message in batch {
                 state.read += 1;
-                let step = Replay {
-                    broker,
-                    stream: dead_letter_stream,
-                    trigger: &options.trigger,
-                };
                 step.one(selection, &message, &mut pace, &mut report)
                     .await?;
                 state.matched = report.matched;
@@ -141,18 +148,20 @@ fn batch_size(rate: Option<NonZeroU32>) -> usize {
     })
 }
 
-/// One replay's fixed facts.
+/// One replay's fixed facts, and what it learnt of the original streams.
 struct Replay<'a> {
     broker: &'a Broker,
     stream: &'a str,
     trigger: &'a str,
+    /// The subject transform of each original stream met so far.
+    mappings: HashMap<String, Option<SubjectMapping>>,
 }
 
 impl Replay<'_> {
     /// Replays `message` if the selection takes it, recording the outcome in `report`; only a
     /// lost connection is an error.
     async fn one(
-        &self,
+        &mut self,
         selection: &Selection,
         message: &StoredMessage,
         pace: &mut Pace,
@@ -173,13 +182,14 @@ impl Replay<'_> {
             }
         };
         report.matched += 1;
+        let subject = self.published_subject(&dead_letter).await?;
         pace.wait().await;
         let headers = format::replay_headers(&message.headers, self.stream, sequence, self.trigger);
         match self
             .broker
             .store_into(
                 &dead_letter.stream,
-                dead_letter.subject.clone(),
+                subject.clone(),
                 headers,
                 message.payload.clone(),
             )
@@ -189,11 +199,29 @@ impl Replay<'_> {
             Ok(_) => report.replayed += 1,
             Err(e @ BrokerError::Unavailable(_)) => return Err(e),
             Err(e) => report.fail(format!(
-                "sequence {sequence}: cannot republish to {} in stream {}: {e}",
-                dead_letter.subject, dead_letter.stream
+                "sequence {sequence}: cannot republish to {subject} in stream {}: {e}",
+                dead_letter.stream
             )),
         }
         Ok(())
+    }
+
+    /// The subject the original was published on: the stored one, unless its stream rewrote
+    /// it (a partitioned Topic adds the partition), which publishing it again would repeat.
+    async fn published_subject(&mut self, dead_letter: &DeadLetter) -> Result<String, BrokerError> {
+        if !self.mappings.contains_key(&dead_letter.stream) {
+            let mapping = match self.broker.subject_mapping(&dead_letter.stream).await {
+                Ok(mapping) => mapping,
+                Err(e @ BrokerError::Unavailable(_)) => return Err(e),
+                // The publish names what is wrong with the stream.
+                Err(_) => None,
+            };
+            self.mappings.insert(dead_letter.stream.clone(), mapping);
+        }
+        Ok(self.mappings[&dead_letter.stream]
+            .as_ref()
+            .and_then(|mapping| mapping.published_subject(&dead_letter.subject))
+            .unwrap_or_else(|| dead_letter.subject.clone()))
     }
 }
 

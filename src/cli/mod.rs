@@ -14,6 +14,8 @@ use crate::{
         credentials::{self, AuthSource, CredentialSources, CredentialsDir, UserName},
     },
     crdgen,
+    deadletter::{AdvisoryScope, AdvisoryStream, RelayConfig},
+    naming,
     runtime::{self, OperatorConfig, lease::LeaseConfig},
     telemetry::{self, LogFormat},
 };
@@ -115,6 +117,15 @@ pub struct RunArgs {
     /// their DeadLetterPolicy's target. `false` leaves the advisories waiting in their stream.
     #[arg(long, env = "SWITCHYARD_DEAD_LETTER_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
     pub dead_letter_relay: bool,
+    /// Stream in which the relay's advisories are captured (created if missing).
+    #[arg(long, env = "SWITCHYARD_ADVISORY_STREAM", default_value = naming::ADVISORY_STREAM)]
+    pub advisory_stream: String,
+    /// Capture the advisories of these streams only (comma-separated stream names) instead of
+    /// every stream's in the account. Advisory subjects belong to one stream each: a stream
+    /// capturing every stream's leaves room for no other, scoped ones must name different
+    /// streams. For several installations sharing one account, and for tests.
+    #[arg(long, env = "SWITCHYARD_ADVISORY_SCOPE", value_delimiter = ',')]
+    pub advisory_scope: Vec<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -364,7 +375,13 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         ..OperatorConfig::new(broker)
     };
     let config = OperatorConfig {
-        dead_letter_relay: config.dead_letter_relay.filter(|_| args.dead_letter_relay),
+        dead_letter_relay: config
+            .dead_letter_relay
+            .filter(|_| args.dead_letter_relay)
+            .map(|relay| RelayConfig {
+                stream: advisory_stream(args.advisory_stream, args.advisory_scope),
+                ..relay
+            }),
         ..config
     };
     let shutdown = async {
@@ -376,6 +393,20 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             tracing::error!("operator stopped: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--advisory-stream` and `--advisory-scope`: no streams named means every stream.
+fn advisory_stream(name: String, scope: Vec<String>) -> AdvisoryStream {
+    let scope = if scope.is_empty() {
+        AdvisoryScope::AllStreams
+    } else {
+        AdvisoryScope::Streams(scope)
+    };
+    AdvisoryStream {
+        name,
+        scope,
+        ..AdvisoryStream::default()
     }
 }
 
@@ -403,5 +434,43 @@ async fn shutdown_signal(ctrl_c: impl std::future::Future<Output = ()>) {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["switchyard", "run"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Run(args) => *args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_relay_captures_every_streams_advisories_in_the_accounts_stream_by_default() {
+        let args = run_args(&[]);
+        assert_eq!(
+            advisory_stream(args.advisory_stream, args.advisory_scope),
+            AdvisoryStream::default()
+        );
+    }
+
+    #[test]
+    fn an_advisory_stream_of_its_own_can_be_scoped_to_some_streams() {
+        let args = run_args(&[
+            "--advisory-stream",
+            "team_advisories",
+            "--advisory-scope",
+            "a_orders,a_jobs",
+        ]);
+        let stream = advisory_stream(args.advisory_stream, args.advisory_scope);
+        assert_eq!(stream.name, "team_advisories");
+        assert_eq!(
+            stream.scope,
+            AdvisoryScope::Streams(vec!["a_orders".into(), "a_jobs".into()])
+        );
     }
 }

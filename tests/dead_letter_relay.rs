@@ -497,6 +497,8 @@ async fn max_delivered_event_is_copied_with_its_payload_headers_and_every_fact()
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     );
     headers.insert("Nats-Msg-Id", "order-7");
+    headers.append("X-Tags", "a");
+    headers.append("X-Tags", "b");
     let seq = f
         .publish(format!("{orders}.order.placed"), headers, r#"{"id":7}"#)
         .await;
@@ -538,6 +540,8 @@ async fn max_delivered_event_is_copied_with_its_payload_headers_and_every_fact()
     assert_eq!(payload, r#"{"id":7}"#);
     assert_eq!(value(copy, "ce-type"), Some("order.placed"));
     assert!(value(copy, "traceparent").is_some());
+    let tags: Vec<&str> = copy.get_all("X-Tags").map(|v| v.as_str()).collect();
+    assert_eq!(tags, ["a", "b"], "every value of a repeated header is copied");
     assert_eq!(value(copy, header::REASON), Some("MaxDeliveries"));
     assert_eq!(value(copy, header::DETAIL), None);
     assert_eq!(

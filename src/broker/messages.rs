@@ -4,7 +4,7 @@
 //! and the ack protocol.
 
 use async_nats::{
-    HeaderMap, StatusCode,
+    HeaderMap, HeaderName, HeaderValue, StatusCode,
     jetstream::{
         context::PublishErrorKind,
         message::PublishMessage,
@@ -100,8 +100,15 @@ impl Broker {
             }
             Err(e) => return Err(e),
         };
-        let message = StreamMessage::try_from(answer.message)
+        let header_block = answer.message.headers.clone();
+        let mut message = StreamMessage::try_from(answer.message)
             .map_err(|e| BrokerError::Protocol(format!("unreadable stored message: {e}")))?;
+        // The client library keeps only the last value of a repeated header here; a copy must
+        // keep them all.
+        if let Some(block) = header_block {
+            message.headers = all_headers(&block)
+                .map_err(|e| BrokerError::Protocol(format!("unreadable stored headers: {e}")))?;
+        }
         Ok(Lookup::Found(stored(message)))
     }
 
@@ -236,6 +243,27 @@ impl Broker {
     }
 }
 
+/// Reads a stored message's header block (base64 of `NATS/1.0` and `Name: value` lines, as
+/// `STREAM.MSG.GET` answers it) with every value of a repeated header, in order.
+fn all_headers(block: &str) -> Result<HeaderMap, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(block)
+        .map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| e.to_string())?;
+    let mut lines = text.split("\r\n").skip(1).filter(|line| !line.is_empty());
+    let mut headers = HeaderMap::new();
+    for line in lines.by_ref() {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("malformed header line {line:?}"))?;
+        let name: HeaderName = name.trim().parse().map_err(|e| format!("{e}"))?;
+        let value: HeaderValue = value.trim().parse().map_err(|e| format!("{e}"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 fn stored(message: StreamMessage) -> StoredMessage {
     StoredMessage {
         subject: message.subject.to_string(),
@@ -243,5 +271,29 @@ fn stored(message: StreamMessage) -> StoredMessage {
         headers: message.headers,
         payload: message.payload,
         time: message.time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    use super::*;
+
+    #[test]
+    fn every_value_of_a_repeated_header_is_kept() {
+        let block = base64::engine::general_purpose::STANDARD
+            .encode("NATS/1.0\r\nX-Tag: a\r\nce-type: order.placed\r\nX-Tag: b\r\n\r\n");
+        let headers = all_headers(&block).unwrap();
+        let tags: Vec<&str> = headers.get_all("X-Tag").map(HeaderValue::as_str).collect();
+        assert_eq!(tags, ["a", "b"]);
+        assert_eq!(
+            headers.get("ce-type").map(HeaderValue::as_str),
+            Some("order.placed")
+        );
+        assert!(all_headers("not base64!").is_err());
+        let broken =
+            base64::engine::general_purpose::STANDARD.encode("NATS/1.0\r\nno colon\r\n\r\n");
+        assert!(all_headers(&broken).unwrap_err().contains("no colon"));
     }
 }

@@ -194,24 +194,6 @@ async fn reject_all(consumer: PullConsumer, client: async_nats::Client) -> BTree
     failed
 }
 
-/// Waits up to [`SETTLE`] for `probe`, trying `every` so often.
-async fn settle<T, Fut>(what: &str, every: Duration, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {SETTLE:?} waiting for {what}"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_failed_event_is_dead_lettered_exactly_once_across_kill_9s() {
     let client = kube_client().await;
@@ -303,8 +285,9 @@ async fn every_failed_event_is_dead_lettered_exactly_once_across_kill_9s() {
     for kill in 1..=KILLS {
         let lifetime = Duration::from_millis(rand::random_range(300..1500));
         tokio::time::sleep(lifetime.saturating_sub(operator.started.elapsed())).await;
-        let (at_kill, in_flight) = settle(
+        let (at_kill, in_flight) = wait_until_within(
             "the restarted relay to store copies",
+            SETTLE,
             Duration::from_millis(10),
             || async {
                 let at = stored(&broker, &dlq).await;
@@ -340,8 +323,9 @@ async fn every_failed_event_is_dead_lettered_exactly_once_across_kill_9s() {
     assert_eq!(failed.len(), EVENTS);
     // Settled: every advisory captured (one per failure) and acknowledged by the relay, so no
     // copy is still on its way.
-    let (captured, handed_out) = settle(
+    let (captured, handed_out) = wait_until_within(
         "the relay to settle every advisory",
+        SETTLE,
         Duration::from_millis(250),
         || async {
             let captured = broker.stream_info(&advisories).await.ok()??.state.messages;

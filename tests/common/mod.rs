@@ -279,21 +279,35 @@ impl Drop for Operator {
 }
 
 /// Polls `probe` until it yields a value, failing the test after [`PATIENCE`].
-pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    wait_until_within(what, PATIENCE, Duration::from_millis(200), probe).await
+}
+
+/// Polls `probe` every `every` until it yields a value, failing the test after `patience`.
+pub async fn wait_until_within<T, F, Fut>(
+    what: &str,
+    patience: Duration,
+    every: Duration,
+    mut probe: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(v) = probe().await {
             return v;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {PATIENCE:?} waiting for {what}"
+            "timed out after {patience:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

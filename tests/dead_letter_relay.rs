@@ -541,7 +541,11 @@ async fn max_delivered_event_is_copied_with_its_payload_headers_and_every_fact()
     assert_eq!(value(copy, "ce-type"), Some("order.placed"));
     assert!(value(copy, "traceparent").is_some());
     let tags: Vec<&str> = copy.get_all("X-Tags").map(|v| v.as_str()).collect();
-    assert_eq!(tags, ["a", "b"], "every value of a repeated header is copied");
+    assert_eq!(
+        tags,
+        ["a", "b"],
+        "every value of a repeated header is copied"
+    );
     assert_eq!(value(copy, header::REASON), Some("MaxDeliveries"));
     assert_eq!(value(copy, header::DETAIL), None);
     assert_eq!(

@@ -39,6 +39,11 @@ pub struct DispatchArgs {
     /// CloudEvents source of events that carry none (default: `/streams/<stream>`).
     #[arg(long)]
     pub source: Option<String>,
+    /// The Topic keeps no copy of events its consumers are done with (WorkQueue or Interest
+    /// retention): hold refused events back and report them on `$SWITCHYARD.REJECTED.…` for
+    /// the dead-letter relay, instead of terminating them (which would remove them).
+    #[arg(long)]
+    pub hold_rejections: bool,
     /// Address for /metrics, /healthz and /readyz; "off" disables the server.
     #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: String,
@@ -83,6 +88,7 @@ pub async fn run(args: DispatchArgs) -> ExitCode {
         concurrency: args.concurrency,
         timeout: args.timeout,
         http_addr,
+        hold_rejections: args.hold_rejections,
     };
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

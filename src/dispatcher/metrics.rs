@@ -11,7 +11,8 @@ use prometheus_client::{
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// acked, naked (redelivered later), retried (in place, with per-key order) or terminated.
+    /// acked, naked (redelivered later), retried (in place, with per-key order), terminated,
+    /// or held (for the dead-letter relay, where the Topic keeps no copy).
     pub outcome: &'static str,
     /// Why: ok, http_5xx, http_408, http_429, timeout, unreachable, rejected, invalid_event,
     /// max_deliveries.
@@ -47,7 +48,7 @@ impl Default for DispatchMetrics {
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "outcomes",
-            "What became of delivered events: acked, naked (redelivered later), retried (in place) or terminated, and why",
+            "What became of delivered events: acked, naked (redelivered later), retried (in place), terminated or held for the dead-letter relay, and why",
             outcomes.clone(),
         );
         let in_flight = Gauge::default();

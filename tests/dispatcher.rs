@@ -586,7 +586,14 @@ async fn a_handler_that_never_answers_or_hangs_up_gets_the_event_again() {
         (info.ack_floor.stream_sequence == 1).then_some(())
     })
     .await;
-    assert_eq!(handler.calls_of("1").len(), 2);
+    let calls = handler.calls_of("1");
+    assert_eq!(calls.len(), 2);
+    // Given up on after the timeout, redelivered after the backoff.
+    let gap = calls[1].started - calls[0].started;
+    assert!(
+        gap >= Duration::from_millis(750),
+        "redelivered after {gap:?}"
+    );
     running.stop().await;
 
     // Nothing listens at the endpoint: redelivered with the backoff until something does.

@@ -717,7 +717,7 @@ fn render(event: Event, trace: TraceContext) -> Result<HttpEvent, CloudEventErro
         check_length(name, value)?;
         // Names were admitted by is_attribute_name, which only lets through valid header names;
         // anything else is skipped like any invalid name.
-        let Ok(header) = HeaderName::try_from(format!("{ATTRIBUTE_HEADER_PREFIX}{name}")) else {
+        let Some(header) = attribute_header(name) else {
             continue;
         };
         let encoded = HeaderValue::try_from(percent_encode(value)).map_err(|_| {
@@ -739,6 +739,23 @@ fn render(event: Event, trace: TraceContext) -> Result<HttpEvent, CloudEventErro
     Ok(HttpEvent {
         headers,
         body: event.body,
+    })
+}
+
+/// The `ce-*` header of an attribute. The ones every event has are built without allocating:
+/// this runs for every attribute of every event.
+fn attribute_header(name: &str) -> Option<HeaderName> {
+    Some(match name {
+        "id" => HeaderName::from_static("ce-id"),
+        "source" => HeaderName::from_static("ce-source"),
+        "type" => HeaderName::from_static("ce-type"),
+        "specversion" => HeaderName::from_static("ce-specversion"),
+        "time" => HeaderName::from_static("ce-time"),
+        "subject" => HeaderName::from_static("ce-subject"),
+        DELIVERY_COUNT => HeaderName::from_static("ce-deliverycount"),
+        STREAM_SEQUENCE => HeaderName::from_static("ce-streamsequence"),
+        FIRST_DELIVERY_TIME => HeaderName::from_static("ce-firstdeliverytime"),
+        _ => return HeaderName::try_from(format!("{ATTRIBUTE_HEADER_PREFIX}{name}")).ok(),
     })
 }
 
@@ -1680,6 +1697,27 @@ mod tests {
     }
 
     // Switchyard's extensions and tracing
+
+    #[test]
+    fn attribute_headers_are_the_prefixed_names() {
+        for name in [
+            "id",
+            "source",
+            "type",
+            "specversion",
+            "time",
+            "subject",
+            DELIVERY_COUNT,
+            STREAM_SEQUENCE,
+            FIRST_DELIVERY_TIME,
+            "comexampleextension",
+        ] {
+            assert_eq!(
+                attribute_header(name).map(|h| h.to_string()),
+                Some(format!("ce-{name}"))
+            );
+        }
+    }
 
     #[test]
     fn delivery_extensions_are_always_set_and_replace_the_producers() {

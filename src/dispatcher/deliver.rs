@@ -80,12 +80,14 @@ impl Deliverer {
         }
     }
 
-    /// Starts the delivery of an event just received from a consumer, with its share of the
-    /// fetch's reservation (`None`: it came beyond what was asked for). With per-key order, a
-    /// redelivery new to the lines begins a handover of the consumer (see [`Handover`]).
+    /// Starts the delivery of an event just received from a consumer (with its metadata, if it
+    /// has any), with its share of the fetch's reservation (`None`: it came beyond what was
+    /// asked for). With per-key order, a redelivery new to the lines begins a handover of the
+    /// consumer (see [`Handover`]).
     pub async fn dispatch(
         self: Arc<Self>,
         event: Delivered,
+        info: Option<DeliveryInfo>,
         share: Option<OwnedSemaphorePermit>,
         handover: &Arc<Handover>,
     ) {
@@ -109,7 +111,7 @@ impl Deliverer {
             },
         };
         tokio::spawn(async move {
-            self.deliver(&event).await;
+            self.deliver(&event, info).await;
             drop((permit, running));
         });
     }
@@ -153,8 +155,8 @@ impl Deliverer {
     }
 
     /// Without per-key order: one delivery, its outcome reported to JetStream.
-    async fn deliver(&self, event: &Delivered) {
-        let Some(info) = usable_info(event) else {
+    async fn deliver(&self, event: &Delivered, info: Option<DeliveryInfo>) {
+        let Some(info) = info.or_else(|| usable_info(event)) else {
             return;
         };
         let attempt = Attempt {
@@ -347,20 +349,33 @@ impl Deliverer {
         }
     }
 
-    /// Runs `work`, telling JetStream every half of its shortest ack deadline that the event
-    /// is still in progress.
-    async fn keep_alive_while<T>(&self, event: &Delivered, work: impl Future<Output = T>) -> T {
-        tokio::pin!(work);
+    /// Runs the handler's `call` up to the timeout, telling JetStream every half of its
+    /// shortest ack deadline that the event is still in progress. One timer serves both: a
+    /// timer per event is a good part of the dispatcher's cost at tens of thousands a second.
+    async fn keep_alive_while(
+        &self,
+        event: &Delivered,
+        call: impl Future<Output = HandlerResult>,
+    ) -> HandlerResult {
+        tokio::pin!(call);
         let every = (self.redelivery.shortest_wait() / 2).max(Duration::from_millis(1));
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let start = tokio::time::Instant::now();
+        let (give_up, mut keep_alive) = (start + self.timeout, start + every);
+        let timer = tokio::time::sleep_until(keep_alive.min(give_up));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
-                result = &mut work => return result,
-                _ = keep_alive.tick() => {
+                result = &mut call => return result,
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return HandlerResult::TimedOut;
+                    }
                     self.state.metrics.keep_alives.inc();
                     if let Err(e) = event.in_progress().await {
                         debug!(error = %e, "in-progress acknowledgement failed");
                     }
+                    keep_alive += every;
+                    timer.as_mut().reset(keep_alive.min(give_up));
                 }
             }
         }
@@ -403,13 +418,13 @@ impl Deliverer {
         metrics.in_flight.inc();
         metrics.delivered.inc();
         let started = Instant::now();
-        let call = self
-            .handler
-            .deliver(request.headers, request.body, self.timeout);
         let result = if keep_alive {
+            let call = self.handler.exchange(request.headers, request.body);
             self.keep_alive_while(event, call).await
         } else {
-            call.await
+            self.handler
+                .deliver(request.headers, request.body, self.timeout)
+                .await
         };
         metrics.observe_handler(started.elapsed());
         metrics.in_flight.dec();

@@ -439,11 +439,12 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
             }
             delay = RETRY_FIRST;
             received += 1;
-            let first_delivery = delivered.info().is_ok_and(|info| info.delivered == 1);
+            let info = delivered.info().ok();
+            let first_delivery = info.is_some_and(|info| info.delivered == 1);
             let share = reserved.as_mut().and_then(|r| r.split(1));
             deliverer
                 .clone()
-                .dispatch(delivered, share, &handover)
+                .dispatch(delivered, info, share, &handover)
                 .await;
             if first_delivery {
                 // JetStream hands out what it has queued for redelivery first.

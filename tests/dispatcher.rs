@@ -9,10 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{self, consumer::pull, stream::Config as StreamConfig};
+use async_nats::jetstream::{
+    self,
+    consumer::pull,
+    stream::{Config as StreamConfig, RetentionPolicy},
+};
 use axum::{Router, extract::State, http::HeaderMap, response::IntoResponse, routing::post};
 use common::*;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use switchyard::{
     broker::BrokerOptions,
     dispatcher::{self, DispatchConfig, cloudevents::TopicLayout},
@@ -158,6 +162,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(name: &str) -> Self {
+        Self::with_retention(name, RetentionPolicy::Limits).await
+    }
+
+    async fn with_retention(name: &str, retention: RetentionPolicy) -> Self {
         let suffix = format!("{:x}", rand::random::<u32>());
         let stream = format!("dispatch{suffix}_{name}");
         let prefix = format!("dispatch{suffix}.{name}");
@@ -167,6 +175,7 @@ impl Fixture {
             .create_stream(StreamConfig {
                 name: stream.clone(),
                 subjects: vec![format!("{prefix}.>")],
+                retention,
                 ..Default::default()
             })
             .await
@@ -217,6 +226,48 @@ impl Fixture {
         }
     }
 
+    /// Publishes one event of `event_type` with these headers; its stream sequence.
+    async fn publish_with(
+        &self,
+        event_type: &str,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> u64 {
+        let mut map = async_nats::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, *value);
+        }
+        self.jetstream
+            .publish_with_headers(
+                format!("{}.{event_type}", self.prefix),
+                map,
+                payload.to_vec().into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored")
+            .sequence
+    }
+
+    /// The terminated advisories of `consumer`, from now on, by stream sequence: their reasons.
+    async fn terminations(&self, consumer: &str) -> Terminations {
+        let subscriber = self
+            .jetstream
+            .client()
+            .subscribe(format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.{consumer}",
+                self.stream
+            ))
+            .await
+            .unwrap();
+        self.jetstream.client().flush().await.unwrap();
+        Terminations {
+            subscriber,
+            seen: HashMap::new(),
+        }
+    }
+
     async fn consumer_state(&self, name: &str) -> jetstream::consumer::Info {
         let mut stream = self.jetstream.get_stream(&self.stream).await.unwrap();
         let _ = stream.info().await;
@@ -245,7 +296,44 @@ impl Fixture {
                 source: format!("/streams/{}", self.stream),
             },
             http_addr: None,
+            hold_rejections: false,
         }
+    }
+}
+
+/// Terminated advisories as they come.
+struct Terminations {
+    subscriber: async_nats::Subscriber,
+    seen: HashMap<u64, String>,
+}
+
+impl Terminations {
+    /// The reason the event at `sequence` was terminated with, waiting for it if need be.
+    async fn reason(&mut self, sequence: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.contains_key(&sequence) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.subscriber.next())
+                .await
+                .unwrap_or_else(|_| panic!("no terminated advisory for {sequence}"))
+                .expect("advisories");
+            let advisory: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            self.seen.insert(
+                advisory["stream_seq"].as_u64().unwrap(),
+                advisory["reason"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+        self.seen[&sequence].clone()
+    }
+
+    /// Every advisory that came so far, without waiting.
+    fn so_far(&mut self) -> usize {
+        while let Some(Some(message)) = self.subscriber.next().now_or_never() {
+            let advisory: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            self.seen
+                .insert(advisory["stream_seq"].as_u64().unwrap(), String::new());
+        }
+        self.seen.len()
     }
 }
 
@@ -425,6 +513,11 @@ async fn handler_failures_are_redelivered_with_the_backoff_and_refusals_terminat
         })
         .collect();
     assert_eq!(counts, ["1", "2", "3"]);
+    let first_times: HashSet<&str> = flaky
+        .iter()
+        .map(|c| header_of(c, "ce-firstdeliverytime").expect("first delivery time"))
+        .collect();
+    assert_eq!(first_times.len(), 1, "redeliveries carry the first time");
     let busy = handler.calls_of("2");
     assert!(
         busy[1].at - busy[0].at >= Duration::from_millis(1_950),
@@ -493,7 +586,14 @@ async fn a_handler_that_never_answers_or_hangs_up_gets_the_event_again() {
         (info.ack_floor.stream_sequence == 1).then_some(())
     })
     .await;
-    assert_eq!(handler.calls_of("1").len(), 2);
+    let calls = handler.calls_of("1");
+    assert_eq!(calls.len(), 2);
+    // Given up on after the timeout, redelivered after the backoff.
+    let gap = calls[1].started - calls[0].started;
+    assert!(
+        gap >= Duration::from_millis(750),
+        "redelivered after {gap:?}"
+    );
     running.stop().await;
 
     // Nothing listens at the endpoint: redelivered with the backoff until something does.
@@ -575,6 +675,7 @@ async fn the_dispatcher_rides_out_a_nats_restart() {
             source: "/restart".into(),
         },
         http_addr: None,
+        hold_rejections: false,
     });
     let publish = |n: usize| {
         let jetstream = jetstream.clone();
@@ -1183,5 +1284,493 @@ async fn per_key_takeover_sorts_what_jetstream_hands_back_out_of_order() {
         "all handed back by JetStream"
     );
     assert_per_key_order(&calls, 1, 10);
+    running.stop().await;
+}
+
+fn header_of<'c>(call: &'c Call, name: &str) -> Option<&'c str> {
+    call.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payloads_that_are_no_cloudevents_and_huge_headers_get_a_clear_outcome_each() {
+    let fixture = Fixture::new("intake").await;
+    fixture.consumer("intake", |_| {}).await;
+    let mut terminations = fixture.terminations("intake").await;
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let running = Running::start(fixture.config("intake", &handler, 4));
+
+    // Delivered as plain payloads, byte for byte, whatever they hold.
+    let blob: Vec<u8> = (0..2_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let blob_seq = fixture.publish_with("blob.stored", &[], &blob).await;
+    let array_seq = fixture.publish_with("list.made", &[], b"[1,2,3]").await;
+    // Headers that are no attributes are not forwarded, however large; an unusable trace is
+    // dropped (tracing is best effort).
+    let junk = "j".repeat(60_000);
+    let junk_seq = fixture
+        .publish_with("junk.attached", &[("X-Junk", &junk)], b"j")
+        .await;
+    let trace = "0".repeat(5_000);
+    let trace_seq = fixture
+        .publish_with("trace.huge", &[("traceparent", &trace)], b"t")
+        .await;
+    // Given up on, with the reason in the terminated advisory.
+    let long = "y".repeat(10_000);
+    let long_seq = fixture
+        .publish_with("attribute.long", &[("ce-comment", &long)], b"l")
+        .await;
+    let names: Vec<String> = (0..100).map(|i| format!("ce-x{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let many_seq = fixture.publish_with("attributes.many", &many, b"m").await;
+    let broken_seq = fixture
+        .publish_with(
+            "envelope.broken",
+            &[("Content-Type", "application/cloudevents+json")],
+            br#"{"specversion": "#,
+        )
+        .await;
+    // And the dispatcher goes on.
+    let after_seq = fixture.publish_with("order.placed", &[], b"fine").await;
+
+    assert_eq!(
+        terminations.reason(long_seq).await,
+        "InvalidEvent: attribute comment is 10000 bytes long; at most 4096 are allowed"
+    );
+    assert_eq!(
+        terminations.reason(many_seq).await,
+        "InvalidEvent: event has 100 attributes; at most 64 are allowed"
+    );
+    let broken = terminations.reason(broken_seq).await;
+    assert!(
+        broken.starts_with("InvalidEvent: structured event is not valid JSON: "),
+        "{broken}"
+    );
+    wait_until("everything settled", || async {
+        let info = fixture.consumer_state("intake").await;
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await;
+    let calls = handler.calls();
+    let by_id = |seq: u64| {
+        let mut of: Vec<&Call> = calls.iter().filter(|c| c.id == seq.to_string()).collect();
+        assert!(of.len() <= 1, "event {seq} handled {} times", of.len());
+        of.pop()
+    };
+    let blob_call = by_id(blob_seq).expect("the blob delivered");
+    assert_eq!(blob_call.body, blob);
+    assert_eq!(header_of(blob_call, "ce-type"), Some("blob.stored"));
+    assert_eq!(header_of(blob_call, "content-type"), None);
+    let array_call = by_id(array_seq).expect("the array delivered");
+    assert_eq!(array_call.body, b"[1,2,3]");
+    let junk_call = by_id(junk_seq).expect("the event with a huge header delivered");
+    assert!(junk_call.headers.get("x-junk").is_none());
+    let trace_call = by_id(trace_seq).expect("the event with a huge trace delivered");
+    assert!(trace_call.headers.get("traceparent").is_none());
+    for refused in [long_seq, many_seq, broken_seq] {
+        assert!(by_id(refused).is_none(), "{refused} reached the handler");
+    }
+    assert!(by_id(after_seq).is_some(), "the dispatcher went on");
+    assert_eq!(calls.len(), 5);
+    running.stop().await;
+}
+
+/// How the transport-level handler treats one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// Reads the first bytes of the request and closes the connection.
+    CloseMidRequest,
+    /// Reads the whole request and closes the connection without a word.
+    CloseUnanswered,
+    /// Reads the whole request and answers something that is not HTTP.
+    Garbage,
+    /// Answers every request with 200, keeping the connection alive.
+    Serve,
+}
+
+/// A request as the transport-level handler read it.
+#[derive(Clone, Debug)]
+struct RawCall {
+    connection: usize,
+    headers: HashMap<String, String>,
+    at: Instant,
+}
+
+/// An HTTP handler written against raw TCP, so it can misbehave the way no framework lets
+/// one: the n-th connection (0-based) that sends anything is treated as `plan(n)` says
+/// (connections that send nothing are the dispatcher's readiness probes).
+struct RawHandler {
+    addr: SocketAddr,
+    calls: Arc<Mutex<Vec<RawCall>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawHandler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawHandler {
+    async fn start(plan: fn(usize) -> Transport) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls: Arc<Mutex<Vec<RawCall>>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (recorded, counted) = (calls.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (counted, recorded) = (counted.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut first = vec![0u8; 16];
+                    let Ok(read @ 1..) = socket.read(&mut first).await else {
+                        return;
+                    };
+                    first.truncate(read);
+                    let connection = counted.fetch_add(1, Ordering::SeqCst);
+                    Self::serve(socket, first, connection, plan(connection), recorded).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            calls,
+            connections,
+            task,
+        }
+    }
+
+    /// Serves a connection whose first bytes were `buffer`.
+    async fn serve(
+        mut socket: tokio::net::TcpStream,
+        mut buffer: Vec<u8>,
+        connection: usize,
+        transport: Transport,
+        calls: Arc<Mutex<Vec<RawCall>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if transport == Transport::CloseMidRequest {
+            calls.lock().unwrap().push(RawCall {
+                connection,
+                headers: HashMap::new(),
+                at: Instant::now(),
+            });
+            return;
+        }
+        loop {
+            // One request: headers up to the blank line, then Content-Length bytes of body.
+            let head_end = loop {
+                if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+            let headers: HashMap<String, String> = head
+                .lines()
+                .skip(1)
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+                .collect();
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buffer.len() < head_end + length {
+                let mut chunk = [0u8; 4096];
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buffer.drain(..head_end + length);
+            calls.lock().unwrap().push(RawCall {
+                connection,
+                headers,
+                at: Instant::now(),
+            });
+            let answer: &[u8] = match transport {
+                Transport::CloseMidRequest | Transport::CloseUnanswered => return,
+                Transport::Garbage => b"220 mail.example.com ESMTP ready\r\n\r\n",
+                Transport::Serve => b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            };
+            if socket.write_all(answer).await.is_err() || transport == Transport::Garbage {
+                return;
+            }
+        }
+    }
+
+    fn calls(&self) -> Vec<RawCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_that_drops_connections_gets_the_event_again_after_the_backoff() {
+    let fixture = Fixture::new("uploads").await;
+    let backoff = Duration::from_millis(400);
+    fixture
+        .consumer("uploads", |c| c.backoff = vec![backoff])
+        .await;
+    let handler = RawHandler::start(|connection| match connection {
+        0 => Transport::CloseMidRequest,
+        1 => Transport::CloseUnanswered,
+        2 => Transport::Garbage,
+        _ => Transport::Serve,
+    })
+    .await;
+    let mut config = fixture.config("uploads", &TestHandler::start(TestHandler::ok()).await, 1);
+    config.endpoint = format!("http://{}/events", handler.addr);
+    let running = Running::start(config);
+    fixture.publish("upload.finished", 1).await;
+    wait_until("acknowledged on the fourth delivery", || async {
+        let info = fixture.consumer_state("uploads").await;
+        (info.ack_floor.stream_sequence == 1).then_some(())
+    })
+    .await;
+    let calls = handler.calls();
+    let connections: Vec<usize> = calls.iter().map(|c| c.connection).collect();
+    assert_eq!(connections, [0, 1, 2, 3], "one delivery per connection");
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= backoff - Duration::from_millis(50),
+            "redelivered after the backoff: {:?}",
+            pair[1].at - pair[0].at
+        );
+    }
+    let header = |call: &RawCall, name: &str| call.headers.get(name).cloned();
+    let counts: Vec<Option<String>> = calls[1..]
+        .iter()
+        .map(|c| header(c, "ce-deliverycount"))
+        .collect();
+    assert_eq!(
+        counts,
+        [Some("2".into()), Some("3".into()), Some("4".into())]
+    );
+    // Every redelivery tells when the event first reached the handler: the same time.
+    let first = header(&calls[1], "ce-firstdeliverytime").expect("first delivery time");
+    assert!(
+        calls[2..]
+            .iter()
+            .all(|c| header(c, "ce-firstdeliverytime").as_ref() == Some(&first))
+    );
+
+    // Recovered: the next events go through the healthy connection.
+    fixture.publish("upload.finished", 20).await;
+    wait_until("the next 20 acknowledged", || async {
+        let info = fixture.consumer_state("uploads").await;
+        (info.ack_floor.stream_sequence == 21).then_some(())
+    })
+    .await;
+    let calls = handler.calls();
+    assert_eq!(calls.len(), 24);
+    assert!(
+        calls[4..]
+            .iter()
+            .all(|c| header(c, "ce-deliverycount").as_deref() == Some("1"))
+    );
+    assert!(
+        handler
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < 24,
+        "connections are kept alive"
+    );
+    running.stop().await;
+}
+
+/// Routes every consumer's dead letters to one target, as the operator would for a Subscription
+/// whose DeadLetterPolicy names it.
+struct OneTarget(Arc<switchyard::deadletter::Target>);
+
+impl switchyard::deadletter::Routes for OneTarget {
+    async fn route(&self, _stream: &str, _consumer: &str) -> switchyard::deadletter::Route {
+        switchyard::deadletter::Route::Deliver(self.0.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_in_a_work_queue_topic_are_held_for_the_relay_which_copies_then_removes_them() {
+    use switchyard::{
+        api::dead_letter_policy::CaptureReason,
+        broker::{Lookup, Read},
+        deadletter::{
+            AdvisoryScope, AdvisoryStream, Rejection, Relay, RelayConfig, SubjectLayout, Target,
+            format::header,
+        },
+    };
+    let fixture = Fixture::with_retention("chores", RetentionPolicy::WorkQueue).await;
+    fixture
+        .consumer("chores", |c| c.backoff = vec![Duration::from_millis(500)])
+        .await;
+    let broker = connected(&nats_url()).await;
+    let mut terminations = fixture.terminations("chores").await;
+    let handler = TestHandler::start(Arc::new(|call, _| match header_of(call, "ce-type") {
+        Some("chore.refused") => (400, None, Duration::ZERO),
+        _ => (200, None, Duration::ZERO),
+    }))
+    .await;
+    let mut config = fixture.config("chores", &handler, 2);
+    config.hold_rejections = true;
+    let running = Running::start(config);
+
+    // No advisory stream yet (no relay installed): the rejection cannot be stored, so the event
+    // is not given up but comes back after the backoff, and stays in the stream.
+    let refused = fixture.publish_with("chore.refused", &[], b"refused").await;
+    wait_for_calls(&handler, "the refused event offered twice", |calls| {
+        calls.iter().filter(|c| c.id == refused.to_string()).count() >= 2
+    })
+    .await;
+    let stored = |sequence| {
+        let broker = broker.clone();
+        let stream = fixture.stream.clone();
+        async move {
+            broker
+                .stream_message(&stream, sequence, Read::Leader)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(matches!(stored(refused).await, Lookup::Found(_)));
+
+    // With the advisory stream, the rejection is published there and the event held back.
+    let advisories = AdvisoryStream {
+        name: unique("dispatchadv"),
+        scope: AdvisoryScope::Streams(vec![fixture.stream.clone()]),
+        max_age: Duration::from_secs(600),
+        replicas: 1,
+    };
+    let _advisories_guard = StreamGuard(advisories.name.clone());
+    advisories
+        .ensure(&broker, "relay", Duration::from_secs(2))
+        .await
+        .expect("advisory stream");
+    let invalid = fixture
+        .publish_with(
+            "chore.garbled",
+            &[("Content-Type", "application/cloudevents+json")],
+            b"{",
+        )
+        .await;
+    let rejected_subject = format!("$SWITCHYARD.REJECTED.{}.chores", fixture.stream);
+    let rejections = wait_until("both rejections stored", || async {
+        let info = broker.stream_info(&advisories.name).await.unwrap().unwrap();
+        let mut found: HashMap<u64, Rejection> = HashMap::new();
+        for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
+            if let Lookup::Found(m) = broker
+                .stream_message(&advisories.name, seq, Read::Leader)
+                .await
+                .unwrap()
+                && m.subject == rejected_subject
+            {
+                let rejection: Rejection = serde_json::from_slice(&m.payload).unwrap();
+                found.insert(rejection.stream_seq, rejection);
+            }
+        }
+        (found.len() == 2).then_some(found)
+    })
+    .await;
+    let handler_rejected = &rejections[&refused];
+    assert_eq!(handler_rejected.reason, "HandlerRejected: HTTP 400");
+    assert_eq!(handler_rejected.stream, fixture.stream);
+    assert_eq!(handler_rejected.consumer, "chores");
+    assert!(handler_rejected.deliveries >= 2);
+    assert!(
+        rejections[&invalid].reason.starts_with("InvalidEvent: "),
+        "{:?}",
+        rejections[&invalid]
+    );
+    // Held: nothing terminated, both originals still there, waiting unacknowledged.
+    let calls_before = handler.calls_of(&refused.to_string()).len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        handler.calls_of(&refused.to_string()).len(),
+        calls_before,
+        "a held event is not offered again"
+    );
+    assert_eq!(terminations.so_far(), 0, "nothing terminated");
+    for sequence in [refused, invalid] {
+        assert!(matches!(stored(sequence).await, Lookup::Found(_)));
+    }
+    assert_eq!(fixture.consumer_state("chores").await.num_ack_pending, 2);
+
+    // The relay copies each and acknowledges it for the consumer: the originals go.
+    let dlq = unique("dispatchdlq");
+    let _dlq_guard = StreamGuard(dlq.clone());
+    fixture
+        .jetstream
+        .create_stream(StreamConfig {
+            name: dlq.clone(),
+            subjects: vec![format!("{dlq}.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("dead-letter stream");
+    let target = Arc::new(Target {
+        policy: "dispatch/dead-letters".into(),
+        stream: dlq.clone(),
+        subject_prefix: dlq.clone(),
+        layout: SubjectLayout {
+            topic_prefix: fixture.prefix.clone(),
+            partitioned: false,
+        },
+        capture: vec![CaptureReason::Terminated],
+        release_original: true,
+    });
+    let (reports, mut report_rx) = tokio::sync::mpsc::channel(16);
+    let relay = Relay::new(
+        connected(&nats_url()).await,
+        Arc::new(OneTarget(target)),
+        reports,
+        RelayConfig {
+            stream: advisories.clone(),
+            consumer: "relay".into(),
+            ack_wait: Duration::from_secs(2),
+            fetch_wait: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let (stop_relay, relay_stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn(relay.run(async move {
+        let _ = relay_stopped.await;
+    }));
+    let drain = tokio::spawn(async move { while report_rx.recv().await.is_some() {} });
+    wait_until("both originals removed", || async {
+        let gone = matches!(stored(refused).await, Lookup::Gone)
+            && matches!(stored(invalid).await, Lookup::Gone);
+        gone.then_some(())
+    })
+    .await;
+    let info = broker.stream_info(&dlq).await.unwrap().unwrap();
+    assert_eq!(info.state.messages, 2, "one copy each");
+    let mut reasons = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if let Lookup::Found(m) = broker
+            .stream_message(&dlq, seq, Read::Leader)
+            .await
+            .unwrap()
+        {
+            reasons.push(
+                m.headers
+                    .get(header::REASON)
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["HandlerRejected", "Terminated"]);
+    assert_eq!(fixture.consumer_state("chores").await.num_ack_pending, 0);
+    let _ = stop_relay.send(());
+    let _ = relay.await;
+    drain.abort();
     running.stop().await;
 }

@@ -316,6 +316,14 @@ impl Delivered {
         })
     }
 
+    /// The names of the stream holding the event and of the consumer that delivered it.
+    pub fn stream_and_consumer(&self) -> Result<(&str, &str), BrokerError> {
+        self.message
+            .info()
+            .map(|info| (info.stream, info.consumer))
+            .map_err(|e| BrokerError::Protocol(format!("not a JetStream delivery: {e}")))
+    }
+
     pub async fn ack(&self) -> Result<(), BrokerError> {
         self.reply(AckKind::Ack).await
     }

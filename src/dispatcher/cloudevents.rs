@@ -18,8 +18,9 @@
 //! dispatcher knows: `id` from `Nats-Msg-Id` or the stream sequence, `source` from the Topic,
 //! `type` from the subject (`<namespace>.<topic>.<type>…`), `specversion` 1.0; `time` from the
 //! stream's timestamp and, on partitioned Topics, `subject` from the key tokens. Two extensions
-//! are always set: [`DELIVERY_COUNT`] and [`STREAM_SEQUENCE`]. The W3C `traceparent` and
-//! `tracestate` travel as HTTP headers of their own.
+//! are always set: [`DELIVERY_COUNT`] and [`STREAM_SEQUENCE`]; a third, [`FIRST_DELIVERY_TIME`],
+//! whenever the dispatcher knows it. The W3C `traceparent` and `tracestate` travel as HTTP
+//! headers of their own.
 //!
 //! Every failure is a [`CloudEventError`] whose text is short enough to be the reason an event is
 //! terminated with; nothing here panics on any input.
@@ -45,6 +46,10 @@ pub const DELIVERY_COUNT: &str = "deliverycount";
 /// Extension carrying the event's sequence number in the Topic's stream: unique and increasing
 /// per Topic, useful to spot gaps or reorderings.
 pub const STREAM_SEQUENCE: &str = "streamsequence";
+/// Extension carrying when the event first reached a handler (RFC 3339), so a handler can tell
+/// how long an event has been failing. Set on every first delivery, and on redeliveries whose
+/// first delivery the dispatcher remembers (see `first_delivery`); never guessed.
+pub const FIRST_DELIVERY_TIME: &str = "firstdeliverytime";
 /// Longest attribute value accepted, in bytes (before percent-encoding).
 pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
 /// Most attributes a published event may carry (`ce-*` headers or envelope members).
@@ -105,6 +110,8 @@ pub struct Received<'a> {
     /// How many times the message has been delivered, 1 on the first delivery (see
     /// [`DELIVERY_COUNT`]).
     pub delivered: i64,
+    /// When the event was first delivered, if known (see [`FIRST_DELIVERY_TIME`]).
+    pub first_delivered: Option<OffsetDateTime>,
 }
 
 /// An event as a CloudEvents binary-mode HTTP request: `ce-*` headers, `Content-Type` when the
@@ -653,10 +660,18 @@ fn check_spec_version(attributes: &BTreeMap<String, String>) -> Result<(), Cloud
     }
 }
 
-/// Switchyard's own extensions; they replace any a producer set, which could only mislead.
+/// Switchyard's own extensions; they replace any a producer set, which could only mislead (a
+/// producer's first-delivery time is dropped even when the dispatcher has none to give).
 fn add_delivery_extensions(attributes: &mut BTreeMap<String, String>, received: &Received<'_>) {
     attributes.insert(DELIVERY_COUNT.into(), received.delivered.to_string());
     attributes.insert(STREAM_SEQUENCE.into(), received.stream_sequence.to_string());
+    match received
+        .first_delivered
+        .and_then(|at| at.format(&Rfc3339).ok())
+    {
+        Some(at) => attributes.insert(FIRST_DELIVERY_TIME.into(), at),
+        None => attributes.remove(FIRST_DELIVERY_TIME),
+    };
 }
 
 /// The W3C trace context to send along.
@@ -702,7 +717,7 @@ fn render(event: Event, trace: TraceContext) -> Result<HttpEvent, CloudEventErro
         check_length(name, value)?;
         // Names were admitted by is_attribute_name, which only lets through valid header names;
         // anything else is skipped like any invalid name.
-        let Ok(header) = HeaderName::try_from(format!("{ATTRIBUTE_HEADER_PREFIX}{name}")) else {
+        let Some(header) = attribute_header(name) else {
             continue;
         };
         let encoded = HeaderValue::try_from(percent_encode(value)).map_err(|_| {
@@ -724,6 +739,23 @@ fn render(event: Event, trace: TraceContext) -> Result<HttpEvent, CloudEventErro
     Ok(HttpEvent {
         headers,
         body: event.body,
+    })
+}
+
+/// The `ce-*` header of an attribute. The ones every event has are built without allocating:
+/// this runs for every attribute of every event.
+fn attribute_header(name: &str) -> Option<HeaderName> {
+    Some(match name {
+        "id" => HeaderName::from_static("ce-id"),
+        "source" => HeaderName::from_static("ce-source"),
+        "type" => HeaderName::from_static("ce-type"),
+        "specversion" => HeaderName::from_static("ce-specversion"),
+        "time" => HeaderName::from_static("ce-time"),
+        "subject" => HeaderName::from_static("ce-subject"),
+        DELIVERY_COUNT => HeaderName::from_static("ce-deliverycount"),
+        STREAM_SEQUENCE => HeaderName::from_static("ce-streamsequence"),
+        FIRST_DELIVERY_TIME => HeaderName::from_static("ce-firstdeliverytime"),
+        _ => return HeaderName::try_from(format!("{ATTRIBUTE_HEADER_PREFIX}{name}")).ok(),
     })
 }
 
@@ -893,6 +925,7 @@ mod tests {
                 stream_sequence: SEQUENCE,
                 published: OffsetDateTime::from_unix_timestamp_nanos(PUBLISHED_NANOS).unwrap(),
                 delivered: 1,
+                first_delivered: None,
             },
             layout,
         )
@@ -1653,6 +1686,7 @@ mod tests {
                 stream_sequence: 7,
                 published: OffsetDateTime::UNIX_EPOCH,
                 delivered: 3,
+                first_delivered: None,
             },
             &layout(),
         )
@@ -1663,6 +1697,27 @@ mod tests {
     }
 
     // Switchyard's extensions and tracing
+
+    #[test]
+    fn attribute_headers_are_the_prefixed_names() {
+        for name in [
+            "id",
+            "source",
+            "type",
+            "specversion",
+            "time",
+            "subject",
+            DELIVERY_COUNT,
+            STREAM_SEQUENCE,
+            FIRST_DELIVERY_TIME,
+            "comexampleextension",
+        ] {
+            assert_eq!(
+                attribute_header(name).map(|h| h.to_string()),
+                Some(format!("ce-{name}"))
+            );
+        }
+    }
 
     #[test]
     fn delivery_extensions_are_always_set_and_replace_the_producers() {
@@ -1676,12 +1731,36 @@ mod tests {
                 stream_sequence: 1234,
                 published: OffsetDateTime::UNIX_EPOCH,
                 delivered: 5,
+                first_delivered: None,
             },
             &layout(),
         )
         .unwrap();
         assert_eq!(header(&event, "ce-deliverycount"), Some("5"));
         assert_eq!(header(&event, "ce-streamsequence"), Some("1234"));
+    }
+
+    #[test]
+    fn first_delivery_time_is_set_when_known_and_never_taken_from_the_producer() {
+        let headers = nats(&[("ce-firstdeliverytime", "2000-01-01T00:00:00Z")]);
+        let payload = Bytes::from_static(b"x");
+        let received = |first_delivered| Received {
+            subject: "shop.orders.a",
+            headers: Some(&headers),
+            payload: &payload,
+            stream_sequence: 8,
+            published: OffsetDateTime::UNIX_EPOCH,
+            delivered: 2,
+            first_delivered,
+        };
+        let first = OffsetDateTime::from_unix_timestamp_nanos(PUBLISHED_NANOS).unwrap();
+        let known = to_http(&received(Some(first)), &layout()).unwrap();
+        assert_eq!(
+            header(&known, "ce-firstdeliverytime"),
+            Some("2024-05-01T12:00:00.5Z")
+        );
+        let unknown = to_http(&received(None), &layout()).unwrap();
+        assert_eq!(header(&unknown, "ce-firstdeliverytime"), None);
     }
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -2058,6 +2137,7 @@ mod tests {
                 stream_sequence,
                 published: OffsetDateTime::from_unix_timestamp(published).unwrap(),
                 delivered,
+                first_delivered: None,
             };
             match to_http(&received, &layout) {
                 Ok(event) => {

@@ -8,17 +8,26 @@ use std::{
     time::{Duration, Instant},
 };
 
+use time::OffsetDateTime;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit, RwLock, Semaphore};
 use tracing::{debug, warn};
 
 use super::{
     State,
     cloudevents::{self, Received, TopicLayout},
+    first_delivery::FirstDeliveries,
     handler::Handler,
     key_order::{Handover, KeepAlive, KeyOrder, Lined, key_of},
     outcome::{HandlerResult, InPlace, Redelivery, Verdict, in_place, judge, next_attempt},
+    refusal::{Refusals, Refused},
 };
-use crate::{broker::delivery::Delivered, runtime::shutdown::Shutdown};
+use crate::{
+    broker::{
+        BrokerError,
+        delivery::{Delivered, DeliveryInfo},
+    },
+    runtime::shutdown::Shutdown,
+};
 
 pub struct Deliverer {
     pub handler: Handler,
@@ -35,6 +44,19 @@ pub struct Deliverer {
     pub shutdown: Shutdown,
     /// Held (shared) by every delivery task, so shutdown can wait for them all.
     pub in_flight: Arc<RwLock<()>>,
+    /// How events the dispatcher gives up on are settled.
+    pub refusals: Refusals,
+    /// When the events handed back for redelivery were first delivered.
+    pub first_deliveries: FirstDeliveries,
+}
+
+/// One call of the handler for an event.
+struct Attempt {
+    info: DeliveryInfo,
+    /// The delivery number the handler sees (1-based).
+    number: i64,
+    /// When the event first reached a handler, if known.
+    first: Option<OffsetDateTime>,
 }
 
 pub struct KeyLines {
@@ -58,12 +80,14 @@ impl Deliverer {
         }
     }
 
-    /// Starts the delivery of an event just received from a consumer, with its share of the
-    /// fetch's reservation (`None`: it came beyond what was asked for). With per-key order, a
-    /// redelivery new to the lines begins a handover of the consumer (see [`Handover`]).
+    /// Starts the delivery of an event just received from a consumer (with its metadata, if it
+    /// has any), with its share of the fetch's reservation (`None`: it came beyond what was
+    /// asked for). With per-key order, a redelivery new to the lines begins a handover of the
+    /// consumer (see [`Handover`]).
     pub async fn dispatch(
         self: Arc<Self>,
         event: Delivered,
+        info: Option<DeliveryInfo>,
         share: Option<OwnedSemaphorePermit>,
         handover: &Arc<Handover>,
     ) {
@@ -87,7 +111,7 @@ impl Deliverer {
             },
         };
         tokio::spawn(async move {
-            self.deliver(&event).await;
+            self.deliver(&event, info).await;
             drop((permit, running));
         });
     }
@@ -131,27 +155,67 @@ impl Deliverer {
     }
 
     /// Without per-key order: one delivery, its outcome reported to JetStream.
-    async fn deliver(&self, event: &Delivered) {
-        let Some((result, verdict)) = self.attempt(event, None, true).await else {
+    async fn deliver(&self, event: &Delivered, info: Option<DeliveryInfo>) {
+        let Some(info) = info.or_else(|| usable_info(event)) else {
             return;
         };
-        let outcome = match verdict {
-            Verdict::Ack => "acked",
-            Verdict::Nak { .. } => "naked",
-            Verdict::Term { .. } => "terminated",
+        let attempt = Attempt {
+            info,
+            number: info.delivered,
+            first: self.first_deliveries.of(
+                info.stream_sequence,
+                info.delivered,
+                OffsetDateTime::now_utc(),
+            ),
         };
-        self.state
-            .metrics
-            .observe_outcome(outcome, reason_label(&result, &verdict));
+        let Some((result, verdict)) = self.attempt(event, &attempt, true).await else {
+            return;
+        };
+        let metrics = &self.state.metrics;
+        let reason = reason_label(&result, &verdict);
         let told = match &verdict {
-            Verdict::Ack => event.ack().await,
-            Verdict::Nak { delay } => event.nak(*delay).await,
-            Verdict::Term { reason } => event.term(reason).await,
+            Verdict::Ack => {
+                metrics.observe_outcome("acked", reason);
+                event.ack().await
+            }
+            Verdict::Nak { delay } => {
+                metrics.observe_outcome("naked", reason);
+                self.first_deliveries
+                    .remember(info.stream_sequence, attempt.first);
+                event.nak(*delay).await
+            }
+            Verdict::Term { reason: why } => self.refuse(event, &attempt, why, reason).await,
         };
+        if !matches!(verdict, Verdict::Nak { .. }) {
+            self.first_deliveries
+                .settled(info.stream_sequence, info.delivered);
+        }
         if let Err(e) = told {
             // JetStream redelivers what it did not hear about; nothing is lost.
             warn!(error = %e, ?verdict, "could not report the outcome");
         }
+    }
+
+    /// Settles an event given up on after `attempt` for reason `why` (see [`Refusals`]),
+    /// counting it under the metrics reason `label`.
+    async fn refuse(
+        &self,
+        event: &Delivered,
+        attempt: &Attempt,
+        why: &str,
+        label: &'static str,
+    ) -> Result<(), BrokerError> {
+        let retry_in = self.redelivery.delay_after(attempt.number);
+        let refused = self
+            .refusals
+            .refuse(event, attempt.number, why, retry_in)
+            .await?;
+        if refused == Refused::Retried {
+            self.first_deliveries
+                .remember(attempt.info.stream_sequence, attempt.first);
+        }
+        self.state.metrics.observe_outcome(refused.label(), label);
+        Ok(())
     }
 
     /// With per-key order: waits for any handover of its consumer to be through and for the
@@ -181,6 +245,8 @@ impl Deliverer {
         }
         let metrics = &self.state.metrics;
         let mut last = None;
+        // Retries in place are this dispatcher's own: the first delivery time stays known.
+        let mut first = None;
         loop {
             let room = tokio::select! {
                 permit = self.room.clone().acquire_owned() => permit.expect("never closed"),
@@ -189,8 +255,21 @@ impl Deliverer {
             let Some((event, delivered)) = order.current(&key, sequence) else {
                 return;
             };
-            let attempt = next_attempt(last, delivered);
-            let tried = self.attempt(&event, Some(attempt), false).await;
+            let Some(info) = usable_info(&event) else {
+                order.done(&key, sequence);
+                return;
+            };
+            let number = next_attempt(last, delivered);
+            let first = *first.get_or_insert_with(|| {
+                self.first_deliveries
+                    .of(sequence, delivered, OffsetDateTime::now_utc())
+            });
+            let attempt = Attempt {
+                info,
+                number,
+                first,
+            };
+            let tried = self.attempt(&event, &attempt, false).await;
             drop(room);
             let Some((result, verdict)) = tried else {
                 order.done(&key, sequence);
@@ -206,16 +285,12 @@ impl Deliverer {
                     metrics.observe_outcome("acked", reason);
                     event.ack().await
                 }
-                Verdict::Term { reason: why } => {
-                    metrics.observe_outcome("terminated", reason);
-                    event.term(&why).await
-                }
+                Verdict::Term { reason: why } => self.refuse(&event, &attempt, &why, reason).await,
                 Verdict::Nak { delay } => {
-                    match in_place(&result, attempt, delay, self.max_deliveries) {
+                    match in_place(&result, number, delay, self.max_deliveries) {
                         InPlace::GiveUp { reason: why } => {
-                            metrics.observe_outcome("terminated", "max_deliveries");
                             debug!(sequence, key, why, "giving up");
-                            event.term(&why).await
+                            self.refuse(&event, &attempt, &why, "max_deliveries").await
                         }
                         InPlace::Retry { after } => {
                             metrics.observe_outcome("retried", reason);
@@ -226,7 +301,7 @@ impl Deliverer {
                                 () = tokio::time::sleep(after) => {}
                                 () = self.shutdown.triggered() => return,
                             }
-                            last = Some(attempt);
+                            last = Some(number);
                             continue;
                         }
                     }
@@ -236,6 +311,7 @@ impl Deliverer {
                 // JetStream redelivers what it did not hear about; nothing is lost.
                 warn!(error = %e, sequence, "could not report the outcome");
             }
+            self.first_deliveries.settled(sequence, delivered);
             order.done(&key, sequence);
             return;
         }
@@ -273,44 +349,50 @@ impl Deliverer {
         }
     }
 
-    /// Runs `work`, telling JetStream every half of its shortest ack deadline that the event
-    /// is still in progress.
-    async fn keep_alive_while<T>(&self, event: &Delivered, work: impl Future<Output = T>) -> T {
-        tokio::pin!(work);
+    /// Runs the handler's `call` up to the timeout, telling JetStream every half of its
+    /// shortest ack deadline that the event is still in progress. One timer serves both: a
+    /// timer per event is a good part of the dispatcher's cost at tens of thousands a second.
+    async fn keep_alive_while(
+        &self,
+        event: &Delivered,
+        call: impl Future<Output = HandlerResult>,
+    ) -> HandlerResult {
+        tokio::pin!(call);
         let every = (self.redelivery.shortest_wait() / 2).max(Duration::from_millis(1));
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let start = tokio::time::Instant::now();
+        let (give_up, mut keep_alive) = (start + self.timeout, start + every);
+        let timer = tokio::time::sleep_until(keep_alive.min(give_up));
+        tokio::pin!(timer);
         loop {
             tokio::select! {
-                result = &mut work => return result,
-                _ = keep_alive.tick() => {
+                result = &mut call => return result,
+                () = &mut timer => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return HandlerResult::TimedOut;
+                    }
                     self.state.metrics.keep_alives.inc();
                     if let Err(e) = event.in_progress().await {
                         debug!(error = %e, "in-progress acknowledgement failed");
                     }
+                    keep_alive += every;
+                    timer.as_mut().reset(keep_alive.min(give_up));
                 }
             }
         }
     }
 
-    /// Translates and POSTs one copy of an event as delivery number `attempt` (JetStream's
-    /// count if `None`), keeping it alive meanwhile if asked; the handler's result and the
-    /// verdict, or `None` if the event was unusable (then terminated, or left to JetStream
-    /// without its metadata).
+    /// Translates and POSTs one copy of an event, keeping it alive meanwhile if asked; the
+    /// handler's result and the verdict, or `None` if the event is no valid CloudEvent (then
+    /// given up on).
     async fn attempt(
         &self,
         event: &Delivered,
-        attempt: Option<i64>,
+        attempt: &Attempt,
         keep_alive: bool,
     ) -> Option<(HandlerResult, Verdict)> {
         let metrics = &self.state.metrics;
-        let info = match event.info() {
-            Ok(info) => info,
-            Err(e) => {
-                warn!(error = %e, subject = event.subject(), "delivery without JetStream metadata");
-                return None;
-            }
-        };
-        let delivered = attempt.unwrap_or(info.delivered);
+        let info = &attempt.info;
+        let delivered = attempt.number;
         let received = Received {
             subject: event.subject(),
             headers: event.headers(),
@@ -318,34 +400,48 @@ impl Deliverer {
             stream_sequence: info.stream_sequence,
             published: info.published,
             delivered,
+            first_delivered: attempt.first,
         };
         let request = match cloudevents::to_http(&received, &self.layout) {
             Ok(request) => request,
             Err(e) => {
                 let reason = format!("InvalidEvent: {e}");
-                debug!(sequence = info.stream_sequence, reason, "terminating");
-                metrics.observe_outcome("terminated", "invalid_event");
-                if let Err(e) = event.term(&reason).await {
-                    warn!(error = %e, "could not terminate an invalid event");
+                debug!(sequence = info.stream_sequence, reason, "giving up");
+                if let Err(e) = self.refuse(event, attempt, &reason, "invalid_event").await {
+                    warn!(error = %e, "could not settle an invalid event");
                 }
+                self.first_deliveries
+                    .settled(info.stream_sequence, info.delivered);
                 return None;
             }
         };
         metrics.in_flight.inc();
         metrics.delivered.inc();
         let started = Instant::now();
-        let call = self
-            .handler
-            .deliver(request.headers, request.body, self.timeout);
         let result = if keep_alive {
+            let call = self.handler.exchange(request.headers, request.body);
             self.keep_alive_while(event, call).await
         } else {
-            call.await
+            self.handler
+                .deliver(request.headers, request.body, self.timeout)
+                .await
         };
         metrics.observe_handler(started.elapsed());
         metrics.in_flight.dec();
         let verdict = judge(&result, delivered, &self.redelivery);
         Some((result, verdict))
+    }
+}
+
+/// The event's JetStream metadata; `None` (logged) for a message without, which cannot be
+/// acknowledged either: JetStream redelivers it after the ackWait.
+fn usable_info(event: &Delivered) -> Option<DeliveryInfo> {
+    match event.info() {
+        Ok(info) => Some(info),
+        Err(e) => {
+            warn!(error = %e, subject = event.subject(), "delivery without JetStream metadata");
+            None
+        }
     }
 }
 

@@ -73,6 +73,13 @@ impl Handler {
         body: Bytes,
         timeout: Duration,
     ) -> HandlerResult {
+        tokio::time::timeout(timeout, self.exchange(headers, body))
+            .await
+            .unwrap_or(HandlerResult::TimedOut)
+    }
+
+    /// POSTs one event, for as long as it takes: the caller bounds it (see [`Handler::deliver`]).
+    pub async fn exchange(&self, headers: HeaderMap, body: Bytes) -> HandlerResult {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.endpoint.clone();
@@ -95,11 +102,7 @@ impl Handler {
                 retry_after,
             })
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => HandlerResult::Unreachable,
-            Err(_) => HandlerResult::TimedOut,
-        }
+        exchange.await.unwrap_or(HandlerResult::Unreachable)
     }
 
     /// Whether something accepts connections at the endpoint (for readiness).

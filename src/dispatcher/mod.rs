@@ -2,7 +2,7 @@
 //! durable consumer and delivers each to the handler next to it as a CloudEvents 1.0 HTTP
 //! request ([`cloudevents`], [`handler`]), then tells JetStream what became of it
 //! ([`outcome`]): acknowledged, redelivered later with the Subscription's backoff, or
-//! terminated with a reason.
+//! terminated with a reason, or held back for the dead-letter relay ([`refusal`]).
 //!
 //! Flow control: at most `concurrency` events are in flight; the dispatcher asks JetStream for
 //! exactly as many as it has room for, so no event waits in a local buffer (where its ackWait
@@ -17,10 +17,12 @@
 
 pub mod cloudevents;
 mod deliver;
+pub mod first_delivery;
 pub mod handler;
 pub mod key_order;
 pub mod metrics;
 pub mod outcome;
+pub mod refusal;
 
 use std::{
     net::SocketAddr,
@@ -42,6 +44,7 @@ use self::{
     key_order::{Handover, KeepAlive},
     metrics::DispatchMetrics,
     outcome::Redelivery,
+    refusal::Refusals,
 };
 use crate::{
     broker::{
@@ -88,6 +91,10 @@ pub struct DispatchConfig {
     pub layout: TopicLayout,
     /// Where to serve `/metrics`, `/healthz`, `/readyz`; `None` serves nothing.
     pub http_addr: Option<SocketAddr>,
+    /// The Topic keeps no copy of an event its consumers are done with (WorkQueue or Interest
+    /// retention): refused events are held for the dead-letter relay instead of terminated
+    /// (see [`refusal`]).
+    pub hold_rejections: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +201,7 @@ pub async fn run(
         endpoint = %handler.endpoint(),
         concurrency = config.concurrency,
         ?timeout,
+        hold_rejections = config.hold_rejections,
         "dispatching"
     );
     let lookahead = (config.concurrency * LOOKAHEAD_PER_SLOT).max(MIN_LOOKAHEAD);
@@ -215,6 +223,12 @@ pub async fn run(
         key_order,
         shutdown: shutdown.clone(),
         in_flight: Default::default(),
+        refusals: if config.hold_rejections {
+            Refusals::Hold(Box::new(broker.clone()))
+        } else {
+            Refusals::Terminate
+        },
+        first_deliveries: Default::default(),
     });
     let keeping_alive = deliverer.key_order.is_some().then(|| {
         let deliverer = deliverer.clone();
@@ -425,11 +439,12 @@ async fn pull(bound: &BoundConsumer, deliverer: Arc<Deliverer>, most: usize, shu
             }
             delay = RETRY_FIRST;
             received += 1;
-            let first_delivery = delivered.info().is_ok_and(|info| info.delivered == 1);
+            let info = delivered.info().ok();
+            let first_delivery = info.is_some_and(|info| info.delivered == 1);
             let share = reserved.as_mut().and_then(|r| r.split(1));
             deliverer
                 .clone()
-                .dispatch(delivered, share, &handover)
+                .dispatch(delivered, info, share, &handover)
                 .await;
             if first_delivery {
                 // JetStream hands out what it has queued for redelivery first.

@@ -5,7 +5,8 @@
 //! (`dispatcher`, `switchyard dispatch` from the operator's image), which pulls from the durable
 //! consumer and POSTs each event to the handler on loopback. The dispatcher's contract, fixed
 //! here: `switchyard dispatch --stream S --consumer C --endpoint URL --concurrency N
-//! --subject-prefix NS.TOPIC --source SOURCE [--partition-type-tokens K] [--timeout D]` (Broadcast:
+//! --subject-prefix NS.TOPIC --source SOURCE [--partition-type-tokens K] [--timeout D]
+//! [--hold-rejections]` (Broadcast:
 //! `--consumer C_$(POD_NAME)`), NATS settings from the same environment variables as `switchyard run`
 //! (credentials from the Secret mounted at [`CREDENTIALS_MOUNT_PATH`], when the operator names
 //! one), health on `:9090` (`/healthz`, `/readyz`).
@@ -82,6 +83,9 @@ pub struct DispatchTarget {
     /// `ordering: PerKey` in WorkerGroup mode: the per-partition consumers to read (instead of
     /// `consumer`).
     pub partition_consumers: Vec<String>,
+    /// The Topic keeps no copy of events its consumers are done with (WorkQueue or Interest
+    /// retention), so refused events must be held for the dead-letter relay, not terminated.
+    pub hold_rejections: bool,
 }
 
 impl DispatchTarget {
@@ -94,6 +98,7 @@ impl DispatchTarget {
             source: format!("/namespaces/{namespace}/topics/{}", topic.name),
             per_key: false,
             partition_consumers: Vec::new(),
+            hold_rejections: false,
         }
     }
 }
@@ -271,6 +276,9 @@ fn dispatcher_container(
     }
     if let Some(timeout) = &worker.timeout {
         args.extend(["--timeout".into(), timeout.to_string()]);
+    }
+    if target.hold_rejections {
+        args.push("--hold-rejections".into());
     }
     let mut env = vec![EnvVar {
         name: "NATS_URL".into(),
@@ -462,6 +470,25 @@ mod tests {
         assert!(
             args.contains("--ordering per-key --partition-type-tokens 2"),
             "{args}"
+        );
+    }
+
+    #[test]
+    fn dispatchers_of_topics_that_keep_no_copy_hold_rejections_for_the_relay() {
+        let sub = subscription("  worker: {image: acme/jobs:1}\n");
+        let args = |target: &DispatchTarget| {
+            let d = desired_deployment(&sub, target, 1, &settings()).unwrap();
+            let [_, dispatcher] = containers(&d).try_into().unwrap();
+            dispatcher.args.unwrap()
+        };
+        assert!(!args(&target()).contains(&"--hold-rejections".to_string()));
+        let holding = DispatchTarget {
+            hold_rejections: true,
+            ..target()
+        };
+        assert_eq!(
+            args(&holding).last().map(String::as_str),
+            Some("--hold-rejections")
         );
     }
 

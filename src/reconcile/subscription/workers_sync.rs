@@ -82,6 +82,8 @@ pub async fn sync(
         .worker
         .as_ref()
         .is_some_and(|w| w.ordering == Ordering::PerKey);
+    // Only a Limits stream keeps what a refusal acknowledges, for the relay to copy.
+    target.hold_rejections = topic.spec.retention != crate::api::topic::Retention::Limits;
     if super::layout(sub) == Layout::PerPartition {
         // The consumers this reconcile brought in sync (partitions no filter matches have none).
         let Some(consumers) = outcome.figures.as_ref().and_then(|f| f.consumers.as_ref()) else {

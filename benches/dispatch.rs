@@ -31,6 +31,9 @@
 //! --work-dir DIR [--concurrency 1,16,64] [--events N] [--seconds S] [--latency-seconds L]
 //! [--light-rate R]`. The dispatchers' logs and every latency sample go to DIR.
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
     path::PathBuf,
@@ -308,16 +311,6 @@ async fn get_text(client: &HttpClient, url: &str, method: Method) -> Option<(u16
 // Processes: CPU time and peak RSS from /proc.
 // ---------------------------------------------------------------------------------------------
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// What a process used so far: CPU time (user + system) and context switches (voluntary and
 /// not, summed over its threads: each is a thread going to sleep or being pushed off a core).
 struct Usage {
@@ -327,17 +320,6 @@ struct Usage {
 
 impl Usage {
     fn of(pid: u32, ticks: f64) -> Self {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let field = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
         let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
             .flatten()
@@ -352,7 +334,7 @@ impl Usage {
             })
             .sum();
         Self {
-            cpu_seconds: (field(11) + field(12)) / ticks,
+            cpu_seconds: procfs::cpu_seconds(&pid.to_string(), ticks),
             switches,
         }
     }
@@ -408,15 +390,6 @@ impl MachineTicks {
             (machine - ours).max(0.0)
         )
     }
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn free_addr() -> SocketAddr {
@@ -897,7 +870,7 @@ impl Dispatcher {
 
     /// SIGTERM (it drains and exits), then its peak RSS in KiB, read just before.
     async fn stop(mut self) -> u64 {
-        let hwm = vm_hwm_kib(self.pid);
+        let hwm = procfs::status_kib(&self.pid.to_string(), "VmHWM:");
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
@@ -934,7 +907,7 @@ fn thousands(rate: f64) -> String {
 }
 
 async fn bench(args: Args) {
-    let ticks = clock_ticks();
+    let ticks = procfs::clock_ticks();
     let window = Duration::from_secs(args.seconds);
     let client = async_nats::connect(args.nats_url.as_str())
         .await

@@ -25,6 +25,9 @@
 //! [--latency-events L] [--events N] [--work-dir DIR]`. With a work directory, the latency
 //! samples go there.
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
@@ -391,39 +394,6 @@ fn latency(ledger: &Ledger, sent: &[(u64, Instant)], file: Option<PathBuf>) -> L
 // Processes: CPU time and peak RSS from /proc.
 // ---------------------------------------------------------------------------------------------
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// CPU seconds (user + system) a process used so far.
-fn cpu_seconds(pid: &str, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .map(|f| f.parse().unwrap_or(0.0))
-                .collect()
-        })
-        .unwrap_or_default();
-    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / ticks
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Starts this process's peak RSS over from its current RSS.
 fn reset_peak_rss() {
     if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
@@ -446,7 +416,7 @@ fn per_second(count: usize, over: Duration) -> String {
 }
 
 async fn bench(args: Args) {
-    let ticks = clock_ticks();
+    let ticks = procfs::clock_ticks();
     let nats_pid = args.nats_pid.to_string();
     let broker = connect(&args.nats_url).await;
     let client = async_nats::connect(&args.nats_url)
@@ -529,18 +499,21 @@ async fn bench(args: Args) {
     }
     let before = ledger.stored_count();
     reset_peak_rss();
-    let rss_before = status_kib("VmRSS:");
-    let (bench_cpu, nats_cpu) = (cpu_seconds("self", ticks), cpu_seconds(&nats_pid, ticks));
+    let rss_before = procfs::status_kib("self", "VmRSS:");
+    let (bench_cpu, nats_cpu) = (
+        procfs::cpu_seconds("self", ticks),
+        procfs::cpu_seconds(&nats_pid, ticks),
+    );
     let started = Instant::now();
     eprintln!("(c) relay started on a backlog of {}", args.events);
     let relay = start_relay(&args.nats_url, &target, &ledger).await;
     let last = wait_stored(&ledger, &sent, before).await;
     let drained = last.map(|last| last - started);
     let (bench_cpu, nats_cpu) = (
-        cpu_seconds("self", ticks) - bench_cpu,
-        cpu_seconds(&nats_pid, ticks) - nats_cpu,
+        procfs::cpu_seconds("self", ticks) - bench_cpu,
+        procfs::cpu_seconds(&nats_pid, ticks) - nats_cpu,
     );
-    let peak = status_kib("VmHWM:");
+    let peak = procfs::status_kib("self", "VmHWM:");
     let backlog_copied = ledger.stored_count() - before;
     relay.stop().await;
     let in_target = broker

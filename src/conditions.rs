@@ -25,6 +25,8 @@ pub enum ConditionType {
     WorkersAvailable,
     /// A DeadLetterPolicy holds at least its alertThreshold of dead letters.
     DeadLettersAccumulating,
+    /// An EventSchema version passed the compatibility check of its mode against the registry.
+    Compatible,
 }
 
 impl ConditionType {
@@ -35,6 +37,7 @@ impl ConditionType {
             Self::ConsumerReady => "ConsumerReady",
             Self::WorkersAvailable => "WorkersAvailable",
             Self::DeadLettersAccumulating => "DeadLettersAccumulating",
+            Self::Compatible => "Compatible",
         }
     }
 }

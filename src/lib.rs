@@ -8,7 +8,7 @@
 //! - [`dispatcher`]: the worker pods' sidecar, delivering events to handlers over HTTP.
 //! - [`conditions`], [`naming`], [`subjects`]: the shared vocabulary of status, broker names and
 //!   subject patterns.
-//! - [`dispatcher`]: the worker sidecar that delivers events to the user's container.
+//! - [`registry`]: the schema registry, every EventSchema version in a key-value bucket.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
 
 pub mod api;
@@ -21,6 +21,7 @@ pub mod dispatcher;
 pub mod metrics;
 pub mod naming;
 pub mod reconcile;
+pub mod registry;
 pub mod runtime;
 pub mod schema;
 pub mod subjects;

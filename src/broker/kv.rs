@@ -116,6 +116,30 @@ impl Kv {
             })
     }
 
+    /// The key's value now (if it has one) and every later value, as they are written; `None`
+    /// for a deletion. The stream ends when the connection to the bucket is lost for good;
+    /// reconnections in between are the client library's.
+    pub async fn watch(
+        &self,
+        key: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Option<Entry>, BrokerError>> + use<>, BrokerError>
+    {
+        use futures::StreamExt;
+        self.broker.ensure_connected()?;
+        let watch = self
+            .store
+            .watch_with_history(key)
+            .await
+            .map_err(|e| BrokerError::from_client(&e, false))?;
+        Ok(watch.map(|entry| {
+            let entry = entry.map_err(|e| BrokerError::from_client(&e, true))?;
+            Ok((entry.operation == Operation::Put).then_some(Entry {
+                value: entry.value,
+                revision: entry.revision,
+            }))
+        }))
+    }
+
     /// The keys that currently have a value.
     pub async fn keys(&self) -> Result<Vec<String>, BrokerError> {
         self.broker.ensure_connected()?;

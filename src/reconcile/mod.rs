@@ -2,6 +2,7 @@
 //! supplies its pure stages and its broker I/O, nothing of the controller lifecycle.
 
 pub mod dead_letter_policy;
+pub mod event_schema;
 pub mod plan;
 pub mod stream_apply;
 pub mod subscription;

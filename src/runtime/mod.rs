@@ -52,6 +52,7 @@ use crate::{
         dead_letter_policy::{
             DeadLetterPolicyReconciler, routes::CachedRoutes, wake::NewDeadLetters,
         },
+        event_schema::EventSchemaReconciler,
         subscription::SubscriptionReconciler,
         topic::TopicReconciler,
     },
@@ -315,6 +316,7 @@ async fn run_controllers(
         run_controller(TopicReconciler, ctx, health, term.clone()),
         run_controller(SubscriptionReconciler::default(), ctx, health, term.clone()),
         run_controller(policies, ctx, health, term.clone()),
+        run_controller(EventSchemaReconciler::default(), ctx, health, term.clone()),
         run_dead_letter_relay(ctx, new_dead_letters, term.clone()),
     );
 }

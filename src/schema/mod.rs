@@ -34,3 +34,10 @@ pub use self::{
     error::SchemaError,
 };
 pub use crate::api::event_schema::Compatibility;
+
+/// The canonical text of a document (object keys sorted, numbers by value), from which the
+/// registry's fingerprints are taken. Call it on documents [`Schema::parse`] accepted: their
+/// depth is bounded.
+pub fn canonical_text(document: &serde_json::Value) -> String {
+    canonical::canonical(document)
+}

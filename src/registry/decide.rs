@@ -222,12 +222,12 @@ mod tests {
         let v1 = record(1, &open(&[]));
         let same = decide(
             &candidate(1, Compatibility::Backward, open(&[])),
-            &holding(&[v1.clone()]),
+            &holding(std::slice::from_ref(&v1)),
         );
         assert!(matches!(same, Decision::Registered));
         let changed = decide(
             &candidate(1, Compatibility::Backward, open(&["id"])),
-            &holding(&[v1.clone()]),
+            &holding(std::slice::from_ref(&v1)),
         );
         let Decision::ContentChanged { registered } = changed else {
             panic!("expected ContentChanged, got {changed:?}");
@@ -241,7 +241,7 @@ mod tests {
         let required = json!({"type": "object", "properties": {"id": {"type": "string"}, "note": {"type": "string"}, "total": {"type": "number"}}, "required": ["total"], "additionalProperties": false});
         let Decision::Incompatible { report } = decide(
             &candidate(2, Compatibility::Backward, required),
-            &holding(&[v1.clone()]),
+            &holding(std::slice::from_ref(&v1)),
         ) else {
             panic!("a required property must break Backward");
         };

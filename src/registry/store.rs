@@ -31,7 +31,7 @@ pub struct Registry {
 #[derive(Clone, Debug)]
 pub enum Registration {
     /// The candidate is the latest now; this is the new pointer and its revision.
-    Committed(Latest, u64),
+    Committed(Box<Latest>, u64),
     /// Someone moved the pointer since it was read: read again and decide again.
     Raced,
 }
@@ -133,7 +133,7 @@ impl Registry {
         };
         self.store_version(namespace, event_type, &latest.record)
             .await?;
-        Ok(Registration::Committed(latest, revision))
+        Ok(Registration::Committed(Box::new(latest), revision))
     }
 
     /// Writes a committed version's own key unless it is there. It is only ever written from

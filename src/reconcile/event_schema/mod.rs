@@ -194,7 +194,7 @@ impl EventSchemaReconciler {
                         version = candidate.version,
                         "schema version registered"
                     );
-                    return Ok((decision, Some(latest)));
+                    return Ok((decision, Some(*latest)));
                 }
                 Registration::Raced => {
                     holding = self.observe(ctx, candidate).await?;

@@ -140,6 +140,21 @@ impl Kv {
         }))
     }
 
+    /// How many revisions of the key the bucket holds (at most its history setting), deletions
+    /// included.
+    pub async fn history_len(&self, key: &str) -> Result<usize, BrokerError> {
+        self.broker.ensure_connected()?;
+        let history = self
+            .store
+            .history(key)
+            .await
+            .map_err(|e| BrokerError::from_client(&e, false))?;
+        history
+            .try_fold(0, |n, _| async move { Ok(n + 1) })
+            .await
+            .map_err(|e| BrokerError::from_client(&e, false))
+    }
+
     /// The keys that currently have a value.
     pub async fn keys(&self) -> Result<Vec<String>, BrokerError> {
         self.broker.ensure_connected()?;

@@ -39,12 +39,26 @@ echo "Schema evolution, judged before anything reaches the cluster:"
 target/debug/switchyard schema check --compatibility backward \
   config/samples/schemas/order-placed-v1.yaml config/samples/schemas/order-placed-v2.yaml || true
 echo
+echo "Registering order.placed v1, then v2 (the registry keeps both; versions never go down):"
+# A second demo run finds v2 in place already: the API server refuses to go back to v1.
+if ! kubectl -n shop get eventschema order-placed >/dev/null 2>&1; then
+  kubectl apply -f config/samples/schemas/order-placed-v1.yaml
+  kubectl -n shop wait --for=jsonpath='{.status.latestVersion}'=1 eventschema/order-placed --timeout=60s
+fi
+kubectl apply -f config/samples/schemas/order-placed-v2.yaml
+if ! kubectl -n shop wait --for=jsonpath='{.status.latestVersion}'=2 eventschema/order-placed --timeout=60s; then
+  kubectl -n shop describe eventschema order-placed >&2
+  exit 1
+fi
+kubectl -n shop get eventschema -o wide
+echo
 cat <<MSG
 Try:
   source $DEV/env
   kubectl describe topic -n shop orders       # conditions, figures and Events
   kubectl describe subscription -n shop billing  # the consumer, its lag and Events
   kubectl get dlp -n shop                     # dead letters held per policy
+  kubectl describe evs -n shop order-placed   # registered versions, Compatible and Ready
   kubectl edit topic -n shop users            # change maxAge and watch the stream follow
   make cluster-down                           # stop the operator, the cluster and NATS
 MSG

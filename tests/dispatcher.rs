@@ -1774,3 +1774,115 @@ async fn refusals_in_a_work_queue_topic_are_held_for_the_relay_which_copies_then
     drain.abort();
     running.stop().await;
 }
+
+/// Per-key order in a WorkQueue Topic: a refused event is held for the relay, and while its
+/// rejection cannot be stored (no advisory stream yet) it keeps its place, so the later events
+/// of its key wait for it and other keys do not; the handler is not asked again meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_refusals_in_a_work_queue_topic_keep_their_place_until_held() {
+    use switchyard::deadletter::{AdvisoryScope, AdvisoryStream};
+    let fixture = Fixture::with_retention("ledgers", RetentionPolicy::WorkQueue).await;
+    fixture
+        .consumer("ledgers", |c| c.backoff = vec![Duration::from_millis(300)])
+        .await;
+    let handler = TestHandler::start(Arc::new(|call, _| {
+        if call.body == b"k1:0" {
+            (422, None, Duration::ZERO)
+        } else {
+            (200, None, Duration::ZERO)
+        }
+    }))
+    .await;
+    let mut config = fixture.config("ledgers", &handler, 4);
+    config.per_key = true;
+    config.hold_rejections = true;
+    config.layout.partition_type_tokens = Some(2);
+    let running = Running::start(config);
+    publish_keyed(&fixture.jetstream, &format!("{}.0", fixture.prefix), 2, 3).await;
+
+    wait_for_calls(&handler, "k0 handled and k1:0 refused", |calls| {
+        let k0 = calls.iter().filter(|c| c.body.starts_with(b"k0:")).count();
+        k0 == 3 && calls.iter().any(|c| c.body == b"k1:0")
+    })
+    .await;
+    // Several retry delays later k1 still waits behind its refused event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = handler.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.body.starts_with(b"k1:") && c.body != b"k1:0"),
+        "k1's later events overtook its refused event: {:?}",
+        calls
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.body).into_owned())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.body == b"k1:0").count(),
+        1,
+        "the refusal is retried, not the handler"
+    );
+
+    // Once the rejection can be stored, the event is held and its key moves on, in order.
+    let broker = connected(&nats_url()).await;
+    let advisories = AdvisoryStream {
+        name: unique("perkeyadv"),
+        scope: AdvisoryScope::Streams(vec![fixture.stream.clone()]),
+        max_age: Duration::from_secs(600),
+        replicas: 1,
+    };
+    let _advisories_guard = StreamGuard(advisories.name.clone());
+    advisories
+        .ensure(&broker, "relay", Duration::from_secs(2))
+        .await
+        .expect("advisory stream");
+    wait_for_calls(&handler, "k1's later events handled", |calls| {
+        calls.iter().filter(|c| c.body.starts_with(b"k1:")).count() == 3
+    })
+    .await;
+    let calls = handler.calls();
+    let k1: Vec<String> = calls
+        .iter()
+        .filter(|c| c.body.starts_with(b"k1:"))
+        .map(|c| String::from_utf8_lossy(&c.body).into_owned())
+        .collect();
+    assert_eq!(k1, ["k1:0", "k1:1", "k1:2"]);
+    let stored = broker.stream_info(&advisories.name).await.unwrap().unwrap();
+    assert_eq!(stored.state.messages, 1, "one rejection stored");
+    // Held, not acknowledged: the original waits for the relay.
+    let info = fixture.consumer_state("ledgers").await;
+    assert_eq!(info.num_ack_pending, 1, "{info:?}");
+    running.stop().await;
+}
+
+/// An endpoint whose host does not resolve is no reason to stop: every event is answered with
+/// a delayed nak, the dispatcher says it is not ready, and nothing is acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_whose_host_does_not_resolve_naks_and_is_not_ready() {
+    let fixture = Fixture::new("nowhere").await;
+    fixture
+        .consumer("nowhere", |c| c.backoff = vec![Duration::from_millis(200)])
+        .await;
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let mut config = fixture.config("nowhere", &handler, 2);
+    config.endpoint = "http://handler.invalid:8080/events".into();
+    let addr = free_addr();
+    config.http_addr = Some(addr);
+    let running = Running::start(config);
+    fixture.publish("order.placed", 3).await;
+    wait_until("the events redelivered after naks", || async {
+        let info = fixture.consumer_state("nowhere").await;
+        (info.num_redelivered >= 3).then_some(())
+    })
+    .await;
+    let info = fixture.consumer_state("nowhere").await;
+    assert_eq!(
+        info.ack_floor.stream_sequence, 0,
+        "nothing acknowledged: {info:?}"
+    );
+    let (code, body) = http_get(addr, "/readyz").await.expect("/readyz answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("handler"), "{body}");
+    running.stop().await;
+}

@@ -187,7 +187,10 @@ async fn the_api_server_refuses_a_lower_version_over_a_higher_one() {
         1,
         &order_schema(&[], &[]),
     );
-    let (ok, output) = kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&yaml));
+    let (ok, output) = kubectl(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&yaml),
+    );
     assert!(!ok, "kubectl apply of v1 over v2 succeeded: {output}");
     assert!(output.contains("spec.version cannot go down"), "{output}");
     // So is a changed schema at the same version.
@@ -198,7 +201,10 @@ async fn the_api_server_refuses_a_lower_version_over_a_higher_one() {
         2,
         &order_schema(&["total"], &[]),
     );
-    let (ok, output) = kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&changed));
+    let (ok, output) = kubectl(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&changed),
+    );
     assert!(!ok, "changing v2's schema in place succeeded: {output}");
     assert!(output.contains("cannot change"), "{output}");
 }

@@ -218,6 +218,38 @@ impl Deliverer {
         Ok(())
     }
 
+    /// With per-key order: settles a refused event like [`Self::refuse`], except that an event
+    /// whose rejection cannot be stored keeps its place in its key's line (kept alive there)
+    /// and is refused again after the retry delay, so later events of its key wait for it.
+    /// `None`: shut down meanwhile; the event stays in line to be handed back in order.
+    async fn refuse_in_turn(
+        &self,
+        event: &Delivered,
+        attempt: &Attempt,
+        why: &str,
+        label: &'static str,
+    ) -> Option<Result<(), BrokerError>> {
+        loop {
+            match self
+                .refusals
+                .refuse_in_line(event, attempt.number, why)
+                .await
+            {
+                Ok(Some(refused)) => {
+                    self.state.metrics.observe_outcome(refused.label(), label);
+                    return Some(Ok(()));
+                }
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            let retry_in = self.redelivery.delay_after(attempt.number);
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = self.shutdown.triggered() => return None,
+            }
+        }
+    }
+
     /// With per-key order: waits for any handover of its consumer to be through and for the
     /// event's turn in its key's line, then for room, and handles it, retrying a failure in place after the backoff (room is given up
     /// meanwhile) until the consumer's deliveries are used up. It leaves the line once
@@ -285,12 +317,23 @@ impl Deliverer {
                     metrics.observe_outcome("acked", reason);
                     event.ack().await
                 }
-                Verdict::Term { reason: why } => self.refuse(&event, &attempt, &why, reason).await,
+                Verdict::Term { reason: why } => {
+                    match self.refuse_in_turn(&event, &attempt, &why, reason).await {
+                        Some(told) => told,
+                        None => return,
+                    }
+                }
                 Verdict::Nak { delay } => {
                     match in_place(&result, number, delay, self.max_deliveries) {
                         InPlace::GiveUp { reason: why } => {
                             debug!(sequence, key, why, "giving up");
-                            self.refuse(&event, &attempt, &why, "max_deliveries").await
+                            match self
+                                .refuse_in_turn(&event, &attempt, &why, "max_deliveries")
+                                .await
+                            {
+                                Some(told) => told,
+                                None => return,
+                            }
                         }
                         InPlace::Retry { after } => {
                             metrics.observe_outcome("retried", reason);

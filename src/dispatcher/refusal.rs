@@ -71,8 +71,24 @@ impl Refusals {
         reason: &str,
         retry_in: Duration,
     ) -> Result<Refused, BrokerError> {
+        if let Some(refused) = self.refuse_in_line(event, deliveries, reason).await? {
+            return Ok(refused);
+        }
+        event.nak(retry_in).await.map(|()| Refused::Retried)
+    }
+
+    /// As [`Self::refuse`], but an event whose rejection cannot be stored is left as it is,
+    /// unanswered (`None`), for the caller to try again while the event keeps its place: with
+    /// per-key order, an event that came back later would be handled after newer events of its
+    /// key.
+    pub async fn refuse_in_line(
+        &self,
+        event: &Delivered,
+        deliveries: i64,
+        reason: &str,
+    ) -> Result<Option<Refused>, BrokerError> {
         let broker = match self {
-            Self::Terminate => return event.term(reason).await.map(|()| Refused::Terminated),
+            Self::Terminate => return event.term(reason).await.map(|()| Some(Refused::Terminated)),
             Self::Hold(broker) => broker,
         };
         let rejection = rejection(event, deliveries, reason)?;
@@ -82,16 +98,15 @@ impl Refusals {
             .store(rejection.subject(), headers, rejection.payload())
             .await
         {
-            Ok(_) => event.nak(HOLD_FOR).await.map(|()| Refused::Held),
+            Ok(_) => event.nak(HOLD_FOR).await.map(|()| Some(Refused::Held)),
             Err(e) => {
                 warn!(
                     error = %e,
                     stream = rejection.stream,
                     sequence = rejection.stream_seq,
-                    ?retry_in,
-                    "cannot store the rejection of an event; it comes back to be judged again"
+                    "cannot store the rejection of an event; it is judged again later"
                 );
-                event.nak(retry_in).await.map(|()| Refused::Retried)
+                Ok(None)
             }
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     SchemaError,
-    canonical::canonical,
+    canonical::{canonical, canonical_entries},
     document::Draft,
     model::{
         Additional, Annotations, ArrayKind, Combined, Criterion, Kind, Model, Node, NodeId,
@@ -19,39 +19,45 @@ use super::{
     refs::{ARRAY_OF_SUBSCHEMAS, MAP_OF_SUBSCHEMAS, RefIndex, SINGLE_SUBSCHEMA, address},
 };
 
-const OBJECT_KEYWORDS: &[&str] = &[
-    "properties",
-    "patternProperties",
-    "additionalProperties",
-    "unevaluatedProperties",
-    "required",
-    "minProperties",
-    "maxProperties",
-    "dependencies",
-    "dependentRequired",
-    "dependentSchemas",
-    "propertyNames",
+/// Keywords that make a schema without `type` an object schema, with the first dialect that
+/// has each (everit's lists for drafts 4 to 7, plus the later ones).
+const OBJECT_KEYWORDS: &[(&str, Draft)] = &[
+    ("properties", Draft::Draft04),
+    ("patternProperties", Draft::Draft04),
+    ("additionalProperties", Draft::Draft04),
+    ("required", Draft::Draft04),
+    ("minProperties", Draft::Draft04),
+    ("maxProperties", Draft::Draft04),
+    ("dependencies", Draft::Draft04),
+    ("propertyNames", Draft::Draft06),
+    ("unevaluatedProperties", Draft::Draft201909),
+    ("dependentRequired", Draft::Draft201909),
+    ("dependentSchemas", Draft::Draft201909),
 ];
-const ARRAY_KEYWORDS: &[&str] = &[
-    "items",
-    "prefixItems",
-    "additionalItems",
-    "unevaluatedItems",
-    "minItems",
-    "maxItems",
-    "uniqueItems",
-    "contains",
-    "minContains",
-    "maxContains",
+const ARRAY_KEYWORDS: &[(&str, Draft)] = &[
+    ("items", Draft::Draft04),
+    ("additionalItems", Draft::Draft04),
+    ("minItems", Draft::Draft04),
+    ("maxItems", Draft::Draft04),
+    ("uniqueItems", Draft::Draft04),
+    ("contains", Draft::Draft06),
+    ("unevaluatedItems", Draft::Draft201909),
+    ("minContains", Draft::Draft201909),
+    ("maxContains", Draft::Draft201909),
+    ("prefixItems", Draft::Draft202012),
 ];
-const NUMBER_KEYWORDS: &[&str] = &[
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "multipleOf",
+const NUMBER_KEYWORDS: &[(&str, Draft)] = &[
+    ("minimum", Draft::Draft04),
+    ("maximum", Draft::Draft04),
+    ("exclusiveMinimum", Draft::Draft04),
+    ("exclusiveMaximum", Draft::Draft04),
+    ("multipleOf", Draft::Draft04),
 ];
-const STRING_KEYWORDS: &[&str] = &["minLength", "maxLength", "pattern"];
+const STRING_KEYWORDS: &[(&str, Draft)] = &[
+    ("minLength", Draft::Draft04),
+    ("maxLength", Draft::Draft04),
+    ("pattern", Draft::Draft04),
+];
 
 pub(crate) fn build(document: &Value, draft: Draft) -> Result<Model, SchemaError> {
     let mut builder = Builder {
@@ -136,7 +142,7 @@ impl<'a> Builder<'a> {
             }),
         };
         Ok(Node {
-            annotations: annotations(map),
+            annotations: annotations(map, self.draft),
             kind,
         })
     }
@@ -154,7 +160,7 @@ impl<'a> Builder<'a> {
             values.dedup();
             families.push(Kind::Enum(values));
         }
-        if let Some(constant) = map.get("const") {
+        if let Some(constant) = map.get("const").filter(|_| self.draft >= Draft::Draft06) {
             families.push(Kind::Const(canonical(constant)));
         }
         for criterion in [Criterion::All, Criterion::Any, Criterion::One] {
@@ -187,12 +193,13 @@ impl<'a> Builder<'a> {
                 families.push(Kind::Ref(self.alloc(target)));
             }
         }
-        if ["if", "then", "else"].iter().any(|k| map.contains_key(*k)) {
-            let conditional: Map<String, Value> = ["if", "then", "else"]
-                .iter()
-                .filter_map(|k| map.get(*k).map(|v| ((*k).to_string(), v.clone())))
-                .collect();
-            families.push(Kind::Conditional(canonical(&Value::Object(conditional))));
+        let conditional = ["else", "if", "then"].map(|keyword| (keyword, map.get(keyword)));
+        if self.draft >= Draft::Draft07 && conditional.iter().any(|(_, value)| value.is_some()) {
+            families.push(Kind::Conditional(canonical_entries(
+                conditional
+                    .iter()
+                    .filter_map(|(keyword, value)| Some((*keyword, (*value)?))),
+            )));
         }
         self.typed(value, map, &mut families)?;
         Ok(families)
@@ -209,7 +216,12 @@ impl<'a> Builder<'a> {
             Some(Value::String(name)) => vec![name.as_str()],
             Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
             _ => {
-                let has = |keywords: &[&str]| keywords.iter().any(|k| map.contains_key(*k));
+                let draft = self.draft;
+                let has = |keywords: &[(&str, Draft)]| {
+                    keywords
+                        .iter()
+                        .any(|(k, since)| draft >= *since && map.contains_key(*k))
+                };
                 if has(OBJECT_KEYWORDS) {
                     families.push(self.object(value, map)?);
                 }
@@ -217,7 +229,7 @@ impl<'a> Builder<'a> {
                     families.push(self.array(map));
                 }
                 if has(NUMBER_KEYWORDS) {
-                    families.push(Kind::Number(number(map, false)));
+                    families.push(Kind::Number(number(map, false, self.draft)));
                 }
                 if has(STRING_KEYWORDS) {
                     families.push(Kind::String(string(map)));
@@ -229,8 +241,8 @@ impl<'a> Builder<'a> {
         for name in names {
             kinds.push(match name {
                 "string" => Kind::String(string(map)),
-                "integer" => Kind::Number(number(map, true)),
-                "number" => Kind::Number(number(map, false)),
+                "integer" => Kind::Number(number(map, true, self.draft)),
+                "number" => Kind::Number(number(map, false, self.draft)),
                 "boolean" => Kind::Boolean,
                 "null" => Kind::Null,
                 "object" => self.object(value, map)?,
@@ -281,7 +293,7 @@ impl<'a> Builder<'a> {
         }
         let (dependent_required, dependent_schemas, required_keyword, schemas_keyword) = if self
             .draft
-            == Draft::Draft07
+            <= Draft::Draft07
         {
             let mut required = BTreeMap::new();
             let mut schemas = BTreeMap::new();
@@ -370,7 +382,7 @@ impl<'a> Builder<'a> {
                     }
                 }
             };
-        let since_2019 = self.draft != Draft::Draft07;
+        let since_2019 = self.draft >= Draft::Draft201909;
         Kind::Array(Box::new(ArrayKind {
             items,
             prefix,
@@ -403,7 +415,7 @@ impl<'a> Builder<'a> {
     /// A keyword that only exists from draft 2019-09 on, such as `unevaluatedProperties`.
     fn since_2019(&mut self, keyword: Option<&'a Value>) -> Option<NodeId> {
         keyword
-            .filter(|_| self.draft != Draft::Draft07)
+            .filter(|_| self.draft >= Draft::Draft201909)
             .map(|schema| self.alloc(schema))
     }
 
@@ -432,10 +444,10 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn annotations(map: &Map<String, Value>) -> Annotations {
+fn annotations(map: &Map<String, Value>, draft: Draft) -> Annotations {
     let text = |keyword: &str| map.get(keyword).and_then(Value::as_str).map(str::to_string);
     Annotations {
-        id: text("$id"),
+        id: text(draft.id_keyword()),
         title: text("title"),
         description: text("description"),
         default: map.get("default").map(canonical),
@@ -453,14 +465,21 @@ fn string(map: &Map<String, Value>) -> StringKind {
     }
 }
 
-fn number(map: &Map<String, Value>, integer: bool) -> NumberKind {
+/// Draft-04 spells an exclusive bound as `exclusiveMinimum: true` beside `minimum`; later
+/// drafts as the number itself, `exclusiveMinimum: 5`. Each spelling is kept as written, so
+/// that verdicts within a dialect are Confluent's.
+fn number(map: &Map<String, Value>, integer: bool, draft: Draft) -> NumberKind {
     let limit = |keyword: &str| map.get(keyword).and_then(Value::as_f64);
+    let flag =
+        |keyword: &str| draft == Draft::Draft04 && map.get(keyword) == Some(&Value::Bool(true));
     NumberKind {
         integer,
         minimum: limit("minimum"),
         maximum: limit("maximum"),
         exclusive_minimum: limit("exclusiveMinimum"),
         exclusive_maximum: limit("exclusiveMaximum"),
+        minimum_is_exclusive: flag("exclusiveMinimum"),
+        maximum_is_exclusive: flag("exclusiveMaximum"),
         multiple_of: match map.get("multipleOf") {
             Some(Value::Number(n)) => Some(n.clone()),
             _ => None,

@@ -5,15 +5,30 @@ use std::fmt::Write;
 
 use serde_json::{Number, Value};
 
-/// The canonical text of `value`. Recursion is bounded by the document depth limit checked
-/// before any document gets here.
+/// Stack left before the recursion moves to a fresh segment, and that segment's size, so that
+/// values nested as deep as documents may be (`MAX_DEPTH`) cost heap, not a stack overflow.
+const RED_ZONE: usize = 64 * 1024;
+const STACK_SEGMENT: usize = 1024 * 1024;
+
+/// The canonical text of `value`.
 pub(crate) fn canonical(value: &Value) -> String {
     let mut out = String::new();
     write_value(&mut out, value);
     out
 }
 
+/// The canonical text of the object made of `entries`, without building it.
+pub(crate) fn canonical_entries<'a>(entries: impl Iterator<Item = (&'a str, &'a Value)>) -> String {
+    let mut out = String::new();
+    write_object(&mut out, entries.collect());
+    out
+}
+
 fn write_value(out: &mut String, value: &Value) {
+    stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, || write_value_here(out, value));
+}
+
+fn write_value_here(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -29,21 +44,22 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map.iter().map(|(k, v)| (k.as_str(), v)).collect()),
     }
+}
+
+fn write_object(out: &mut String, mut entries: Vec<(&str, &Value)>) {
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_value(out, item);
+    }
+    out.push('}');
 }
 
 fn write_string(out: &mut String, s: &str) {

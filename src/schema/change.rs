@@ -99,17 +99,19 @@ change_kinds! {
     MinimumIncreased => "MINIMUM_INCREASED", false;
     /// `minimum` shrank.
     MinimumDecreased => "MINIMUM_DECREASED", true;
-    /// `exclusiveMaximum` appeared.
+    /// `exclusiveMaximum` appeared (in draft-04: became `true` at an unchanged `maximum`).
     ExclusiveMaximumAdded => "EXCLUSIVE_MAXIMUM_ADDED", false;
-    /// `exclusiveMaximum` disappeared.
+    /// `exclusiveMaximum` disappeared (in draft-04: stopped being `true` at an unchanged
+    /// `maximum`).
     ExclusiveMaximumRemoved => "EXCLUSIVE_MAXIMUM_REMOVED", true;
     /// `exclusiveMaximum` grew.
     ExclusiveMaximumIncreased => "EXCLUSIVE_MAXIMUM_INCREASED", true;
     /// `exclusiveMaximum` shrank.
     ExclusiveMaximumDecreased => "EXCLUSIVE_MAXIMUM_DECREASED", false;
-    /// `exclusiveMinimum` appeared.
+    /// `exclusiveMinimum` appeared (in draft-04: became `true` at an unchanged `minimum`).
     ExclusiveMinimumAdded => "EXCLUSIVE_MINIMUM_ADDED", false;
-    /// `exclusiveMinimum` disappeared.
+    /// `exclusiveMinimum` disappeared (in draft-04: stopped being `true` at an unchanged
+    /// `minimum`).
     ExclusiveMinimumRemoved => "EXCLUSIVE_MINIMUM_REMOVED", true;
     /// `exclusiveMinimum` grew.
     ExclusiveMinimumIncreased => "EXCLUSIVE_MINIMUM_INCREASED", false;
@@ -156,7 +158,8 @@ change_kinds! {
     AdditionalPropertiesExtended => "ADDITIONAL_PROPERTIES_EXTENDED", true;
     /// Additional properties that took any value now have a schema.
     AdditionalPropertiesNarrowed => "ADDITIONAL_PROPERTIES_NARROWED", false;
-    /// A property's dependency list (`dependentRequired`) appeared.
+    /// A property's dependency list (`dependentRequired`, or an array in `dependencies` up to
+    /// draft-07) appeared.
     DependencyArrayAdded => "DEPENDENCY_ARRAY_ADDED", false;
     /// A property's dependency list disappeared.
     DependencyArrayRemoved => "DEPENDENCY_ARRAY_REMOVED", true;
@@ -166,7 +169,8 @@ change_kinds! {
     DependencyArrayNarrowed => "DEPENDENCY_ARRAY_NARROWED", true;
     /// A property's dependency list changed otherwise.
     DependencyArrayChanged => "DEPENDENCY_ARRAY_CHANGED", false;
-    /// A property's dependent schema (`dependentSchemas`) appeared.
+    /// A property's dependent schema (`dependentSchemas`, or a schema in `dependencies` up to
+    /// draft-07) appeared.
     DependencySchemaAdded => "DEPENDENCY_SCHEMA_ADDED", false;
     /// A property's dependent schema disappeared.
     DependencySchemaRemoved => "DEPENDENCY_SCHEMA_REMOVED", true;

@@ -16,14 +16,15 @@ pub enum SchemaError {
     /// The JSON is neither an object nor a boolean, the only two shapes a schema can take.
     #[error("the schema must be a JSON object (or true/false), not {found}")]
     NotAnObject { found: &'static str },
-    /// The document nests deeper than we walk, which no real schema needs.
+    /// Arrays and objects nest deeper than [`MAX_DEPTH`](super::MAX_DEPTH) levels, which no
+    /// real schema needs.
     #[error(
-        "the schema nests more than {limit} levels deep; move repeated parts into $defs and reference them"
+        "the schema nests more than {limit} levels of JSON arrays and objects; move repeated parts into definitions ($defs) and reference them"
     )]
     TooDeep { limit: usize },
     /// `$schema` names a dialect we do not compare.
     #[error(
-        "$schema {uri:?} is not supported: use https://json-schema.org/draft/2020-12/schema, https://json-schema.org/draft/2019-09/schema or http://json-schema.org/draft-07/schema#"
+        "$schema {uri:?} is not supported: use http://json-schema.org/draft-07/schema# (what a schema without $schema is read as), https://json-schema.org/draft/2020-12/schema, https://json-schema.org/draft/2019-09/schema, http://json-schema.org/draft-06/schema# or http://json-schema.org/draft-04/schema#"
     )]
     UnsupportedDraft { uri: String },
     /// The document breaks its dialect's meta-schema, or holds a pattern that does not compile.

@@ -7,6 +7,12 @@
 //! [`Difference`]s, each of a [`ChangeKind`] that is compatible or not, then [`check`] judges a
 //! candidate against the history by mode. Pure code: no I/O, nothing fetched.
 //!
+//! Documents may be written in drafts 04, 06 and 07, 2019-09 or 2020-12 ([`Draft`]); one
+//! without `$schema` is read as draft-07, as Confluent reads it. Each keyword counts only in the
+//! dialects that have it (`dependencies` up to draft-07, tuple `items` with `additionalItems`
+//! up to 2019-09, `prefixItems` from 2020-12), so a keyword of another dialect is ignored as a
+//! validator would ignore it. Documents may nest up to [`MAX_DEPTH`] levels.
+//!
 //! - [`document`]: parsing, meta-schema validation and compilation into a [`Schema`].
 //! - [`change`]: the kinds of difference and their verdicts.
 //! - `diff`: the comparison, one module per schema family.

@@ -99,8 +99,14 @@ pub(crate) struct NumberKind {
     pub integer: bool,
     pub minimum: Option<f64>,
     pub maximum: Option<f64>,
+    /// `exclusiveMinimum` as a number (draft-06 on).
     pub exclusive_minimum: Option<f64>,
+    /// `exclusiveMaximum` as a number (draft-06 on).
     pub exclusive_maximum: Option<f64>,
+    /// Draft-04's `exclusiveMinimum: true`: `minimum` itself is excluded.
+    pub minimum_is_exclusive: bool,
+    /// Draft-04's `exclusiveMaximum: true`: `maximum` itself is excluded.
+    pub maximum_is_exclusive: bool,
     pub multiple_of: Option<serde_json::Number>,
 }
 
@@ -170,10 +176,10 @@ pub(crate) struct ObjectKind {
     pub additional: Additional,
     pub unevaluated: Option<NodeId>,
     pub dependent_required: BTreeMap<String, BTreeSet<String>>,
-    /// `dependentRequired`, or `dependencies` in draft-07.
+    /// `dependentRequired`, or `dependencies` up to draft-07.
     pub dependent_required_keyword: &'static str,
     pub dependent_schemas: BTreeMap<String, NodeId>,
-    /// `dependentSchemas`, or `dependencies` in draft-07.
+    /// `dependentSchemas`, or `dependencies` up to draft-07.
     pub dependent_schemas_keyword: &'static str,
     pub min_properties: Option<u64>,
     pub max_properties: Option<u64>,

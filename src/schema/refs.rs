@@ -1,5 +1,6 @@
-//! `$ref` resolution within one document: base URIs from `$id`, `$anchor`s, and JSON pointer
-//! fragments. Nothing is ever fetched; a reference leaving the document is refused.
+//! `$ref` resolution within one document: base URIs from `$id` (`id` in draft-04), `$anchor`s
+//! and, up to draft-07, plain-name fragments in `$id`, and JSON pointer fragments. Nothing is
+//! ever fetched; a reference leaving the document is refused.
 
 use std::collections::HashMap;
 
@@ -67,7 +68,7 @@ impl<'a> RefIndex<'a> {
         let mut stack = vec![(document, 0usize)];
         while let Some((value, mut base)) = stack.pop() {
             let Value::Object(map) = value else { continue };
-            if let Some(Value::String(id)) = map.get("$id") {
+            if let Some(Value::String(id)) = map.get(draft.id_keyword()) {
                 base = index.enter_id(id, base, value, draft);
             }
             for anchor in ["$anchor", "$dynamicAnchor"] {
@@ -104,7 +105,7 @@ impl<'a> RefIndex<'a> {
     /// Records a `$id` and returns the base URI in force below it.
     fn enter_id(&mut self, id: &str, base: usize, value: &'a Value, draft: Draft) -> usize {
         // Before 2019-09 a fragment-only `$id` was how a subschema got a plain-name anchor.
-        if draft == Draft::Draft07
+        if draft <= Draft::Draft07
             && let Some(name) = id.strip_prefix('#')
         {
             let key = format!("{}#{name}", without_fragment(&self.bases[base]));

@@ -59,6 +59,7 @@ pub(crate) fn compare(ctx: &mut Ctx, old: &NumberKind, new: &NumberKind) {
     for (keyword, old, new, kinds) in bounds {
         compare_bound(ctx, keyword, old, new, kinds);
     }
+    compare_draft4_exclusivity(ctx, old, new);
     let multiple_of = match (&old.multiple_of, &new.multiple_of) {
         (None, Some(_)) => Some(MultipleOfAdded),
         (Some(_), None) => Some(MultipleOfRemoved),
@@ -78,6 +79,36 @@ pub(crate) fn compare(ctx: &mut Ctx, old: &NumberKind, new: &NumberKind) {
         (true, false) => ctx.add(TypeExtended),
         (false, true) => ctx.add(TypeNarrowed),
         _ => {}
+    }
+}
+
+/// Draft-04's `exclusiveMinimum: true` and `exclusiveMaximum: true`, which exclude the bound
+/// itself. Confluent does not compare them at all. When the bound moved, its own difference
+/// already says whether old values still pass; when it did not, excluding it refuses the one
+/// value it admitted (`EXCLUSIVE_*_ADDED`, breaking) and including it admits one more
+/// (`EXCLUSIVE_*_REMOVED`).
+fn compare_draft4_exclusivity(ctx: &mut Ctx, old: &NumberKind, new: &NumberKind) {
+    use ChangeKind::*;
+    let flags = [
+        (
+            "exclusiveMaximum",
+            old.maximum,
+            new.maximum,
+            (old.maximum_is_exclusive, new.maximum_is_exclusive),
+            (ExclusiveMaximumAdded, ExclusiveMaximumRemoved),
+        ),
+        (
+            "exclusiveMinimum",
+            old.minimum,
+            new.minimum,
+            (old.minimum_is_exclusive, new.minimum_is_exclusive),
+            (ExclusiveMinimumAdded, ExclusiveMinimumRemoved),
+        ),
+    ];
+    for (keyword, old_bound, new_bound, (was, is), (added, removed)) in flags {
+        if old_bound.is_some() && old_bound == new_bound && was != is {
+            ctx.add_at(keyword, if is { added } else { removed });
+        }
     }
 }
 

@@ -12,15 +12,58 @@ fn refused(document: serde_json::Value) -> SchemaError {
 }
 
 #[test]
-fn draft_comes_from_dollar_schema_and_defaults_to_2020_12() {
-    assert_eq!(
-        schema(json!({"type": "string"})).draft(),
-        Draft::Draft202012
+fn draft_comes_from_dollar_schema_and_defaults_to_draft_07() {
+    assert_eq!(schema(json!({"type": "string"})).draft(), Draft::Draft07);
+    assert_eq!(schema(json!(true)).draft(), Draft::Draft07);
+    for (uri, draft) in [
+        ("http://json-schema.org/draft-04/schema#", Draft::Draft04),
+        ("http://json-schema.org/draft-04/schema", Draft::Draft04),
+        ("https://json-schema.org/draft-06/schema#", Draft::Draft06),
+        ("http://json-schema.org/draft-07/schema#", Draft::Draft07),
+        (
+            "https://json-schema.org/draft/2019-09/schema",
+            Draft::Draft201909,
+        ),
+        (
+            "https://json-schema.org/draft/2020-12/schema#",
+            Draft::Draft202012,
+        ),
+    ] {
+        assert_eq!(schema(json!({"$schema": uri})).draft(), draft, "{uri}");
+    }
+    for draft in Draft::ALL {
+        let document = json!({"$schema": draft.meta_schema_uri(), "type": "string"});
+        assert_eq!(schema(document).draft(), draft);
+    }
+}
+
+#[test]
+fn each_draft_is_checked_against_its_own_meta_schema() {
+    let draft_04 = "http://json-schema.org/draft-04/schema#";
+    let draft_06 = "http://json-schema.org/draft-06/schema#";
+    // Draft-04 has boolean exclusive bounds and no boolean schemas; draft-06 the reverse.
+    let numeric_bound = json!({"$schema": draft_04, "type": "number", "exclusiveMinimum": 5});
+    assert!(
+        matches!(refused(numeric_bound), SchemaError::Invalid { location, .. } if location == "#/exclusiveMinimum")
     );
-    let draft7 = json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "string"});
-    assert_eq!(schema(draft7).draft(), Draft::Draft07);
-    let draft2019 = json!({"$schema": "https://json-schema.org/draft/2019-09/schema"});
-    assert_eq!(schema(draft2019).draft(), Draft::Draft201909);
+    let boolean_bound =
+        json!({"$schema": draft_06, "type": "number", "minimum": 5, "exclusiveMinimum": true});
+    assert!(
+        matches!(refused(boolean_bound), SchemaError::Invalid { location, .. } if location == "#/exclusiveMinimum")
+    );
+    let boolean_schema = json!({"$schema": draft_04, "properties": {"a": true}});
+    assert!(
+        matches!(refused(boolean_schema), SchemaError::Invalid { location, .. } if location == "#/properties/a")
+    );
+    assert!(Schema::parse(json!({"$schema": draft_06, "properties": {"a": true}})).is_ok());
+    assert!(
+        Schema::parse(json!({"$schema": draft_04, "minimum": 5, "exclusiveMinimum": true})).is_ok()
+    );
+    // Without `$schema`, draft-07: `dependencies` must hold arrays or schemas.
+    let bad_dependency = json!({"dependencies": {"a": "b"}});
+    assert!(
+        matches!(refused(bad_dependency), SchemaError::Invalid { location, .. } if location == "#/dependencies/a")
+    );
 }
 
 #[test]
@@ -77,14 +120,17 @@ fn malformed_json_text_is_refused_with_its_position() {
 
 #[test]
 fn unsupported_dialects_are_refused() {
-    let error = refused(json!({"$schema": "http://json-schema.org/draft-04/schema#"}));
+    let error = refused(json!({"$schema": "http://json-schema.org/draft-03/schema#"}));
     assert_eq!(
         error,
         SchemaError::UnsupportedDraft {
-            uri: "http://json-schema.org/draft-04/schema#".into()
+            uri: "http://json-schema.org/draft-03/schema#".into()
         }
     );
-    assert!(error.to_string().contains("2020-12"));
+    let message = error.to_string();
+    for draft in Draft::ALL {
+        assert!(message.contains(draft.meta_schema_uri()), "{message}");
+    }
 }
 
 #[test]
@@ -143,11 +189,45 @@ fn references_resolve_by_anchor_id_and_escaped_pointer() {
 #[test]
 fn draft_07_plain_name_ids_are_anchors() {
     let document = json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
         "definitions": {"price": {"$id": "#price", "type": "number"}},
         "properties": {"price": {"$ref": "#price"}}
     });
     assert!(Schema::parse(document).is_ok());
+}
+
+#[test]
+fn draft_04_ids_set_the_base_and_name_anchors() {
+    let document = |price: serde_json::Value| {
+        json!({
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "id": "https://example.com/order.json",
+            "definitions": {
+                "price": price,
+                "customer": {"id": "customer.json", "type": "string"}
+            },
+            "type": "object",
+            "properties": {
+                "total": {"$ref": "#price"},
+                "customer": {"$ref": "https://example.com/customer.json"}
+            }
+        })
+    };
+    let old = schema(document(json!({"id": "#price", "type": "number"})));
+    let new = schema(document(json!({"id": "#price", "type": "integer"})));
+    let differences = diff(&old, &new);
+    assert_eq!(differences.len(), 1, "{differences:?}");
+    assert_eq!(differences[0].kind, ChangeKind::TypeNarrowed);
+    assert_eq!(differences[0].pointer, "#/properties/total");
+    // `$id` means nothing in draft-04: the reference finds no anchor.
+    let dollar_id = json!({
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "definitions": {"price": {"$id": "#price", "type": "number"}},
+        "properties": {"total": {"$ref": "#price"}}
+    });
+    assert!(matches!(
+        refused(dollar_id),
+        SchemaError::UnresolvableRef { .. }
+    ));
 }
 
 #[test]

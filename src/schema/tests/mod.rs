@@ -2,6 +2,7 @@
 //! every mode, the properties every verdict must have, and inputs that must never crash it.
 
 mod documents;
+mod draft07;
 mod properties;
 mod robustness;
 mod rules;

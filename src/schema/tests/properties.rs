@@ -7,7 +7,7 @@ use proptest::{collection::vec, option, prelude::*};
 use serde_json::{Map, Value, json};
 
 use super::rules::MODES;
-use crate::schema::{Compatibility, Schema, check, diff, verdicts};
+use crate::schema::{Compatibility, Draft, Schema, check, diff, verdicts};
 
 fn names() -> impl Strategy<Value = String> {
     prop_oneof![Just("a"), Just("b"), Just("c"), Just("x-d")].prop_map(str::to_string)
@@ -77,9 +77,13 @@ fn schema_value() -> impl Strategy<Value = Value> {
                 ],
                 option::of(inner.clone()),
                 option::of(prop_oneof![Just(json!(false)), inner.clone()]),
+                option::of(prop_oneof![
+                    vec(names(), 1..3).prop_map(|names| json!(names)),
+                    inner.clone()
+                ]),
             )
                 .prop_map(
-                    |(properties, required, additional, pattern, unevaluated)| {
+                    |(properties, required, additional, pattern, unevaluated, dependency)| {
                         let mut schema =
                             json!({"type": "object", "properties": Map::from_iter(properties)});
                         if !required.is_empty() {
@@ -92,6 +96,11 @@ fn schema_value() -> impl Strategy<Value = Value> {
                             pattern.map(|p| json!({"^x-": p})),
                         );
                         insert(&mut schema, "unevaluatedProperties", unevaluated);
+                        insert(
+                            &mut schema,
+                            "dependencies",
+                            dependency.map(|d| json!({"a": d})),
+                        );
                         schema
                     }
                 ),
@@ -137,12 +146,70 @@ fn insert(schema: &mut Value, key: &str, value: Option<Value>) {
     }
 }
 
-/// Generated documents that are valid schemas, with a shared definition for `$ref`s to reach.
+/// Generated documents that are valid schemas, with a shared definition for `$ref`s to reach,
+/// in any dialect: without `$schema` (draft-07) or naming one, spelled as that dialect spells
+/// tuples and dependencies. Draft-04 refuses most of them (boolean schemas, numeric bounds).
 fn schema() -> impl Strategy<Value = Schema> {
-    (schema_value(), schema_value()).prop_filter_map("not a valid schema", |(mut root, shared)| {
-        insert(&mut root, "$defs", Some(json!({"shared": shared})));
-        Schema::parse(root).ok()
-    })
+    let dialect = prop_oneof![
+        3 => Just(None),
+        1 => Just(Some(Draft::Draft04)),
+        1 => Just(Some(Draft::Draft06)),
+        1 => Just(Some(Draft::Draft07)),
+        1 => Just(Some(Draft::Draft201909)),
+        3 => Just(Some(Draft::Draft202012)),
+    ];
+    (schema_value(), schema_value(), dialect).prop_filter_map(
+        "not a valid schema",
+        |(mut root, shared, dialect)| {
+            insert(&mut root, "$defs", Some(json!({"shared": shared})));
+            let draft = dialect.unwrap_or(Draft::Draft07);
+            respell(&mut root, draft);
+            insert(
+                &mut root,
+                "$schema",
+                dialect.map(|d| json!(d.meta_schema_uri())),
+            );
+            Schema::parse(root).ok()
+        },
+    )
+}
+
+/// Rewrites the 2020-12 spelling of tuples, and `dependencies`, the way `draft` spells them.
+fn respell(value: &mut Value, draft: Draft) {
+    let Value::Object(map) = value else { return };
+    if draft < Draft::Draft202012
+        && let Some(prefix) = map.remove("prefixItems")
+    {
+        if let Some(rest) = map.remove("items") {
+            map.insert("additionalItems".into(), rest);
+        }
+        map.insert("items".into(), prefix);
+    }
+    if draft >= Draft::Draft201909
+        && let Some(Value::Object(dependencies)) = map.remove("dependencies")
+    {
+        for (name, dependency) in dependencies {
+            let keyword = if dependency.is_array() {
+                "dependentRequired"
+            } else {
+                "dependentSchemas"
+            };
+            if let Value::Object(entries) = map
+                .entry(keyword)
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                entries.insert(name, dependency);
+            }
+        }
+    }
+    // Maps of subschemas (`properties`) are walked as if they were schemas too: generated
+    // names never collide with the keywords rewritten.
+    for child in map.values_mut() {
+        match child {
+            Value::Array(items) => items.iter_mut().for_each(|item| respell(item, draft)),
+            child => respell(child, draft),
+        }
+    }
 }
 
 proptest! {
@@ -237,6 +304,11 @@ fn odd_document() -> impl Strategy<Value = Value> {
         Just("additionalProperties"),
         Just("patternProperties"),
         Just("dependentRequired"),
+        Just("dependencies"),
+        Just("definitions"),
+        Just("additionalItems"),
+        Just("exclusiveMinimum"),
+        Just("id"),
         Just("multipleOf"),
         Just("minimum"),
         Just("maxLength"),
@@ -258,6 +330,9 @@ fn odd_document() -> impl Strategy<Value = Value> {
         Just(json!("^(")),
         Just(json!("object")),
         Just(json!("https://json-schema.org/draft/2019-09/schema")),
+        Just(json!("http://json-schema.org/draft-04/schema#")),
+        Just(json!("http://json-schema.org/draft-06/schema#")),
+        Just(json!("#/definitions/a")),
     ];
     scalar.prop_recursive(5, 64, 5, move |inner| {
         prop_oneof![

@@ -4,7 +4,9 @@
 use serde_json::{Map, Value, json};
 
 use super::schema;
-use crate::schema::{ChangeKind, Compatibility, MAX_DEPTH, Schema, SchemaError, check, diff};
+use crate::schema::{
+    ChangeKind, Compatibility, Draft, MAX_DEPTH, Schema, SchemaError, check, diff,
+};
 
 /// `levels` nested `{"properties": {"a": ...}}`, built without recursion (`json!` would
 /// serialize the interpolated value again at every level).
@@ -20,54 +22,167 @@ fn nested_properties(levels: usize, leaf: Value) -> Value {
     value
 }
 
-#[test]
-fn ten_thousand_levels_of_json_are_refused_not_overflowed() {
-    let mut value = Value::Null;
-    for _ in 0..10_000 {
-        value = Value::Array(vec![value]);
+/// Runs `test` on a thread with the stack test threads get by default (2 MiB), whatever
+/// RUST_MIN_STACK says, so that passing proves the depth fits there.
+fn on_a_default_test_stack(test: impl FnOnce() + Send + 'static) {
+    let thread = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(test)
+        .expect("a thread");
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
     }
-    let mut document = Map::new();
-    document.insert("default".into(), value);
-    let error = Schema::parse(Value::Object(document)).unwrap_err();
-    assert_eq!(error, SchemaError::TooDeep { limit: MAX_DEPTH });
-    assert!(error.to_string().contains("128"));
+}
+
+/// Levels of `properties` in the deepest accepted test document: each level nests two JSON
+/// containers, and the leaf two more.
+const LEVELS_AT_LIMIT: usize = (MAX_DEPTH - 2) / 2;
+
+/// The leaves: an array of strings (two levels), the same with `maxLength`, and one level
+/// deeper.
+fn leaf(variant: &str) -> Value {
+    match variant {
+        "old" => json!({"type": "array", "items": {"type": "string"}}),
+        "new" => json!({"type": "array", "items": {"type": "string", "maxLength": 3}}),
+        _ => json!({"type": "array", "items": {"type": "array", "items": {}}}),
+    }
+}
+
+/// [`nested_properties`] as JSON text, written without serializing a deep value.
+fn nested_text(levels: usize, leaf: &Value) -> String {
+    let mut text = String::new();
+    for _ in 0..levels {
+        text.push_str(r#"{"type": "object", "properties": {"a": "#);
+    }
+    text.push_str(&leaf.to_string());
+    for _ in 0..levels {
+        text.push_str("}}");
+    }
+    text
 }
 
 #[test]
-fn ten_thousand_levels_of_schemas_are_refused() {
-    let document = nested_properties(10_000, json!({"type": "string"}));
-    assert_eq!(
-        Schema::parse(document).map(|_| ()),
-        Err(SchemaError::TooDeep { limit: MAX_DEPTH })
-    );
+fn documents_at_the_depth_limit_parse_and_compare_on_a_default_stack() {
+    on_a_default_test_stack(|| {
+        assert_eq!(2 * LEVELS_AT_LIMIT + 2, MAX_DEPTH);
+        let expected_pointer = format!(
+            "#{}/items/maxLength",
+            "/properties/a".repeat(LEVELS_AT_LIMIT)
+        );
+        let from_values = (
+            schema(nested_properties(LEVELS_AT_LIMIT, leaf("old"))),
+            schema(nested_properties(LEVELS_AT_LIMIT, leaf("new"))),
+        );
+        let from_text = (
+            Schema::from_json_str(&nested_text(LEVELS_AT_LIMIT, &leaf("old"))).unwrap(),
+            Schema::from_json_str(&nested_text(LEVELS_AT_LIMIT, &leaf("new"))).unwrap(),
+        );
+        for (old, new) in [from_values, from_text] {
+            let differences = diff(&old, &new);
+            assert_eq!(differences.len(), 1);
+            assert_eq!(differences[0].kind, ChangeKind::MaxLengthAdded);
+            assert_eq!(differences[0].pointer, expected_pointer);
+            assert!(diff(&new, &old).iter().all(|d| d.compatible));
+            assert!(!check(Compatibility::Backward, std::slice::from_ref(&old), &new).compatible);
+            assert!(check(Compatibility::Forward, std::slice::from_ref(&old), &new).compatible);
+            let copy = old.clone();
+            drop(old);
+            assert!(diff(&copy, &copy).is_empty());
+        }
+    });
 }
 
 #[test]
-fn ten_thousand_levels_of_text_are_refused() {
-    let text = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    assert_eq!(
-        Schema::from_json_str(&text).map(|_| ()),
-        Err(SchemaError::TooDeep { limit: MAX_DEPTH })
-    );
+fn documents_at_the_depth_limit_pass_every_meta_schema_on_a_default_stack() {
+    on_a_default_test_stack(|| {
+        for draft in Draft::ALL {
+            let mut document = nested_properties(LEVELS_AT_LIMIT, leaf("old"));
+            document["$schema"] = json!(draft.meta_schema_uri());
+            assert_eq!(schema(document).draft(), draft);
+        }
+        // The same depth through keywords that nest one level at a time.
+        let mut not = json!({"type": "string"});
+        for _ in 1..MAX_DEPTH {
+            not = Value::Object(Map::from_iter([("not".to_string(), not)]));
+        }
+        not["$schema"] = json!(Draft::Draft202012.meta_schema_uri());
+        assert!(Schema::parse(not).is_ok());
+    });
 }
 
 #[test]
-fn the_deepest_accepted_document_parses_and_compares() {
-    // Each level of properties nests two JSON containers.
-    let levels = MAX_DEPTH / 2 - 1;
-    let old = schema(nested_properties(levels, json!({"type": "string"})));
-    let new = schema(nested_properties(
-        levels,
-        json!({"type": "string", "maxLength": 3}),
-    ));
-    let differences = diff(&old, &new);
-    assert_eq!(differences.len(), 1);
-    assert_eq!(differences[0].kind, ChangeKind::MaxLengthAdded);
-    assert_eq!(
-        differences[0].pointer,
-        format!("#{}/maxLength", "/properties/a".repeat(levels))
+fn one_level_beyond_the_limit_is_refused() {
+    on_a_default_test_stack(|| {
+        let too_deep = nested_properties(LEVELS_AT_LIMIT, leaf("deeper"));
+        assert_eq!(
+            Schema::parse(too_deep).map(|_| ()),
+            Err(SchemaError::TooDeep { limit: MAX_DEPTH })
+        );
+        let text = nested_text(LEVELS_AT_LIMIT, &leaf("deeper"));
+        assert_eq!(
+            Schema::from_json_str(&text).map(|_| ()),
+            Err(SchemaError::TooDeep { limit: MAX_DEPTH })
+        );
+    });
+}
+
+#[test]
+fn a_hundred_thousand_levels_are_refused_not_overflowed() {
+    on_a_default_test_stack(|| {
+        let mut value = Value::Null;
+        for _ in 0..100_000 {
+            value = Value::Array(vec![value]);
+        }
+        let document = Value::Object(Map::from_iter([("default".to_string(), value)]));
+        let error = Schema::parse(document).unwrap_err();
+        assert_eq!(error, SchemaError::TooDeep { limit: MAX_DEPTH });
+        assert!(error.to_string().contains("1000 levels"), "{error}");
+
+        let schemas = nested_properties(100_000, json!({"type": "string"}));
+        assert_eq!(
+            Schema::parse(schemas).map(|_| ()),
+            Err(SchemaError::TooDeep { limit: MAX_DEPTH })
+        );
+
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            Schema::from_json_str(&text).map(|_| ()),
+            Err(SchemaError::TooDeep { limit: MAX_DEPTH })
+        );
+        let text = nested_text(100_000, &json!({"type": "string"}));
+        assert_eq!(
+            Schema::from_json_str(&text).map(|_| ()),
+            Err(SchemaError::TooDeep { limit: MAX_DEPTH })
+        );
+    });
+}
+
+#[test]
+fn brackets_inside_strings_do_not_count_as_nesting() {
+    let text = format!(
+        r#"{{"description": "{}", "type": "string"}}"#,
+        "[{".repeat(5_000)
     );
-    assert!(Schema::parse(nested_properties(levels + 1, json!({}))).is_err());
+    assert!(Schema::from_json_str(&text).is_ok());
+    let escaped = r#"{"description": "a \" [[[", "type": "string"}"#;
+    assert!(Schema::from_json_str(escaped).is_ok());
+}
+
+#[test]
+fn malformed_deep_text_is_refused_without_overflowing() {
+    on_a_default_test_stack(|| {
+        // Within the limit but never closed: the parser, not the depth check, refuses it.
+        let text = "[".repeat(MAX_DEPTH);
+        assert!(matches!(
+            Schema::from_json_str(&text),
+            Err(SchemaError::Malformed { .. })
+        ));
+        let trailing = format!("{} x", nested_text(LEVELS_AT_LIMIT, &leaf("old")));
+        assert!(matches!(
+            Schema::from_json_str(&trailing),
+            Err(SchemaError::Malformed { .. })
+        ));
+    });
 }
 
 /// An object with `count` properties of assorted types, some required.

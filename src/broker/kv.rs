@@ -56,6 +56,23 @@ impl Broker {
             broker: self.clone(),
         })
     }
+
+    /// The bucket `bucket` if it exists, `None` if not. Never creates it, so read-only tools
+    /// (`switchyard validate`) leave no bucket behind and need no permission to create one.
+    pub async fn existing_kv(&self, bucket: &str) -> Result<Option<Kv>, BrokerError> {
+        if self.stream_info(&format!("KV_{bucket}")).await?.is_none() {
+            return Ok(None);
+        }
+        let store = self
+            .jetstream
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| BrokerError::from_client(&e, false))?;
+        Ok(Some(Kv {
+            store,
+            broker: self.clone(),
+        }))
+    }
 }
 
 impl Kv {

@@ -3,6 +3,7 @@
 mod dispatch;
 mod dlq;
 mod schema_check;
+mod validate;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -53,6 +54,11 @@ pub enum Command {
         #[command(subcommand)]
         command: Box<dlq::DlqCommand>,
     },
+    /// Check a directory of manifests before they are applied, for CI: each object against its
+    /// CRD (OpenAPI schema and CEL rules), references between the objects, EventSchema
+    /// documents, and each EventSchema version against the registry or the previous version in
+    /// git. Exit code 0: no errors (warnings allowed); 1: errors found; 2: could not run.
+    Validate(Box<validate::ValidateArgs>),
     /// Work with event schemas without a cluster.
     Schema {
         #[command(subcommand)]
@@ -215,6 +221,21 @@ pub struct NatsArgs {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub url: String,
+    #[command(flatten)]
+    pub credentials: NatsCredentialArgs,
+}
+
+impl NatsArgs {
+    /// See [`NatsCredentialArgs::to_options`].
+    pub fn to_options(&self) -> Result<BrokerOptions, String> {
+        self.credentials.to_options(&self.url)
+    }
+}
+
+/// How to authenticate to NATS and verify it; the URL comes separately because not every
+/// command wants a default one.
+#[derive(Debug, Args)]
+pub struct NatsCredentialArgs {
     /// NATS credentials file (JWT + nkey seed).
     #[arg(long = "nats-creds", env = "NATS_CREDS_FILE", group = "nats-auth")]
     pub creds_file: Option<PathBuf>,
@@ -251,10 +272,10 @@ pub struct NatsArgs {
     pub credentials_dir: Option<PathBuf>,
 }
 
-impl NatsArgs {
+impl NatsCredentialArgs {
     /// Secrets are read from files (mounted Secrets) so they never appear in the process list.
     /// Explicit flags win over the files of `--nats-credentials-dir`.
-    pub fn to_options(&self) -> Result<BrokerOptions, String> {
+    pub fn to_options(&self, url: &str) -> Result<BrokerOptions, String> {
         let dir = self
             .credentials_dir
             .as_deref()
@@ -265,7 +286,7 @@ impl NatsArgs {
             .map_err(|e| e.to_string())?;
         let (auth, tls) = credentials::load(&sources).map_err(|e| e.to_string())?;
         tracing::info!(credentials = %sources, "NATS credentials");
-        let mut options = BrokerOptions::new(self.url.clone());
+        let mut options = BrokerOptions::new(url);
         options.auth = auth;
         options.tls = tls;
         Ok(options)
@@ -311,6 +332,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
             dispatch::run(*args).await
         }
         Command::Dlq { command } => dlq::run(*command).await,
+        Command::Validate(args) => validate::run(*args).await,
     }
 }
 

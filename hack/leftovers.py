@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Lists the test namespaces, Leases and JetStream streams (consumers live in streams) that exist
-now but did not before a test run.
+"""Lists the test namespaces, Leases, JetStream streams (consumers live in streams) and schema
+registry keys that exist now but did not before a test run.
 
 Usage: leftovers.py snapshot FILE   (record what exists)
        leftovers.py check FILE      (print what is new since; exit 1 if anything is)
@@ -28,27 +28,46 @@ def leases():
             if item["metadata"]["namespace"] not in ("kube-node-lease", "kube-system")}
 
 
-def streams():
+# The schema registry's bucket is shared by every namespace, like the account it serves: the
+# first test to register a schema creates it. What tests must not leave in it are keys.
+REGISTRY_STREAM = "KV_SWITCHYARD_SCHEMAS"
+
+
+def stream_details():
     url = os.environ["NATS_MONITOR_URL"] + "/jsz?accounts=true&streams=true"
     with urllib.request.urlopen(url, timeout=10) as response:
         data = json.load(response)
-    return {stream["name"]
+    return [stream
             for account in data.get("account_details") or []
-            for stream in account.get("stream_detail") or []}
+            for stream in account.get("stream_detail") or []]
+
+
+def streams():
+    return {stream["name"] for stream in stream_details() if stream["name"] != REGISTRY_STREAM}
+
+
+def registry_keys():
+    return sum(stream.get("state", {}).get("num_subjects", 0)
+               for stream in stream_details() if stream["name"] == REGISTRY_STREAM)
 
 
 def main():
     mode, path = sys.argv[1], sys.argv[2]
     now = {"namespaces": sorted(namespaces()), "leases": sorted(leases()),
            "streams": sorted(streams())}
+    keys = registry_keys()
     if mode == "snapshot":
         with open(path, "w") as f:
-            json.dump(now, f)
+            json.dump({**now, "registry_keys": keys}, f)
         return 0
     with open(path) as f:
         before = json.load(f)
     new = {kind: sorted(set(now[kind]) - set(before.get(kind, []))) for kind in now}
-    if not any(new.values()):
+    added_keys = keys - before.get("registry_keys", 0)
+    if added_keys > 0:
+        print(f"left behind by the tests: {added_keys} schema registry key(s) in {REGISTRY_STREAM}",
+              file=sys.stderr)
+    if not any(new.values()) and added_keys <= 0:
         print("the tests left no namespace, Lease or stream behind")
         return 0
     for kind, names in new.items():

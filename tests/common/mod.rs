@@ -203,7 +203,28 @@ async fn delete_streams_of(namespace: &str) -> Result<(), String> {
             .await
             .map_err(|e| format!("deleting stream {stream}: {e}"))?;
     }
-    Ok(())
+    forget_schemas_of(&jetstream, namespace).await
+}
+
+/// Removes the namespace's schema versions from the shared registry bucket (every key of it,
+/// tombstones included), which outlives any namespace by design.
+async fn forget_schemas_of(
+    jetstream: &async_nats::jetstream::Context,
+    namespace: &str,
+) -> Result<(), String> {
+    let stream = format!("KV_{}", switchyard::naming::SCHEMA_BUCKET);
+    let Ok(stream) = jetstream.get_stream(&stream).await else {
+        return Ok(());
+    };
+    stream
+        .purge()
+        .filter(format!(
+            "$KV.{}.{namespace}.>",
+            switchyard::naming::SCHEMA_BUCKET
+        ))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("purging the registry keys of {namespace}: {e}"))
 }
 
 /// An operator running inside the test process, scoped to one namespace.

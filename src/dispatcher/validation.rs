@@ -192,6 +192,10 @@ impl SchemaState {
 /// Follows `key` until shutdown: compiles each record the registry holds under it, hands the
 /// first one in force to `first`, and replaces it with each later one. `version` is told the
 /// version in force.
+///
+/// The key is watched; every [`RECHECK`] its value is also read once, and the watch started
+/// anew if that shows a record other than the one in force: a watch resumes where it was
+/// after a reconnection, which misses what a re-created bucket holds.
 pub async fn follow(
     broker: Broker,
     key: String,
@@ -200,107 +204,59 @@ pub async fn follow(
     first: oneshot::Sender<Enforced>,
     shutdown: Shutdown,
 ) {
-    state.set(false, format!("{key}: not read yet"));
-    let mut first = Some(first);
-    let mut in_force: Option<(watch::Sender<Arc<CompiledSchema>>, String)> = None;
+    let mut follower = Follower {
+        key,
+        state,
+        version,
+        first: Some(first),
+        in_force: None,
+    };
+    follower
+        .state
+        .set(false, format!("{}: not read yet", follower.key));
+    let key = follower.key.clone();
     let mut delay = RETRY_FIRST;
     loop {
         let followed = match Registry::open(&broker).await {
-            Ok(registry) => registry.follow(&key).await,
+            Ok(registry) => registry
+                .follow(&key)
+                .await
+                .map(|records| (registry, records)),
             Err(e) => Err(e),
         };
         match followed {
             Err(e) => {
                 warn!(key, error = %e, retry_in = ?delay, "cannot read the schema registry");
-                if in_force.is_none() {
-                    state.set(
-                        false,
-                        format!("{key}: cannot read the schema registry ({e})"),
-                    );
-                }
+                follower.not_in_force(format!("cannot read the schema registry ({e})"));
             }
-            Ok(records) => {
+            Ok((registry, records)) => {
+                if let Ok(None) = registry.kv().get(&key).await {
+                    follower.not_in_force("nothing is registered under this key yet".into());
+                }
                 let mut records = std::pin::pin!(records);
+                let mut recheck =
+                    tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
                 loop {
-                    let next = tokio::select! {
+                    tokio::select! {
                         () = shutdown.triggered() => return,
-                        next = records.next() => next,
-                    };
-                    let Some(next) = next else { break };
-                    delay = RETRY_FIRST;
-                    match next {
-                        Ok(Some(record)) => {
-                            if in_force
-                                .as_ref()
-                                .is_some_and(|(_, fingerprint)| *fingerprint == record.fingerprint)
-                            {
-                                continue;
-                            }
-                            match CompiledSchema::compile(&record) {
-                                Ok(compiled) => {
-                                    info!(
-                                        key,
-                                        event_type = compiled.event_type,
-                                        version = compiled.version,
-                                        fingerprint = compiled.fingerprint,
-                                        "schema in force"
-                                    );
-                                    state.set(
-                                        true,
-                                        format!(
-                                            "{key}: {} v{} in force ({})",
-                                            compiled.event_type,
-                                            compiled.version,
-                                            compiled.fingerprint
-                                        ),
-                                    );
-                                    version.set(compiled.version);
-                                    let fingerprint = compiled.fingerprint.clone();
-                                    let compiled = Arc::new(compiled);
-                                    match in_force.take() {
-                                        Some((sender, _)) => {
-                                            sender.send_replace(compiled);
-                                            in_force = Some((sender, fingerprint));
-                                        }
-                                        None => {
-                                            let (sender, receiver) = watch::channel(compiled);
-                                            if let Some(first) = first.take() {
-                                                let _ = first.send(Enforced(receiver));
-                                            }
-                                            in_force = Some((sender, fingerprint));
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    error!(key, version = record.version, error = %e, "a registered schema cannot be compiled; the one in force stays");
-                                    if in_force.is_none() {
-                                        state.set(
-                                            false,
-                                            format!(
-                                                "{key}: v{} cannot be compiled ({e})",
-                                                record.version
-                                            ),
-                                        );
-                                    }
-                                }
+                        _ = recheck.tick() => {
+                            if follower.missed(&registry).await {
+                                warn!(key, "the registry holds another record than the one in force; following the key again");
+                                break;
                             }
                         }
-                        Ok(None) if in_force.is_none() => state.set(
-                            false,
-                            format!("{key}: nothing is registered under this key yet"),
-                        ),
-                        Ok(None) => {
-                            warn!(
-                                key,
-                                "the schema registry key was emptied; the schema in force stays"
-                            );
-                        }
-                        Err(e) => {
-                            warn!(key, error = %e, "cannot read a schema registry record; the schema in force stays");
-                        }
+                        next = records.next() => match next {
+                            None => {
+                                warn!(key, retry_in = ?delay, "the schema registry watch ended; following the key again");
+                                break;
+                            }
+                            Some(next) => {
+                                delay = RETRY_FIRST;
+                                follower.take(next);
+                            }
+                        },
                     }
                 }
-                warn!(key, retry_in = ?delay, "the schema registry watch ended; following the key again");
             }
         }
         tokio::select! {
@@ -308,6 +264,111 @@ pub async fn follow(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// How often the followed key's value is read besides the watch.
+pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// What [`follow`] keeps between records.
+struct Follower {
+    key: String,
+    state: Arc<SchemaState>,
+    version: prometheus_client::metrics::gauge::Gauge,
+    /// Told the first record in force.
+    first: Option<oneshot::Sender<Enforced>>,
+    /// The channel the record in force goes out on, and its fingerprint.
+    in_force: Option<(watch::Sender<Arc<CompiledSchema>>, String)>,
+}
+
+impl Follower {
+    /// Says why nothing is in force, unless something is.
+    fn not_in_force(&self, why: String) {
+        if self.in_force.is_none() {
+            self.state.set(false, format!("{}: {why}", self.key));
+        }
+    }
+
+    /// Whether the key holds a readable record other than the one in force.
+    async fn missed(&self, registry: &Registry) -> bool {
+        let Ok(Some(entry)) = registry.kv().get(&self.key).await else {
+            return false;
+        };
+        let Ok(record) = serde_json::from_slice::<SchemaRecord>(&entry.value) else {
+            return false;
+        };
+        self.in_force
+            .as_ref()
+            .is_none_or(|(_, fingerprint)| *fingerprint != record.fingerprint)
+    }
+
+    /// Takes up what the watch delivered.
+    fn take(&mut self, next: Result<Option<SchemaRecord>, crate::broker::BrokerError>) {
+        let key = &self.key;
+        let record = match next {
+            Ok(Some(record)) => record,
+            Ok(None) if self.in_force.is_none() => {
+                self.not_in_force("nothing is registered under this key yet".into());
+                return;
+            }
+            Ok(None) => {
+                warn!(
+                    key,
+                    "the schema registry key was emptied; the schema in force stays"
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(key, error = %e, "cannot read a schema registry record; the schema in force stays");
+                return;
+            }
+        };
+        if self
+            .in_force
+            .as_ref()
+            .is_some_and(|(_, fingerprint)| *fingerprint == record.fingerprint)
+        {
+            return;
+        }
+        let compiled = match CompiledSchema::compile(&record) {
+            Ok(compiled) => compiled,
+            Err(e) => {
+                error!(key, version = record.version, error = %e, "a registered schema cannot be compiled; the one in force stays");
+                self.not_in_force(format!("v{} cannot be compiled ({e})", record.version));
+                return;
+            }
+        };
+        info!(
+            key,
+            event_type = compiled.event_type,
+            version = compiled.version,
+            fingerprint = compiled.fingerprint,
+            "schema in force"
+        );
+        self.state.set(
+            true,
+            format!(
+                "{key}: {} v{} in force ({})",
+                compiled.event_type, compiled.version, compiled.fingerprint
+            ),
+        );
+        self.version.set(compiled.version);
+        let fingerprint = compiled.fingerprint.clone();
+        let compiled = Arc::new(compiled);
+        let sender = match self.in_force.take() {
+            Some((sender, _)) => {
+                sender.send_replace(compiled);
+                sender
+            }
+            None => {
+                let (sender, receiver) = watch::channel(compiled);
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(Enforced(receiver));
+                }
+                sender
+            }
+        };
+        self.in_force = Some((sender, fingerprint));
     }
 }
 

@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 DEV_ENV := target/dev-env/env
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-schema-compat bench-dispatch bench-dlq
+.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-schema-compat bench-dispatch bench-schema bench-dlq
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-schema-compat: ## Time schema compatibility checks (realistic and 5,000-pr
 
 bench-dispatch: tools ## Dispatcher events/s vs bare pull consumer and bare HTTP client, added latency, RSS (CONCURRENCY=1,16,64)
 	hack/bench-dispatch.sh $(CONCURRENCY)
+
+bench-schema: tools ## Schema validation: validations/s of a 1 KiB event; dispatcher events/s with validation on vs off (ROUNDS=3)
+	ROUNDS="$(ROUNDS)" hack/bench-schema.sh
 
 bench-dlq: tools ## Dead-letter relay: final failed delivery → copy stored (p50, p99) and dead letters/s (EVENTS=20000)
 	EVENTS="$(EVENTS)" RATE="$(RATE)" hack/bench-dlq.sh

@@ -31,53 +31,38 @@
 //! --work-dir DIR [--concurrency 1,16,64] [--events N] [--seconds S] [--latency-seconds L]
 //! [--light-rate R]`. The dispatchers' logs and every latency sample go to DIR.
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/procfs.rs"]
 mod procfs;
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
     path::PathBuf,
-    process::Stdio,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{
     self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    consumer::{DeliverPolicy, PullConsumer},
     stream::{self, StorageType},
 };
-use axum::{Router, extract::State, http::StatusCode, routing::get, routing::post};
 use bytes::Bytes;
 use clap::Parser;
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::StreamExt;
+use harness::*;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStdin, Command},
-    sync::Semaphore,
-};
+use http_body_util::Full;
+use tokio::sync::Semaphore;
 
 const STREAM: &str = "bench_dispatch";
 const SUBJECT_PREFIX: &str = "bench.dispatch";
 const SUBJECT: &str = "bench.dispatch.page.viewed";
-const EVENT_SIZE: usize = 256;
 /// As the dispatcher's pull requests.
 const FETCH_EXPIRES: Duration = Duration::from_secs(5);
-/// Measuring starts this long after the first event went through: connections are open, the
-/// pool is warm, the stream's blocks are in the page cache.
-const WARM_UP: Duration = Duration::from_secs(1);
-/// How often progress is read while measuring; a window that ends by draining the stream is at
-/// most this much too long.
-const POLL: Duration = Duration::from_millis(20);
 /// Latency samples published during the first second of a phase are left out, for the same
 /// reason as the warm-up.
 const LATENCY_WARM_UP_NANOS: u64 = 1_000_000_000;
@@ -131,147 +116,15 @@ fn main() {
 // endian; 0 for the pre-filled events, which are not timed).
 // ---------------------------------------------------------------------------------------------
 
-fn now_nanos() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_nanos()).expect("nanoseconds fit in u64")
-}
-
 fn event(published: u64) -> Bytes {
     let mut body = vec![b'x'; EVENT_SIZE];
     body[..8].copy_from_slice(&published.to_le_bytes());
     Bytes::from(body)
 }
 
-fn published_at(body: &[u8]) -> Option<u64> {
-    let stamp = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
-    (stamp != 0).then_some(stamp)
-}
-
-/// (publication time, latency), both in nanoseconds.
-type Samples = Arc<Mutex<Vec<(u64, u64)>>>;
-
-fn record(samples: &Samples, body: &[u8]) {
-    if let Some(published) = published_at(body) {
-        let latency = now_nanos().saturating_sub(published);
-        samples
-            .lock()
-            .expect("not poisoned")
-            .push((published, latency));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The handler process.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct Handled {
-    count: AtomicU64,
-    samples: Samples,
-}
-
-/// Serves `POST /` (an event: count it, time it if stamped, answer 200 with no body),
-/// `GET /count` and `POST /samples` (hand over the latency samples and forget them). Prints its
-/// port on stdout; exits when stdin closes, that is when the bench process is gone.
-fn handler_main() -> ! {
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let handled = Arc::new(Handled::default());
-    let app = Router::new()
-        .route(
-            "/",
-            post(|State(h): State<Arc<Handled>>, body: Bytes| async move {
-                h.count.fetch_add(1, Ordering::Relaxed);
-                record(&h.samples, &body);
-                StatusCode::OK
-            }),
-        )
-        .route(
-            "/count",
-            get(|State(h): State<Arc<Handled>>| async move {
-                h.count.load(Ordering::Relaxed).to_string()
-            }),
-        )
-        .route(
-            "/samples",
-            post(|State(h): State<Arc<Handled>>| async move {
-                let samples = std::mem::take(&mut *h.samples.lock().expect("not poisoned"));
-                samples
-                    .iter()
-                    .map(|(p, l)| format!("{p} {l}\n"))
-                    .collect::<String>()
-            }),
-        )
-        .with_state(handled);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
-        use axum::serve::ListenerExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the handler's port");
-        let port = listener.local_addr().expect("bound").port();
-        println!("{port}");
-        // Nagle's algorithm would hold small answers back; handlers commonly turn it off.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app).await.expect("serve");
-    });
-    std::process::exit(0)
-}
-
-struct HandlerProcess {
-    _child: Child,
-    /// Held open: the handler exits when it closes.
-    _stdin: ChildStdin,
-    pid: u32,
-    port: u16,
-}
-
-async fn start_handler() -> HandlerProcess {
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .arg("handler")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the handler");
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .await
-        .expect("the handler's port");
-    HandlerProcess {
-        pid: child.id().expect("running"),
-        port: line.trim().parse().expect("a port"),
-        _child: child,
-        _stdin: stdin,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // HTTP, as src/dispatcher/handler.rs does it.
 // ---------------------------------------------------------------------------------------------
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
 
 /// The request the dispatcher sends for a plain payload: same method, headers and body size.
 fn event_request(endpoint: &Uri, sequence: u64, body: Bytes) -> Request<Full<Bytes>> {
@@ -291,294 +144,9 @@ fn event_request(endpoint: &Uri, sequence: u64, body: Bytes) -> Request<Full<Byt
     request
 }
 
-/// Sends `request`; the status and the body read to its end (so the connection is reused).
-async fn exchange(client: &HttpClient, request: Request<Full<Bytes>>) -> Option<(u16, Bytes)> {
-    let response = client.request(request).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, body))
-}
-
-async fn get_text(client: &HttpClient, url: &str, method: Method) -> Option<(u16, String)> {
-    let mut request = Request::new(Full::new(Bytes::new()));
-    *request.method_mut() = method;
-    *request.uri_mut() = url.parse().ok()?;
-    let (status, body) = exchange(client, request).await?;
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes: CPU time and peak RSS from /proc.
-// ---------------------------------------------------------------------------------------------
-
-/// What a process used so far: CPU time (user + system) and context switches (voluntary and
-/// not, summed over its threads: each is a thread going to sleep or being pushed off a core).
-struct Usage {
-    cpu_seconds: f64,
-    switches: f64,
-}
-
-impl Usage {
-    fn of(pid: u32, ticks: f64) -> Self {
-        let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|task| {
-                std::fs::read_to_string(task.path().join("status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("ctxt_switches:"))
-                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                    .sum::<f64>()
-            })
-            .sum();
-        Self {
-            cpu_seconds: procfs::cpu_seconds(&pid.to_string(), ticks),
-            switches,
-        }
-    }
-
-    fn since(&self, before: &Self) -> Self {
-        Self {
-            cpu_seconds: self.cpu_seconds - before.cpu_seconds,
-            switches: self.switches - before.switches,
-        }
-    }
-}
-
-/// Clock ticks the whole machine has spent so far, from /proc/stat: busy in all, and in
-/// interrupts (the kernel's loopback TCP work in soft interrupts) or stolen by the hypervisor.
-/// Shows what the processes measured do not, such as other processes on the machine.
-#[derive(Clone, Copy)]
-struct MachineTicks {
-    busy: f64,
-    interrupts: f64,
-}
-
-impl MachineTicks {
-    fn now() -> Self {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let fields: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let field = |i: usize| fields.get(i).copied().unwrap_or(0.0);
-        Self {
-            // user nice system idle iowait irq softirq steal
-            busy: (0..8).map(field).sum::<f64>() - field(3) - field(4),
-            interrupts: field(5) + field(6) + field(7),
-        }
-    }
-
-    /// "machine 1.99 cores busy (0.20 in interrupts): 1.40 these processes, 0.59 other
-    /// processes", from `before` to now, over `seconds`, with `ours` CPU seconds used by the
-    /// processes measured. Time in interrupts is counted in the figures of the process it
-    /// interrupted as well (tick-based accounting), so it is not added to them.
-    fn busy_since(before: Self, seconds: f64, ours: f64, ticks: f64) -> String {
-        let now = Self::now();
-        let cores = |t: f64| t / ticks / seconds.max(f64::EPSILON);
-        let machine = cores(now.busy - before.busy);
-        let interrupts = cores(now.interrupts - before.interrupts);
-        let ours = ours / seconds.max(f64::EPSILON);
-        format!(
-            "machine {machine:.2} cores busy ({interrupts:.2} in interrupts): {ours:.2} these processes, {:.2} other processes",
-            (machine - ours).max(0.0)
-        )
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// A point in time with the CPU time used so far by the machine and by some processes, to tell
-/// afterwards how busy the machine was in between and how much of that was not theirs.
-struct Mark {
-    at: Instant,
-    machine: MachineTicks,
-    ours: f64,
-}
-
-impl Mark {
-    fn now(pids: &[u32], ticks: f64) -> Self {
-        Self {
-            at: Instant::now(),
-            machine: MachineTicks::now(),
-            ours: pids
-                .iter()
-                .map(|pid| Usage::of(*pid, ticks).cpu_seconds)
-                .sum(),
-        }
-    }
-
-    /// How busy the machine was since the mark, and with what.
-    fn busy_since(&self, pids: &[u32], ticks: f64) -> String {
-        let ours: f64 = pids
-            .iter()
-            .map(|pid| Usage::of(*pid, ticks).cpu_seconds)
-            .sum();
-        MachineTicks::busy_since(
-            self.machine,
-            self.at.elapsed().as_secs_f64(),
-            ours - self.ours,
-            ticks,
-        )
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Measuring a rate.
-// ---------------------------------------------------------------------------------------------
-
-struct Rate {
-    events: u64,
-    seconds: f64,
-    /// What each process used over the window.
-    usage: Vec<(&'static str, Usage)>,
-    /// How busy the whole machine was over the window.
-    machine: String,
-}
-
-impl Rate {
-    fn per_second(&self) -> f64 {
-        self.events as f64 / self.seconds.max(f64::EPSILON)
-    }
-
-    /// "nats-server 4.1 µs / 0.30 cs, … (total …; machine …)": CPU time and
-    /// context switches per event of each process, and how busy the machine was.
-    fn usage_text(&self) -> String {
-        let per_event = |x: f64| x / (self.events.max(1) as f64);
-        let parts: Vec<String> = self
-            .usage
-            .iter()
-            .map(|(name, u)| {
-                format!(
-                    "{name} {:.1} µs / {:.2} cs",
-                    per_event(u.cpu_seconds) * 1e6,
-                    per_event(u.switches)
-                )
-            })
-            .collect();
-        let total: f64 = self.usage.iter().map(|(_, u)| u.cpu_seconds).sum();
-        format!(
-            "{} (total {:.1} µs; {})",
-            parts.join(", "),
-            per_event(total) * 1e6,
-            self.machine
-        )
-    }
-}
-
-/// Waits for the first event to go through, lets things warm up, then counts `progress` over
-/// `window` (or until it reaches `total`) and what `processes` used meanwhile.
-async fn measure(
-    mut progress: impl AsyncFnMut() -> u64,
-    total: u64,
-    window: Duration,
-    processes: &[(&'static str, u32)],
-    ticks: f64,
-) -> Rate {
-    let started = Instant::now();
-    while progress().await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no event went through in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(WARM_UP).await;
-    let before: Vec<Usage> = processes
-        .iter()
-        .map(|(_, pid)| Usage::of(*pid, ticks))
-        .collect();
-    let machine_before = MachineTicks::now();
-    let from = Instant::now();
-    let first = progress().await;
-    assert!(
-        first < total,
-        "the stream ran dry during the warm-up: raise --events"
-    );
-    loop {
-        tokio::time::sleep(POLL).await;
-        let now = progress().await;
-        let elapsed = from.elapsed();
-        if now >= total || elapsed >= window {
-            let usage: Vec<(&'static str, Usage)> = processes
-                .iter()
-                .zip(before)
-                .map(|((name, pid), before)| (*name, Usage::of(*pid, ticks).since(&before)))
-                .collect();
-            let ours = usage.iter().map(|(_, u)| u.cpu_seconds).sum();
-            return Rate {
-                machine: MachineTicks::busy_since(
-                    machine_before,
-                    elapsed.as_secs_f64(),
-                    ours,
-                    ticks,
-                ),
-                events: now - first,
-                seconds: elapsed.as_secs_f64(),
-                usage,
-            };
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // JetStream.
 // ---------------------------------------------------------------------------------------------
-
-async fn fresh_consumer(
-    stream: &stream::Stream,
-    name: &str,
-    deliver_policy: DeliverPolicy,
-) -> PullConsumer {
-    let _ = stream.delete_consumer(name).await;
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(name.to_string()),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .expect("create the consumer")
-}
-
-/// Events the consumer has seen acknowledged, in order (its ack floor).
-async fn ack_floor(stream: &stream::Stream, name: &str) -> u64 {
-    stream
-        .consumer_info(name)
-        .await
-        .map(|info| info.ack_floor.consumer_sequence)
-        .unwrap_or(0)
-}
-
-/// Publishes `events` untimed events with a window of acknowledgements in flight.
-async fn prefill(js: &jetstream::Context, events: u64) -> f64 {
-    let payload = event(0);
-    let started = Instant::now();
-    let mut acks = FuturesUnordered::new();
-    let mut sent = 0;
-    while sent < events || !acks.is_empty() {
-        while sent < events && acks.len() < 256 {
-            let ack = js.publish(SUBJECT, payload.clone()).await.expect("publish");
-            acks.push(ack.into_future());
-            sent += 1;
-        }
-        if let Some(ack) = acks.next().await {
-            ack.expect("stored");
-        }
-    }
-    events as f64 / started.elapsed().as_secs_f64()
-}
 
 /// (a): pull requests for up to `batch` events, the next one once the batch is in (the
 /// dispatcher's shape when handling takes no time); each event acked as it arrives.
@@ -783,127 +351,19 @@ fn percentiles(mut samples: Vec<(u64, u64)>, file: &std::path::Path) -> Percenti
     }
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !done().await {
-        if started.elapsed() > limit {
-            eprintln!("gave up waiting for {what} after {limit:?}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The dispatcher process.
-// ---------------------------------------------------------------------------------------------
-
-struct Dispatcher {
-    child: Child,
-    pid: u32,
-    http: SocketAddr,
-}
-
-fn start_dispatcher(
-    args: &Args,
-    consumer: &str,
-    concurrency: usize,
-    handler_port: u16,
-) -> Dispatcher {
-    let http = free_addr();
-    let log =
-        std::fs::File::create(args.work_dir.join(format!("{consumer}.log"))).expect("log file");
-    let child = Command::new(&args.switchyard)
-        .args([
-            "--log-format",
-            "json",
-            "dispatch",
-            "--stream",
-            STREAM,
-            "--consumer",
-            consumer,
-        ])
-        .args(["--endpoint", &format!("http://127.0.0.1:{handler_port}/")])
-        .args(["--concurrency", &concurrency.to_string()])
-        .args(["--subject-prefix", SUBJECT_PREFIX])
-        .args(["--http-addr", &http.to_string()])
-        .args(["--nats-url", &args.nats_url])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start switchyard dispatch");
-    Dispatcher {
-        pid: child.id().expect("running"),
-        child,
-        http,
-    }
-}
-
-impl Dispatcher {
-    async fn ready(&self, client: &HttpClient) {
-        let url = format!("http://{}/readyz", self.http);
-        wait_until(
-            "the dispatcher to be ready",
-            Duration::from_secs(30),
-            async || matches!(get_text(client, &url, Method::GET).await, Some((200, _))),
-        )
-        .await;
-    }
-
-    /// Sum and count of one of its histograms.
-    async fn histogram(&self, client: &HttpClient, name: &str) -> (f64, f64) {
-        let url = format!("http://{}/metrics", self.http);
-        let text = get_text(client, &url, Method::GET)
-            .await
-            .map(|(_, t)| t)
-            .unwrap_or_default();
-        let value = |suffix: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
-        (value("sum"), value("count"))
-    }
-
-    /// SIGTERM (it drains and exits), then its peak RSS in KiB, read just before.
-    async fn stop(mut self) -> u64 {
-        let hwm = procfs::status_kib(&self.pid.to_string(), "VmHWM:");
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        hwm
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The bench.
 // ---------------------------------------------------------------------------------------------
 
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn thousands(rate: f64) -> String {
-    let n = rate.round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+/// How this bench starts dispatchers.
+fn command(args: &Args) -> DispatcherCommand<'_> {
+    DispatcherCommand {
+        switchyard: &args.switchyard,
+        nats_url: &args.nats_url,
+        work_dir: &args.work_dir,
+        stream: STREAM,
+        subject_prefix: SUBJECT_PREFIX,
     }
-    out
 }
 
 async fn bench(args: Args) {
@@ -927,7 +387,7 @@ async fn bench(args: Args) {
         .await
         .expect("create the stream");
     eprintln!("pre-filling {STREAM} with {} events", args.events);
-    let prefill_rate = prefill(&js, args.events).await;
+    let prefill_rate = prefill(&js, SUBJECT, event(0), args.events).await;
     let handler = start_handler().await;
     let endpoint: Uri = format!("http://127.0.0.1:{}/", handler.port)
         .parse()
@@ -1029,7 +489,7 @@ async fn bench(args: Args) {
         // The ack floor also moves for events the dispatcher terminates without a POST: the
         // handler's own count tells whether every acknowledged event reached it.
         let posted_before = phases.handler_count().await;
-        let dispatcher = start_dispatcher(&args, &name, concurrency, handler.port);
+        let dispatcher = start_dispatcher(&command(&args), &name, concurrency, handler.port, &[]);
         let c = measure(
             async || ack_floor(&stream, &name).await,
             total,
@@ -1282,7 +742,13 @@ impl Phases<'_> {
         eprintln!("concurrency {concurrency}: latency at {rate:.0}/s, dispatcher");
         let name = format!("lat_dispatch_{}", tag.replace('-', "_"));
         fresh_consumer(self.stream, &name, DeliverPolicy::New).await;
-        let dispatcher = start_dispatcher(self.args, &name, concurrency, self.handler.port);
+        let dispatcher = start_dispatcher(
+            &command(self.args),
+            &name,
+            concurrency,
+            self.handler.port,
+            &[],
+        );
         dispatcher.ready(self.http).await;
         let _ = self.handler_samples().await;
         let before = self.handler_count().await;

@@ -90,6 +90,12 @@ pub mod metadata {
     pub const POD: &str = "switchyard.dev/pod";
     /// Per-key order: the partition a per-partition consumer reads.
     pub const PARTITION: &str = "switchyard.dev/partition";
+    /// The registered schema version a consumer's inherited processing defaults came from
+    /// (`<eventType> v<version>`), when its Subscription is bound to one.
+    pub const SCHEMA: &str = "switchyard.dev/schema";
+    /// What a broker object was written from: when one of these differs, the declared state
+    /// changed (a spec, or the schema version it inherits from), which is no drift.
+    pub const WRITTEN_FROM: [&str; 2] = [GENERATION, SCHEMA];
     /// Prefix of the keys the server adds by itself; they are never compared.
     pub const SERVER_PREFIX: &str = "_nats.";
 }

@@ -297,6 +297,7 @@ impl Fixture {
             },
             http_addr: None,
             hold_rejections: false,
+            schema_key: None,
         }
     }
 }
@@ -676,6 +677,7 @@ async fn the_dispatcher_rides_out_a_nats_restart() {
         },
         http_addr: None,
         hold_rejections: false,
+        schema_key: None,
     });
     let publish = |n: usize| {
         let jetstream = jetstream.clone();

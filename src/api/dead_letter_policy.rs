@@ -52,8 +52,8 @@ pub struct DeadLetterPolicySpec {
 
     /// Which failures are dead-lettered: MaxDeliveries (the event reached its maximum number
     /// of deliveries), Terminated (a handler rejected it, e.g. with an HTTP 4xx other than 408
-    /// and 429, or a consumer terminated it), SchemaViolation (its payload failed the Topic's
-    /// EventSchema). Default: all three.
+    /// and 429, or a consumer terminated it), SchemaViolation (its data failed the EventSchema
+    /// its Subscription is bound to). Default: all three.
     #[serde(default = "default_capture")]
     #[schemars(length(min = 1, max = 3))]
     #[x_kube(merge_strategy = ListMerge::Set)]

@@ -16,13 +16,13 @@ use kube::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{GoDuration, LocalObjectRef, RetryBackoff};
+use super::common::{GoDuration, LocalObjectRef, ObjectRefWithVersion, RetryBackoff};
 
-/// How long JetStream waits for an acknowledgement when neither the Subscription, nor the
-/// EventSchema of its Topic, says otherwise.
+/// How long JetStream waits for an acknowledgement when neither the Subscription, nor its bound
+/// EventSchema, says otherwise.
 pub const DEFAULT_ACK_WAIT: &str = "30s";
-/// Deliveries of one event when neither the Subscription, its DeadLetterPolicy, nor the
-/// EventSchema of its Topic, says otherwise.
+/// Deliveries of one event when neither the Subscription, its DeadLetterPolicy, nor its bound
+/// EventSchema, says otherwise.
 pub const DEFAULT_MAX_DELIVERIES: i32 = 5;
 /// Upper bound on `maxDeliveries` wherever it appears: deliveries are always bounded.
 pub const MAX_DELIVERIES_LIMIT: i32 = 1000;
@@ -52,6 +52,8 @@ pub const MAX_WORKER_REPLICAS: i32 = 1000;
     printcolumn = r#"{"name":"Desired","type":"integer","priority":1,"jsonPath":".status.desiredWorkers"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","priority":1,"jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Consumer","type":"string","priority":1,"jsonPath":".status.consumerName"}"#,
+    printcolumn = r#"{"name":"Schema","type":"string","priority":1,"jsonPath":".status.schema.eventType"}"#,
+    printcolumn = r#"{"name":"Schema version","type":"integer","priority":1,"jsonPath":".status.schema.version"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 63").message("a Subscription name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at most 63 characters) because it names the JetStream consumer and labels the worker pods").reason(Reason::FieldValueInvalid),
 )]
@@ -129,7 +131,8 @@ pub struct SubscriptionSpec {
     pub start_sequence: Option<i64>,
 
     /// How long JetStream waits for an acknowledgement before it redelivers an event (e.g.
-    /// 30s, 2m). Unset: the ackWait in the defaults of the Topic's EventSchema, else 30s.
+    /// 30s, 2m). Unset: the ackWait in the defaults of the bound EventSchema (schemaRef),
+    /// else 30s.
     /// With a retry backoff, the first backoff delay takes its place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("spec.ackWait must be longer than 0s").reason(Reason::FieldValueInvalid))]
@@ -143,8 +146,8 @@ pub struct SubscriptionSpec {
 
     /// How often and how fast a failed event is delivered again before it is dead-lettered.
     /// Each unset field is inherited from the DeadLetterPolicy, then from the defaults of the
-    /// Topic's EventSchema; without either, 5 deliveries with no backoff (redelivery after
-    /// ackWait).
+    /// bound EventSchema (schemaRef); without either, 5 deliveries with no backoff (redelivery
+    /// after ackWait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
 
@@ -153,6 +156,16 @@ pub struct SubscriptionSpec {
     /// kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_policy_ref: Option<LocalObjectRef>,
+
+    /// EventSchema (same namespace) whose registered schema every event's data must satisfy,
+    /// optionally pinned to one registered version; unset: the Topic's schemaRef. Without a
+    /// pin, the latest registered version applies, and a newer one takes effect in running
+    /// workers without a restart. The dispatcher refuses an event that fails it with reason
+    /// SchemaViolation, which dead-letters it like a handler's refusal. The schema's processing
+    /// defaults (ackWait, maxDeliveries, backoff) apply to each setting that neither this
+    /// Subscription nor its DeadLetterPolicy sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_ref: Option<ObjectRefWithVersion>,
 
     /// Workers Switchyard runs for this Subscription: a Deployment whose pods run your container
     /// next to the Switchyard dispatcher, which delivers each event to your container as a
@@ -465,6 +478,27 @@ pub struct SubscriptionStatus {
     /// them (refreshed at the resync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_lettered: Option<i64>,
+    /// The schema events are validated against (from spec.schemaRef, else the Topic's), as the
+    /// registry held it at the last reconcile. Unset: no schema is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<BoundSchema>,
+}
+
+/// The registered schema version a Subscription's events are validated against.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BoundSchema {
+    /// The EventSchema named by the binding.
+    pub name: String,
+    /// The CloudEvents type the schema describes.
+    pub event_type: String,
+    /// The registered version in force: the pinned one, or the latest registered.
+    pub version: i64,
+    /// True when the binding pins this version; false when it follows the latest registered
+    /// version (which may be higher than the EventSchema's own spec.version).
+    pub pinned: bool,
+    /// Fingerprint (SHA-256 of the canonical form) of that version's schema.
+    pub fingerprint: String,
 }
 
 /// Rule for any `backoff` field: a list of delays or an exponential rule, not both.
@@ -528,6 +562,8 @@ mod tests {
                 "Desired",
                 "Mode",
                 "Consumer",
+                "Schema",
+                "Schema version",
                 "Age",
             ],
         );

@@ -128,7 +128,10 @@ pub struct TopicSpec {
     #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.denyPurge cannot be turned off once on (JetStream refuses it)").reason(Reason::FieldValueForbidden))]
     pub deny_purge: bool,
 
-    /// EventSchema that every event on this Topic must satisfy, optionally pinned to a version.
+    /// EventSchema (same namespace) that every event on this Topic must satisfy, optionally
+    /// pinned to one registered version (unset: the latest registered). Enforced by the worker
+    /// dispatchers of the Topic's Subscriptions, each of which may name its own schemaRef
+    /// instead; its processing defaults become theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_ref: Option<ObjectRefWithVersion>,
 

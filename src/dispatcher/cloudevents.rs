@@ -844,7 +844,7 @@ fn media_type(content_type: &str) -> String {
 }
 
 /// Whether a content type declares JSON: subtype `json` or a `+json` suffix (JSON event format).
-fn is_json_media_type(content_type: &str) -> bool {
+pub(crate) fn is_json_media_type(content_type: &str) -> bool {
     let media_type = media_type(content_type);
     media_type
         .split_once('/')

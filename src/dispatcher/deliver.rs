@@ -20,6 +20,7 @@ use super::{
     key_order::{Handover, KeepAlive, KeyOrder, Lined, key_of},
     outcome::{HandlerResult, InPlace, Redelivery, Verdict, in_place, judge, next_attempt},
     refusal::{Refusals, Refused},
+    validation::{Enforced, refusal_reason},
 };
 use crate::{
     broker::{
@@ -48,6 +49,8 @@ pub struct Deliverer {
     pub refusals: Refusals,
     /// When the events handed back for redelivery were first delivered.
     pub first_deliveries: FirstDeliveries,
+    /// The schema every event's data must satisfy, if one is bound.
+    pub schema: Option<Enforced>,
 }
 
 /// One call of the handler for an event.
@@ -424,9 +427,9 @@ impl Deliverer {
         }
     }
 
-    /// Translates and POSTs one copy of an event, keeping it alive meanwhile if asked; the
-    /// handler's result and the verdict, or `None` if the event is no valid CloudEvent (then
-    /// given up on).
+    /// Translates, validates and POSTs one copy of an event, keeping it alive meanwhile if
+    /// asked; the handler's result and the verdict, or `None` if the event is no valid
+    /// CloudEvent or fails the bound schema (then given up on).
     async fn attempt(
         &self,
         event: &Delivered,
@@ -458,6 +461,21 @@ impl Deliverer {
                 return None;
             }
         };
+        if let Some(schema) = &self.schema
+            && let Err(violation) = schema.check(&request)
+        {
+            let reason = refusal_reason(violation);
+            debug!(sequence = info.stream_sequence, reason, "giving up");
+            if let Err(e) = self
+                .refuse(event, attempt, &reason, "schema_violation")
+                .await
+            {
+                warn!(error = %e, "could not settle an event that fails its schema");
+            }
+            self.first_deliveries
+                .settled(info.stream_sequence, info.delivered);
+            return None;
+        }
         metrics.in_flight.inc();
         metrics.delivered.inc();
         let started = Instant::now();

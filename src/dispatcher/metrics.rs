@@ -15,7 +15,7 @@ pub struct OutcomeLabels {
     /// or held (for the dead-letter relay, where the Topic keeps no copy).
     pub outcome: &'static str,
     /// Why: ok, http_5xx, http_408, http_429, timeout, unreachable, rejected, invalid_event,
-    /// max_deliveries.
+    /// schema_violation, max_deliveries.
     pub reason: &'static str,
 }
 
@@ -35,6 +35,8 @@ pub struct DispatchMetrics {
     pub keep_alives: Counter,
     pub handler_seconds: Histogram,
     pub fetch_seconds: Histogram,
+    /// The registered schema version events are validated against (0: none yet).
+    pub schema_version: Gauge,
 }
 
 /// Buckets from 0.5 ms to 10 s: a handler on loopback answers in well under a millisecond.
@@ -79,6 +81,12 @@ impl Default for DispatchMetrics {
             "Time from asking JetStream for events until the first arrived",
             fetch_seconds.clone(),
         );
+        let schema_version = Gauge::default();
+        registry.register(
+            "schema_version",
+            "Version of the bound schema events are validated against (0 while none is in force)",
+            schema_version.clone(),
+        );
         let acked_ok = outcomes.get_or_create(&ACKED_OK).clone();
         Self {
             registry,
@@ -89,6 +97,7 @@ impl Default for DispatchMetrics {
             keep_alives,
             handler_seconds,
             fetch_seconds,
+            schema_version,
         }
     }
 }

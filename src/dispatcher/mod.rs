@@ -2,7 +2,9 @@
 //! durable consumer and delivers each to the handler next to it as a CloudEvents 1.0 HTTP
 //! request ([`cloudevents`], [`handler`]), then tells JetStream what became of it
 //! ([`outcome`]): acknowledged, redelivered later with the Subscription's backoff, or
-//! terminated with a reason, or held back for the dead-letter relay ([`refusal`]).
+//! terminated with a reason, or held back for the dead-letter relay ([`refusal`]). With a
+//! schema bound, events whose data fails it are refused before the handler sees them
+//! ([`validation`]).
 //!
 //! Flow control: at most `concurrency` events are in flight; the dispatcher asks JetStream for
 //! exactly as many as it has room for, so no event waits in a local buffer (where its ackWait
@@ -23,6 +25,7 @@ pub mod key_order;
 pub mod metrics;
 pub mod outcome;
 pub mod refusal;
+pub mod validation;
 
 use std::{
     net::SocketAddr,
@@ -45,6 +48,7 @@ use self::{
     metrics::DispatchMetrics,
     outcome::Redelivery,
     refusal::Refusals,
+    validation::SchemaState,
 };
 use crate::{
     broker::{
@@ -95,6 +99,9 @@ pub struct DispatchConfig {
     /// retention): refused events are held for the dead-letter relay instead of terminated
     /// (see [`refusal`]).
     pub hold_rejections: bool,
+    /// The schema registry key whose record every event's data must satisfy (see
+    /// [`validation`]); `None`: events are not validated.
+    pub schema_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +128,7 @@ struct State {
     bound: AtomicBool,
     handler_reachable: AtomicBool,
     connected: AtomicBool,
+    schema: Arc<SchemaState>,
 }
 
 impl http::Probes for State {
@@ -135,11 +143,16 @@ impl http::Probes for State {
             ("handler reachable", yes(&self.handler_reachable)),
             ("nats connected", yes(&self.connected)),
         ];
-        let text = lines
+        let mut text: String = lines
             .iter()
             .map(|(what, ok)| format!("{what}: {}\n", if *ok { "yes" } else { "no" }))
             .collect();
-        (lines.iter().all(|(_, ok)| *ok), text)
+        let mut ready = lines.iter().all(|(_, ok)| *ok);
+        if let Some((in_force, line)) = self.schema.get() {
+            text.push_str(&format!("schema {line}\n"));
+            ready &= in_force;
+        }
+        (ready, text)
     }
 }
 
@@ -153,6 +166,15 @@ pub async fn run(
     }
     if config.consumers.is_empty() {
         return Err(DispatchError::Arguments("name at least one --consumer"));
+    }
+    if config
+        .schema_key
+        .as_deref()
+        .is_some_and(|key| !validation::is_bound_key(key))
+    {
+        return Err(DispatchError::Arguments(
+            "--schema-key must be <namespace>.<eventType>.latest or <namespace>.<eventType>.v<version>",
+        ));
     }
     let type_tokens = match (config.per_key, config.layout.partition_type_tokens) {
         (false, _) => None,
@@ -178,6 +200,18 @@ pub async fn run(
     let broker = Broker::connect(&config.broker).await?;
     follow_connection(&broker, &state, &shutdown);
     probe_handler(&handler, &state, &shutdown);
+    let schema = config.schema_key.clone().map(|key| {
+        let (first, in_force) = tokio::sync::oneshot::channel();
+        tokio::spawn(validation::follow(
+            broker.clone(),
+            key,
+            state.schema.clone(),
+            state.metrics.schema_version.clone(),
+            first,
+            shutdown.clone(),
+        ));
+        in_force
+    });
 
     let mut bound = Vec::with_capacity(config.consumers.len());
     for consumer in &config.consumers {
@@ -187,6 +221,20 @@ pub async fn run(
         bound.push(one);
     }
     state.bound.store(true, Ordering::Relaxed);
+    // Nothing is delivered unvalidated: with a schema bound, the first record must be in force.
+    let schema = match schema {
+        None => None,
+        Some(in_force) => {
+            info!(key = config.schema_key, "waiting for the bound schema");
+            tokio::select! {
+                () = shutdown.triggered() => return finish(http).await,
+                first = in_force => match first {
+                    Ok(enforced) => Some(enforced),
+                    Err(_) => return finish(http).await,
+                },
+            }
+        }
+    };
     // The consumers of one Subscription share their redelivery settings.
     let redelivery = Redelivery {
         backoff: bound[0].config.backoff.clone(),
@@ -202,6 +250,7 @@ pub async fn run(
         concurrency = config.concurrency,
         ?timeout,
         hold_rejections = config.hold_rejections,
+        schema_key = config.schema_key,
         "dispatching"
     );
     let lookahead = (config.concurrency * LOOKAHEAD_PER_SLOT).max(MIN_LOOKAHEAD);
@@ -229,6 +278,7 @@ pub async fn run(
             Refusals::Terminate
         },
         first_deliveries: Default::default(),
+        schema,
     });
     let keeping_alive = deliverer.key_order.is_some().then(|| {
         let deliverer = deliverer.clone();

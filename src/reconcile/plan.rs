@@ -83,8 +83,9 @@ pub fn plan<C: BrokerConfig>(desired: &C, actual: Option<&C>, inputs: PlanInputs
     }
     let cause = if !ours {
         UpdateCause::Adoption
-    } else if actual.metadata().get(metadata::GENERATION)
-        == desired.metadata().get(metadata::GENERATION)
+    } else if metadata::WRITTEN_FROM
+        .iter()
+        .all(|key| actual.metadata().get(*key) == desired.metadata().get(*key))
     {
         UpdateCause::Drift
     } else {

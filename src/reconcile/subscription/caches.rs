@@ -1,9 +1,12 @@
 //! What a Subscription's reconciles read besides the Subscription itself, from caches instead
-//! of API requests: the Topics (it names one), the worker Deployments (it owns one) and, in
-//! Broadcast mode, the worker pods (each gets its own consumer). The watches filling the caches
-//! also wake the Subscriptions concerned, and only when something they act on changed.
+//! of API requests: the Topics (it names one), the EventSchemas (it, or its Topic, may name
+//! one), the worker Deployments (it owns one) and, in Broadcast mode, the worker pods (each
+//! gets its own consumer). The watches filling the caches also wake the Subscriptions
+//! concerned, and only when something they act on changed.
 
 use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -22,12 +25,13 @@ use kube::{
 
 use super::workers::{MODE_LABEL, SUBSCRIPTION_LABEL};
 use crate::{
-    api::{Subscription, Topic},
+    api::{EventSchema, Subscription, Topic},
+    conditions::{self, ConditionType},
     reconcile::topic::referred_topic_change,
     runtime::{
         Context, Error, api_for,
         relations::referrers,
-        watch::{on_first_list, related_changes, slim},
+        watch::{lifecycle_hash, on_first_list, related_changes, slim},
     },
 };
 
@@ -40,6 +44,7 @@ type PodMeta = PartialObjectMeta<Pod>;
 /// with the controller ([`Caches::watch`]).
 pub struct Caches {
     topics: Store<Topic>,
+    event_schemas: Store<EventSchema>,
     deployments: Store<Deployment>,
     pods: Store<PodMeta>,
     writers: Mutex<Option<CacheWriters>>,
@@ -48,7 +53,7 @@ pub struct Caches {
 }
 
 /// The watches whose first list [`Caches::synced`] waits for.
-const LISTS: usize = 3;
+const LISTS: usize = 4;
 
 /// Counts a watch's first complete list into `synced`.
 fn count_first_list<K>(
@@ -60,6 +65,7 @@ fn count_first_list<K>(
 
 struct CacheWriters {
     topics: Writer<Topic>,
+    event_schemas: Writer<EventSchema>,
     deployments: Writer<Deployment>,
     pods: Writer<PodMeta>,
 }
@@ -67,14 +73,17 @@ struct CacheWriters {
 impl Default for Caches {
     fn default() -> Self {
         let (topics, topic_writer) = reflector::store();
+        let (event_schemas, event_schema_writer) = reflector::store();
         let (deployments, deployment_writer) = reflector::store();
         let (pods, pod_writer) = reflector::store();
         Self {
             topics,
+            event_schemas,
             deployments,
             pods,
             writers: Mutex::new(Some(CacheWriters {
                 topics: topic_writer,
+                event_schemas: event_schema_writer,
                 deployments: deployment_writer,
                 pods: pod_writer,
             })),
@@ -86,6 +95,11 @@ impl Default for Caches {
 impl Caches {
     pub fn topic(&self, namespace: &str, name: &str) -> Option<Arc<Topic>> {
         self.topics.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn event_schema(&self, namespace: &str, name: &str) -> Option<Arc<EventSchema>> {
+        self.event_schemas
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
@@ -120,13 +134,15 @@ impl Caches {
         match tokio::time::timeout(patience, synced.wait_for(|lists| *lists >= LISTS)).await {
             Ok(_) => Ok(()),
             Err(_) => Err(Error::NotSynced(
-                "the watches on Topics, worker Deployments and Broadcast worker pods have not all listed their objects yet; check that the operator may list and watch them",
+                "the watches on Topics, EventSchemas, worker Deployments and Broadcast worker pods have not all listed their objects yet; check that the operator may list and watch them",
             )),
         }
     }
 
     /// Adds the watches that fill the caches and wake Subscriptions: a Topic appearing,
-    /// changing its spec or going away wakes the Subscriptions naming it; a worker Deployment
+    /// changing its spec or going away wakes the Subscriptions naming it; an EventSchema
+    /// appearing, going away, changing its spec or registering a version wakes the
+    /// Subscriptions bound to it (by their own schemaRef or their Topic's); a worker Deployment
     /// changing wakes its owner; a Broadcast worker pod starting or going away wakes its
     /// Subscription. Called once per controller run.
     pub fn watch(
@@ -147,6 +163,14 @@ impl Caches {
         .inspect(count_first_list(&self.synced))
         .modify(slim)
         .reflect(writers.topics);
+        let event_schemas = watcher(
+            api_for::<EventSchema>(&ctx.client, namespace),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .inspect(count_first_list(&self.synced))
+        .modify(slim)
+        .reflect(writers.event_schemas);
         let deployments = watcher(
             api_for::<Deployment>(&ctx.client, namespace),
             watcher::Config::default()
@@ -173,15 +197,69 @@ impl Caches {
             .owns_stream(deployments)
             .watches_stream(
                 related_changes(topics, referred_topic_change),
-                referrers(subscriptions, |guard: &DeserializeGuard<Subscription>| {
-                    guard
-                        .0
-                        .as_ref()
-                        .map(|sub| vec![sub.spec.topic_ref.name.clone()])
-                        .unwrap_or_default()
-                }),
+                referrers(
+                    subscriptions.clone(),
+                    |guard: &DeserializeGuard<Subscription>| {
+                        guard
+                            .0
+                            .as_ref()
+                            .map(|sub| vec![sub.spec.topic_ref.name.clone()])
+                            .unwrap_or_default()
+                    },
+                ),
+            )
+            .watches_stream(
+                related_changes(event_schemas, referred_schema_change),
+                bound_subscriptions(subscriptions, self.topics.clone()),
             )
             .watches_stream(related_changes(pods, |_| Some(0)), pod_owner)
+    }
+}
+
+/// What of an EventSchema its Subscriptions act on: its lifecycle, and what it registered
+/// (the registry's versions, as its status reports them), so that a Subscription waiting for a
+/// version to register is woken when one does.
+fn referred_schema_change(schema: &EventSchema) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    lifecycle_hash(schema).hash(&mut hasher);
+    if let Some(status) = &schema.status {
+        status.latest_version.hash(&mut hasher);
+        status.registered_versions.hash(&mut hasher);
+        status.fingerprint.hash(&mut hasher);
+        conditions::find(&status.conditions, ConditionType::Ready)
+            .map(|c| &c.status)
+            .hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+/// Maps an EventSchema to the Subscriptions of its namespace bound to it: those naming it in
+/// their schemaRef, and those without one whose Topic (from the Topic cache) names it.
+fn bound_subscriptions(
+    subscriptions: Store<DeserializeGuard<Subscription>>,
+    topics: Store<Topic>,
+) -> impl Fn(EventSchema) -> Vec<ObjectRef<DeserializeGuard<Subscription>>> + Send + Sync + Clone + 'static
+{
+    move |schema: EventSchema| {
+        let (Some(namespace), name) = (schema.namespace(), schema.name_any()) else {
+            return Vec::new();
+        };
+        subscriptions
+            .state()
+            .iter()
+            .filter(|guard| guard.namespace().as_deref() == Some(namespace.as_str()))
+            .filter(|guard| {
+                let Ok(sub) = &guard.0 else { return false };
+                let named = match &sub.spec.schema_ref {
+                    Some(own) => Some(own.name.clone()),
+                    None => topics
+                        .get(&ObjectRef::new(&sub.spec.topic_ref.name).within(&namespace))
+                        .and_then(|topic| topic.spec.schema_ref.as_ref().map(|r| r.name.clone())),
+                };
+                named.as_deref() == Some(name.as_str())
+            })
+            .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+            .collect()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Subscription → durable JetStream pull consumer(s) on its Topic's stream, and the worker
-//! Deployment. The stages: the Topic, DeadLetterPolicy and (Broadcast) worker pods it relates
-//! to (dereference, from [`caches`]), the consumer configuration (pure, [`consumer_config`]),
+//! Deployment. The stages: the Topic, DeadLetterPolicy, bound schema ([`binding`]) and
+//! (Broadcast) worker pods it relates to (dereference, from [`caches`] and the schema
+//! registry), the consumer configuration (pure, [`consumer_config`]),
 //! the consumers found, the plan (pure, [`plan`]), applying it, and the figures the status
 //! shows (pure, [`status`]); then the worker Deployment ([`workers`], [`workers_sync`]), whose
 //! pod count the lag loop ([`lag_loop`], deciding with [`autoscale`]) sets when autoscaling.
@@ -18,6 +19,7 @@
 //!   pod are removed.
 
 pub mod autoscale;
+pub mod binding;
 pub mod caches;
 pub mod consumer_config;
 pub mod lag_loop;
@@ -40,20 +42,23 @@ use kube::{
     core::DeserializeGuard,
     runtime::{Controller, reflector::Store},
 };
+use tokio::sync::OnceCell;
 use tracing::info;
 
 use self::{
+    binding::Binding,
     caches::Caches,
     consumer_config::{
-        DesiredConsumer, RetryDefaults, SubscriptionIdentity, TopicView, desired_consumer,
-        metadata, per_partition_consumers, per_pod_consumer,
+        DesiredConsumer, SubscriptionIdentity, TopicView, desired_consumer, metadata,
+        per_partition_consumers, per_pod_consumer,
     },
     lag_loop::Autoscaler,
     status::ConsumerLayout,
 };
 use crate::{
     api::{
-        DeadLetterPolicy, DeadLetterPolicySpec, Subscription, SubscriptionStatus, Topic,
+        DeadLetterPolicy, DeadLetterPolicySpec, EventSchema, ObjectRefWithVersion, Subscription,
+        SubscriptionStatus, Topic,
         subscription::{Ordering, SubscriptionMode},
     },
     broker::{BrokerError, codes},
@@ -64,6 +69,7 @@ use crate::{
         dead_letter_policy,
         plan::{Plan as ConsumerPlan, PlanInputs, UpdateCause, plan},
     },
+    registry::{Registry, SchemaRecord},
     runtime::{
         Context, Error,
         driver::{Outcome, Reconciler, Unresolved, common_broker_failure},
@@ -85,6 +91,10 @@ const SUBSCRIPTION_APPLY_GRACE: std::time::Duration = std::time::Duration::from_
 /// How often a Subscription waiting for a Topic being set up looks again, should the watch
 /// that reports the Topic's first status be late.
 const TOPIC_SETUP_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long after its creation an EventSchema that has no status yet counts as registering: a
+/// Subscription applied together with it waits this long, quietly, before it reports
+/// SchemaNotRegistered.
+const SCHEMA_SETUP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Held on every Subscription: its consumers hold no data and go with it.
 pub const FINALIZER: &str = "switchyard.dev/consumer-cleanup";
@@ -100,6 +110,11 @@ condition_reasons! {
         TopicNotReady,
         /// The DeadLetterPolicy named by the Subscription or its Topic does not exist (yet).
         DeadLetterPolicyNotFound,
+        /// The EventSchema named by the Subscription's or its Topic's schemaRef does not exist.
+        SchemaNotFound,
+        /// The EventSchema exists, but the registry holds no version of it (or not the pinned
+        /// one).
+        SchemaNotRegistered,
         /// A consumer with this name exists and was not created for this Subscription.
         ConsumerNotOwned,
         /// The consumer differs in a way JetStream cannot change in place.
@@ -119,6 +134,8 @@ pub struct SubscriptionFigures {
     pub workers: Option<status::WorkerFigures>,
     /// Its events dead-lettered so far (see [`DesiredConsumers::dead_lettered`]).
     pub dead_lettered: Option<i64>,
+    /// The schema it is bound to; shown whenever the figures are.
+    pub schema: Option<Binding>,
 }
 
 /// What a Subscription refers to.
@@ -127,6 +144,8 @@ pub struct SubscriptionRefs {
     dead_letter_policy: Option<DeadLetterPolicySpec>,
     /// Its events dead-lettered so far, as the policy's status counts them.
     dead_lettered: Option<i64>,
+    /// The registered schema version its events are validated against.
+    schema: Option<Binding>,
     /// Broadcast: its worker pods, each of which gets a consumer.
     pods: Vec<String>,
 }
@@ -143,6 +162,8 @@ pub struct DesiredConsumers {
     pub layout: Layout,
     /// Its events dead-lettered so far, as its DeadLetterPolicy's status counts them.
     pub dead_lettered: Option<i64>,
+    /// The registered schema version its events are validated against.
+    pub schema: Option<Binding>,
 }
 
 /// How a Subscription's events are spread over consumers.
@@ -195,6 +216,7 @@ pub struct SubscriptionReconciler {
     caches: Caches,
     autoscaler: Autoscaler,
     workers: workers_sync::AppliedDeployments,
+    registry: OnceCell<Registry>,
 }
 
 /// The consumer layout the spec asks for.
@@ -229,11 +251,27 @@ fn waiting(reason: SubscriptionReason, message: String) -> Outcome<SubscriptionR
     verdicts(Verdict::not_ready(reason, message)).with_event(event)
 }
 
+/// Not ready for want of a schema to bind to: waiting, and the status shows no schema.
+fn unbound(reason: SubscriptionReason, message: String) -> Outcome<SubscriptionReconciler> {
+    waiting(reason, message).with_figures(Some(SubscriptionFigures::default()))
+}
+
+/// A broker failure, also as ConsumerReady.
+fn broker_outcome(ctx: &Context, error: &BrokerError) -> Outcome<SubscriptionReconciler> {
+    let outcome: Outcome<SubscriptionReconciler> = common_broker_failure(ctx, error);
+    let consumer = Verdict {
+        type_: ConditionType::ConsumerReady,
+        ..outcome.ready.clone()
+    };
+    outcome.with_condition(consumer)
+}
+
 fn figures(consumers: Vec<ConsumerInfo>, desired: &DesiredConsumers) -> SubscriptionFigures {
     SubscriptionFigures {
         consumers: Some(consumers),
         workers: None,
         dead_lettered: desired.dead_lettered,
+        schema: desired.schema.clone(),
     }
 }
 
@@ -261,6 +299,21 @@ fn applied_moments_ago(sub: &Subscription, now: Timestamp) -> bool {
             sub.metadata.creation_timestamp.as_ref(),
             now,
             SUBSCRIPTION_APPLY_GRACE,
+        )
+}
+
+/// An EventSchema created moments ago that its own reconcile has not reported on yet: its
+/// version is most likely being registered.
+fn schema_being_set_up(schema: &EventSchema, now: Timestamp) -> bool {
+    let reported = schema
+        .status
+        .as_ref()
+        .is_some_and(|s| crate::conditions::find(&s.conditions, ConditionType::Ready).is_some());
+    !reported
+        && younger_than(
+            schema.metadata.creation_timestamp.as_ref(),
+            now,
+            SCHEMA_SETUP_GRACE,
         )
 }
 
@@ -365,6 +418,18 @@ impl Reconciler for SubscriptionReconciler {
                 }
             }
         };
+        let schema = match binding::schema_ref(&sub.spec, &topic.spec) {
+            None => None,
+            Some((reference, origin)) => {
+                match self
+                    .bind_schema(ctx, sub, &namespace, reference, origin)
+                    .await
+                {
+                    Ok(bound) => Some(bound),
+                    Err(unresolved) => return Ok(Err(unresolved)),
+                }
+            }
+        };
         let pods = match sub.spec.mode {
             SubscriptionMode::WorkerGroup => Vec::new(),
             SubscriptionMode::Broadcast => self.caches.broadcast_pods(&namespace, &name),
@@ -373,6 +438,7 @@ impl Reconciler for SubscriptionReconciler {
             topic: TopicView::of(&topic, &namespace),
             dead_letter_policy,
             dead_lettered,
+            schema,
             pods,
         }))
     }
@@ -392,17 +458,15 @@ impl Reconciler for SubscriptionReconciler {
             name: &name,
             generation: sub.metadata.generation.unwrap_or_default(),
         };
-        let inherited: Vec<RetryDefaults<'_>> = refs
-            .dead_letter_policy
-            .iter()
-            .map(|policy| RetryDefaults {
-                max_deliveries: policy.max_deliveries,
-                backoff: policy.backoff.as_ref(),
-                ack_wait: None,
-            })
-            .collect();
-        let subscription =
+        let inherited = binding::inherited(refs.dead_letter_policy.as_ref(), refs.schema.as_ref());
+        let mut subscription =
             desired_consumer(id, &sub.spec, &refs.topic, &inherited).map_err(|e| e.to_string())?;
+        if let Some(bound) = &refs.schema {
+            subscription
+                .config
+                .metadata
+                .insert(metadata::SCHEMA.to_string(), bound.metadata_value());
+        }
         let layout = layout(sub);
         let several = match layout {
             Layout::Shared => None,
@@ -422,6 +486,7 @@ impl Reconciler for SubscriptionReconciler {
             several,
             layout,
             dead_lettered: refs.dead_lettered,
+            schema: refs.schema.clone(),
         })
     }
 
@@ -584,12 +649,7 @@ impl Reconciler for SubscriptionReconciler {
                 ),
             );
         }
-        let outcome: Outcome<Self> = common_broker_failure(ctx, &error);
-        let consumer = Verdict {
-            type_: ConditionType::ConsumerReady,
-            ..outcome.ready.clone()
-        };
-        outcome.with_condition(consumer)
+        broker_outcome(ctx, &error)
     }
 
     async fn apply_children(
@@ -627,6 +687,9 @@ impl Reconciler for SubscriptionReconciler {
         // Known only alongside the consumers' figures (the policy was read in the same pass).
         if let Some(figures) = figures.filter(|f| f.consumers.is_some()) {
             status.dead_lettered = figures.dead_lettered;
+        }
+        if let Some(figures) = figures {
+            status.schema = figures.schema.as_ref().map(|b| b.shown.clone());
         }
     }
 
@@ -706,8 +769,9 @@ impl Reconciler for SubscriptionReconciler {
         )
     }
 
-    /// Topics, worker Deployments and Broadcast worker pods wake the Subscriptions they
-    /// concern (see [`caches`]); the lag loop wakes those whose pod count it changes.
+    /// Topics, EventSchemas, worker Deployments and Broadcast worker pods wake the
+    /// Subscriptions they concern (see [`caches`]); the lag loop wakes those whose pod count it
+    /// changes.
     fn watch_related(
         &self,
         controller: Controller<DeserializeGuard<Subscription>>,
@@ -727,6 +791,81 @@ impl Reconciler for SubscriptionReconciler {
 }
 
 impl SubscriptionReconciler {
+    async fn registry(&self, ctx: &Context) -> Result<&Registry, BrokerError> {
+        self.registry
+            .get_or_try_init(|| Registry::open(&ctx.broker))
+            .await
+    }
+
+    /// The registered schema version `reference` (written at `origin`) binds the Subscription
+    /// to, or why there is none (yet).
+    async fn bind_schema(
+        &self,
+        ctx: &Context,
+        sub: &Subscription,
+        namespace: &str,
+        reference: &ObjectRefWithVersion,
+        origin: binding::Origin,
+    ) -> Result<Binding, Unresolved<Self>> {
+        let now = ctx.clock.now();
+        let Some(schema) = self.caches.event_schema(namespace, &reference.name) else {
+            if applied_moments_ago(sub, now) {
+                // Most likely applied together with its EventSchema.
+                return Err(Unresolved::Settling(TOPIC_SETUP_RECHECK));
+            }
+            return Err(unbound(
+                SubscriptionReason::SchemaNotFound,
+                binding::not_found(&reference.name, namespace, origin),
+            )
+            .into());
+        };
+        let event_type = &schema.spec.event_type;
+        let read = async {
+            let registry = self.registry(ctx).await?;
+            match reference.version {
+                Some(version) => {
+                    if let Some(record) = registry.version(namespace, event_type, version).await? {
+                        return Ok::<_, BrokerError>((Some(record), Vec::new()));
+                    }
+                    // The latest version's own key is written just after the pointer moves.
+                    let latest = registry.holding(namespace, event_type, false).await?.latest;
+                    Ok(match latest {
+                        Some((latest, _)) if latest.record.version == version => {
+                            (Some(latest.record), Vec::new())
+                        }
+                        Some((latest, _)) => (None, latest.versions),
+                        None => (None, Vec::new()),
+                    })
+                }
+                None => {
+                    let holding = registry.holding(namespace, event_type, false).await?;
+                    Ok((holding.latest.map(|(latest, _)| latest.record), Vec::new()))
+                }
+            }
+        };
+        let (record, registered): (Option<SchemaRecord>, Vec<i64>) = match read.await {
+            Ok(read) => read,
+            Err(error) => return Err(broker_outcome(ctx, &error).into()),
+        };
+        match record {
+            Some(record) => Ok(Binding::new(namespace, reference, record)),
+            None if schema_being_set_up(&schema, now) => {
+                Err(Unresolved::Settling(TOPIC_SETUP_RECHECK))
+            }
+            None => Err(unbound(
+                SubscriptionReason::SchemaNotRegistered,
+                binding::not_registered(
+                    &reference.name,
+                    event_type,
+                    origin,
+                    reference.version,
+                    &registered,
+                ),
+            )
+            .into()),
+        }
+    }
+
     /// Brings one consumer in line with its plan: what the server reports afterwards and the
     /// Event worth recording, or the outcome that stops the reconcile.
     async fn apply_consumer(

@@ -174,6 +174,26 @@ mod tests {
     }
 
     #[test]
+    fn a_new_schema_version_to_inherit_from_is_a_declared_change_not_drift() {
+        let mut before = desired();
+        before
+            .metadata
+            .insert(metadata::SCHEMA.into(), "order.placed v1".into());
+        let mut after = before.clone();
+        after
+            .metadata
+            .insert(metadata::SCHEMA.into(), "order.placed v2".into());
+        after.ack_wait = Duration::from_secs(90);
+        assert_eq!(
+            plan(&after, Some(&as_stored(&before)), PlanInputs::default()),
+            ConsumerPlan::Update {
+                cause: UpdateCause::SpecChanged,
+                changed: vec!["ackWait", "metadata"],
+            }
+        );
+    }
+
+    #[test]
     fn foreign_consumers_and_refused_changes_are_not_touched() {
         let mut foreign = as_stored(&desired());
         foreign.metadata.remove(metadata::OWNER);

@@ -5,8 +5,8 @@
 //! (`dispatcher`, `switchyard dispatch` from the operator's image), which pulls from the durable
 //! consumer and POSTs each event to the handler on loopback. The dispatcher's contract, fixed
 //! here: `switchyard dispatch --stream S --consumer C --endpoint URL --concurrency N
-//! --subject-prefix NS.TOPIC --source SOURCE [--partition-type-tokens K] [--timeout D]
-//! [--hold-rejections]` (Broadcast:
+//! --subject-prefix NS.TOPIC --source SOURCE [--schema-key KEY] [--partition-type-tokens K]
+//! [--timeout D] [--hold-rejections]` (Broadcast:
 //! `--consumer C_$(POD_NAME)`), NATS settings from the same environment variables as `switchyard run`
 //! (credentials from the Secret mounted at [`CREDENTIALS_MOUNT_PATH`], when the operator names
 //! one), health on `:9090` (`/healthz`, `/readyz`).
@@ -86,6 +86,9 @@ pub struct DispatchTarget {
     /// The Topic keeps no copy of events its consumers are done with (WorkQueue or Interest
     /// retention), so refused events must be held for the dead-letter relay, not terminated.
     pub hold_rejections: bool,
+    /// The schema registry key whose record every event's data must satisfy (see
+    /// [`crate::registry::keys::bound_key`]); `None`: no schema is bound.
+    pub schema_key: Option<String>,
 }
 
 impl DispatchTarget {
@@ -99,6 +102,7 @@ impl DispatchTarget {
             per_key: false,
             partition_consumers: Vec::new(),
             hold_rejections: false,
+            schema_key: None,
         }
     }
 }
@@ -268,6 +272,9 @@ fn dispatcher_container(
         "--source".into(),
         target.source.clone(),
     ]);
+    if let Some(key) = &target.schema_key {
+        args.extend(["--schema-key".into(), key.clone()]);
+    }
     if target.per_key {
         args.extend(["--ordering".into(), "per-key".into()]);
     }
@@ -489,6 +496,34 @@ mod tests {
         assert_eq!(
             args(&holding).last().map(String::as_str),
             Some("--hold-rejections")
+        );
+    }
+
+    #[test]
+    fn dispatchers_of_a_bound_subscription_follow_its_schema_key() {
+        let sub = subscription("  worker: {image: acme/billing:3}\n");
+        let bound = DispatchTarget {
+            schema_key: Some("shop.order.placed.latest".into()),
+            hold_rejections: true,
+            ..target()
+        };
+        let d = desired_deployment(&sub, &bound, 1, &settings()).unwrap();
+        let [_, dispatcher] = containers(&d).try_into().unwrap();
+        let args = dispatcher.args.unwrap().join(" ");
+        assert!(
+            args.ends_with(
+                "--source /namespaces/shop/topics/orders --schema-key shop.order.placed.latest --hold-rejections"
+            ),
+            "{args}"
+        );
+        let unbound = desired_deployment(&sub, &target(), 1, &settings()).unwrap();
+        let [_, dispatcher] = containers(&unbound).try_into().unwrap();
+        assert!(
+            !dispatcher
+                .args
+                .unwrap()
+                .contains(&"--schema-key".to_string()),
+            "no schema, no flag"
         );
     }
 

@@ -84,6 +84,12 @@ pub async fn sync(
         .is_some_and(|w| w.ordering == Ordering::PerKey);
     // Only a Limits stream keeps what a refusal acknowledges, for the relay to copy.
     target.hold_rejections = topic.spec.retention != crate::api::topic::Retention::Limits;
+    // The binding this reconcile found (it is in sync only with one, where the spec asks).
+    target.schema_key = outcome
+        .figures
+        .as_ref()
+        .and_then(|f| f.schema.as_ref())
+        .map(|bound| bound.key.clone());
     if super::layout(sub) == Layout::PerPartition {
         // The consumers this reconcile brought in sync (partitions no filter matches have none).
         let Some(consumers) = outcome.figures.as_ref().and_then(|f| f.consumers.as_ref()) else {

@@ -17,7 +17,8 @@ use super::{
 /// A CloudEvents type in `domain.entity.action` style: 2 to 8 lowercase dot-separated tokens.
 pub const EVENT_TYPE_PATTERN: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*){1,7}$";
 
-/// An EventSchema registers one version of the JSON Schema (2020-12) that events of one
+/// An EventSchema registers one version of the JSON Schema (draft-07 unless `$schema` names
+/// draft-04, draft-06, 2019-09 or 2020-12) that events of one
 /// CloudEvents type must satisfy. Raise `version` to publish a new version: the registry keeps
 /// every version, checks each against the earlier ones with the chosen compatibility mode, and
 /// never lets the version go down.
@@ -67,8 +68,10 @@ pub struct EventSchemaSpec {
     #[serde(default)]
     pub compatibility: Compatibility,
 
-    /// The JSON Schema (draft 2020-12) document events of this type must satisfy, written as
-    /// YAML or JSON.
+    /// The JSON Schema document events of this type must satisfy, written as YAML or JSON. Its
+    /// `$schema` names its dialect: draft-04, draft-06, draft-07, 2019-09 or 2020-12; a document
+    /// without `$schema` is read as draft-07, as Confluent Schema Registry reads it. It may nest
+    /// at most 1000 levels.
     #[schemars(schema_with = "json_schema_document")]
     pub schema: serde_json::Value,
 

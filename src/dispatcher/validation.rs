@@ -47,6 +47,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// until it is mapped.
 pub fn validator_draft(draft: Draft) -> jsonschema::Draft {
     match draft {
+        Draft::Draft04 => jsonschema::Draft::Draft4,
+        Draft::Draft06 => jsonschema::Draft::Draft6,
         Draft::Draft07 => jsonschema::Draft::Draft7,
         Draft::Draft201909 => jsonschema::Draft::Draft201909,
         Draft::Draft202012 => jsonschema::Draft::Draft202012,
@@ -429,6 +431,14 @@ mod tests {
                 "http://json-schema.org/draft-07/schema#",
                 jsonschema::Draft::Draft7,
             ),
+            (
+                "http://json-schema.org/draft-06/schema#",
+                jsonschema::Draft::Draft6,
+            ),
+            (
+                "http://json-schema.org/draft-04/schema#",
+                jsonschema::Draft::Draft4,
+            ),
         ] {
             let schema = Schema::parse(json!({"$schema": uri, "type": "object"})).unwrap();
             assert_eq!(validator_draft(schema.draft()), expected, "{uri}");
@@ -465,7 +475,11 @@ mod tests {
             "type": "object",
             "properties": {"email": {"type": "string", "format": "email"}}
         }));
-        assert!(schema.check(None, br#"{"email": "not an address"}"#).is_ok());
+        assert!(
+            schema
+                .check(None, br#"{"email": "not an address"}"#)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl Registry {
         Ok(Registry { kv })
     }
 
+    /// The registry if its bucket exists, without creating it: for readers that must leave the
+    /// broker as they found it (and may hold credentials that can only read).
+    pub async fn open_existing(broker: &Broker) -> Result<Option<Registry>, BrokerError> {
+        Ok(broker
+            .existing_kv(SCHEMA_BUCKET)
+            .await?
+            .map(|kv| Registry { kv }))
+    }
+
     /// What is registered for `event_type` in `namespace`; earlier versions' records only
     /// `with_earlier` (transitive checks need them, nothing else does).
     pub async fn holding(

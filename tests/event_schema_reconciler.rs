@@ -11,7 +11,8 @@ use futures::future::join_all;
 use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::json;
 use switchyard::{
-    api::EventSchema,
+    api::{EventSchema, Subscription, Topic},
+    dispatcher::validation::CompiledSchema,
     reconcile::event_schema::candidate,
     registry::{Decision, Registration, Registry, SchemaRecord, decide, keys},
 };
@@ -222,6 +223,34 @@ async fn a_recreated_lower_version_is_a_downgrade_and_the_registry_keeps_the_hig
         o.status.as_ref().and_then(|st| st.latest_version) == Some(2)
     })
     .await;
+    // A Subscription bound to the schema's latest version.
+    let topics: Api<Topic> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let subscriptions: Api<Subscription> = Api::namespaced(s.client.clone(), &s.ns.name);
+    apply(
+        &topics,
+        &manifest("Topic", &s.ns.name, "orders", "  maxAge: 1h\n"),
+    )
+    .await
+    .expect("apply the Topic");
+    let subscription_spec = "  topicRef: {name: orders}\n  schemaRef: {name: orders}\n";
+    apply(
+        &subscriptions,
+        &manifest("Subscription", &s.ns.name, "billing", subscription_spec),
+    )
+    .await
+    .expect("apply the Subscription");
+    let bound_version = |sub: &Subscription| {
+        sub.status
+            .as_ref()
+            .and_then(|st| st.schema.as_ref())
+            .map(|b| (b.version, b.fingerprint.clone()))
+    };
+    let v2_fingerprint = s.latest("order.placed").await.0.fingerprint;
+    let bound = wait_for(&subscriptions, "billing", "bound to v2", |sub| {
+        bound_version(sub).is_some_and(|(v, _)| v == 2)
+    })
+    .await;
+    assert_eq!(bound_version(&bound), Some((2, v2_fingerprint.clone())));
 
     s.schemas
         .delete("orders", &DeleteParams::default())
@@ -251,6 +280,34 @@ async fn a_recreated_lower_version_is_a_downgrade_and_the_registry_keeps_the_hig
     })
     .await;
     assert_eq!(type_, "Warning");
+
+    // The Subscription, woken by the EventSchema's return, is still bound to v2, and its
+    // dispatchers' key still holds v2: an event only v2 admits (v1 is closed to `total`) passes.
+    let rebound = wait_for_ready(&subscriptions, "billing", "True", "ConsumerInSync").await;
+    assert_eq!(bound_version(&rebound), Some((2, v2_fingerprint.clone())));
+    let entry = s
+        .registry
+        .kv()
+        .get(&keys::bound_key(&s.ns.name, "order.placed", None))
+        .await
+        .expect("read the bound key")
+        .expect("the bound key holds a record");
+    let in_force = CompiledSchema::compile(&serde_json::from_slice(&entry.value).unwrap()).unwrap();
+    assert_eq!(in_force.version, 2);
+    assert!(in_force.check(None, br#"{"id": "a", "total": 5}"#).is_ok());
+    let v1_record = s
+        .registry
+        .version(&s.ns.name, "order.placed", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        CompiledSchema::compile(&v1_record)
+            .unwrap()
+            .check(None, br#"{"id": "a", "total": 5}"#)
+            .is_err(),
+        "v1 would have refused the event"
+    );
 
     // Re-created at v2 with other content: the registered v2 does not change.
     s.schemas

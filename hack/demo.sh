@@ -24,10 +24,22 @@ nohup target/debug/switchyard run --log-format json --nats-url "$NATS_URL" --htt
 echo $! >"$pid_file"
 echo "operator running (pid $(cat "$pid_file")), logs in $DEV/logs/switchyard.log, metrics on http://127.0.0.1:$http_port/metrics"
 
-kubectl apply -f config/samples/namespace.yaml -f config/samples/topics.yaml -f config/samples/subscriptions.yaml \
-  -f config/samples/dead-letters.yaml
-if ! kubectl -n shop wait --for=condition=Ready topic,subscription,deadletterpolicy --all --timeout=60s; then
-  echo "Topics, Subscriptions or DeadLetterPolicies did not become Ready; the operator's last log lines:" >&2
+kubectl apply -f config/samples/namespace.yaml >/dev/null
+echo "Registering order.placed v1 first, so the registry shows the step to v2 (versions never go down):"
+# A second demo run finds v2 in place already: the API server refuses to go back to v1.
+if ! kubectl -n shop get eventschema order-placed >/dev/null 2>&1; then
+  kubectl apply --server-side -f config/samples/schemas/order-placed-v1.yaml
+  kubectl -n shop wait --for=jsonpath='{.status.latestVersion}'=1 eventschema/order-placed --timeout=60s >/dev/null
+fi
+echo
+echo "Schema evolution, judged before anything reaches the cluster:"
+target/debug/switchyard schema check --compatibility backward \
+  config/samples/schemas/order-placed-v1.yaml config/samples/schemas/order-placed-v2.yaml || true
+echo
+echo "The order-processing topology (kubectl apply -k config/samples):"
+kubectl apply --server-side -k config/samples
+if ! kubectl -n shop wait --for=condition=Ready topic,subscription,deadletterpolicy,eventschema --all --timeout=90s; then
+  echo "Not everything became Ready; the operator's last log lines:" >&2
   tail -n 20 "$DEV/logs/switchyard.log" >&2
   kubectl -n shop get switchyard -o wide >&2
   exit 1
@@ -35,28 +47,12 @@ fi
 echo
 kubectl get switchyard -n shop -o wide
 echo
-echo "Schema evolution, judged before anything reaches the cluster:"
-target/debug/switchyard schema check --compatibility backward \
-  config/samples/schemas/order-placed-v1.yaml config/samples/schemas/order-placed-v2.yaml || true
-echo
-echo "Registering order.placed v1, then v2 (the registry keeps both; versions never go down):"
-# A second demo run finds v2 in place already: the API server refuses to go back to v1.
-if ! kubectl -n shop get eventschema order-placed >/dev/null 2>&1; then
-  kubectl apply -f config/samples/schemas/order-placed-v1.yaml
-  kubectl -n shop wait --for=jsonpath='{.status.latestVersion}'=1 eventschema/order-placed --timeout=60s
-fi
-kubectl apply -f config/samples/schemas/order-placed-v2.yaml
-if ! kubectl -n shop wait --for=jsonpath='{.status.latestVersion}'=2 eventschema/order-placed --timeout=60s; then
-  kubectl -n shop describe eventschema order-placed >&2
-  exit 1
-fi
-kubectl -n shop get eventschema -o wide
-echo
 cat <<MSG
 Try:
   source $DEV/env
   kubectl describe topic -n shop orders       # conditions, figures and Events
-  kubectl describe subscription -n shop billing  # the consumer, its lag and Events
+  kubectl describe subscription -n shop billing  # the consumers, lag, bound schema, workers and Events
+  kubectl get deploy,pods -n shop              # worker pods (simulated by kwok: no container runs)
   kubectl get dlp -n shop                     # dead letters held per policy
   kubectl describe evs -n shop order-placed   # registered versions, Compatible and Ready
   kubectl edit topic -n shop users            # change maxAge and watch the stream follow

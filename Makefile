@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 DEV_ENV := target/dev-env/env
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-schema-compat bench-dispatch bench-schema bench-dlq
+.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-idle bench-schema-compat bench-dispatch bench-schema bench-dlq
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench-topics: tools ## N Topics (N=1000) to Ready, API writes, RSS; then events 
 
 bench-subscriptions: tools ## N Topics + N Subscriptions (N=500) to Ready, writes, RSS, idle writes; autoscaling reaction to a backlog
 	hack/bench-subscriptions.sh $(N)
+
+bench-idle: tools ## 200 Topics + 200 Subscriptions, then 15 minutes idle: operator CPU, writes, peak RSS (N=200 LONG_IDLE=900)
+	LONG_IDLE="$(or $(LONG_IDLE),900)" hack/bench-subscriptions.sh $(or $(N),200)
 
 bench-schema-compat: ## Time schema compatibility checks (realistic and 5,000-property pairs) → BENCHMARKS.md
 	hack/bench-schema-compat.sh

@@ -13,6 +13,9 @@
 #     it reaches ceil(BACKLOG/100) = 5, then, once the backlog is acked through the durable
 #     consumer, seconds until it is back at 0. An autoscaler that does not react is reported as
 #     such, not treated as a failure.
+#   - with LONG_IDLE=S (`make bench-idle`: 200 + 200 for 15 minutes), a long idle phase after
+#     that: the operator's CPU time (from /proc) as a share of one core, its writes by kind and
+#     what was written, and its peak RSS.
 # Appends a dated section to BENCHMARKS.md. A benchmark, not a test: it asserts nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,6 +25,7 @@ N="${1:-500}"
 # its writes are those that bring objects to Ready, and the idle phase shows what resyncs cost.
 RESYNC="${RESYNC:-60}"
 BACKLOG="${BACKLOG:-450}"
+LONG_IDLE="${LONG_IDLE:-0}"
 LAG_PER_REPLICA=100
 WANT_REPLICAS=$(((BACKLOG + LAG_PER_REPLICA - 1) / LAG_PER_REPLICA))
 # How long the autoscaler gets to reach WANT_REPLICAS before the bench says it did not.
@@ -88,6 +92,8 @@ kubectl create namespace "$NS" >/dev/null
 now_us() { local t="$EPOCHREALTIME"; echo "${t//[.,]/}"; }
 seconds() { awk -v us="$(($2 - $1))" 'BEGIN { printf "%.1f", us / 1e6 }'; }
 rss_mib() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$operator_pid/status"; }
+# The operator's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$operator_pid/stat"; }
 
 metrics_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$operator_bin" run --namespace "$NS" --nats-url "$NATS_URL" --resync-interval "${RESYNC}s" --log-format json \
@@ -190,6 +196,23 @@ snapshot resync1
 sleep $((RESYNC + 2))
 snapshot idle
 rss_idle="$(rss_mib)"
+
+long_idle_row=""
+if (( LONG_IDLE > 0 )); then
+  echo "idle for $LONG_IDLE s more" >&2
+  ticks_before="$(cpu_ticks)"
+  long_idle_from="$(now_us)"
+  sleep "$LONG_IDLE"
+  ticks_after="$(cpu_ticks)"
+  long_idle_seconds="$(seconds "$long_idle_from" "$(now_us)")"
+  snapshot long_idle
+  rss_long_idle="$(rss_mib)"
+  cpu_share="$(awk -v t="$((ticks_after - ticks_before))" -v hz="$(getconf CLK_TCK)" -v s="$long_idle_seconds" \
+    'BEGIN { printf "%.3f", 100 * t / hz / s }')"
+  long_writes="$(writes idle long_idle)"
+  long_status="$(writes idle long_idle write=status)"
+  long_idle_row="| idle for $long_idle_seconds s after that: operator CPU (share of one core) / writes / of which status / peak RSS | **$cpu_share %** ($((ticks_after - ticks_before)) ticks at $(getconf CLK_TCK)/s) / **$long_writes** / **$long_status** ($(api_writes idle long_idle) apiserver) / **$rss_long_idle MiB** | ≤ 1 % / 0 / 0 / — |"
+fi
 
 # Autoscaling. The worker's pods never run a dispatcher (kwok simulates them), so only this
 # bench consumes the backlog.
@@ -336,7 +359,8 @@ report="$(cat <<MD
 | operator peak RSS: after Ready / after idle / at the end | **$rss_ready** / $rss_idle / $rss_end MiB | ≤ 96 |
 | backlog of $BACKLOG → $WANT_REPLICAS worker replicas, from the last publish ack | $scale_up | ≤ 5 s |
 | back to 0 replicas after the drain, from the last ack | $scale_down | — |
-| operator writes on the autoscaled Subscription, publish to end | $auto_writes | — |
+| operator writes on the autoscaled Subscription, publish to end | $auto_writes | — |${long_idle_row:+
+$long_idle_row}
 MD
 )"
 echo "$report"

@@ -10,7 +10,9 @@
 # JetStream on free ports and a temporary store, and stops it on exit.
 #
 # Environment: ROUNDS (default 3), EVENTS (pre-filled stream, default 400000), WINDOW_SECONDS
-# (each throughput window, default 5), CONCURRENCY (the dispatcher's, default 64).
+# (each throughput window, default 5), CONCURRENCY (the dispatcher's, default 64), CONTENT_TYPE
+# of the events (default application/json, as the README's publishers send them; set it empty
+# for unlabelled payloads).
 # The dispatchers' logs are kept in <target dir>/bench-schema-logs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +21,7 @@ ROUNDS="${ROUNDS:-3}"
 EVENTS="${EVENTS:-400000}"
 WINDOW_SECONDS="${WINDOW_SECONDS:-5}"
 CONCURRENCY="${CONCURRENCY:-64}"
+CONTENT_TYPE="${CONTENT_TYPE-application/json}"
 
 nats_server="$(hack/tools.sh --print-bin-dir)/nats-server"
 [[ -x $nats_server ]] || { echo "bench-schema: $nats_server is missing; run make tools" >&2; exit 1; }
@@ -60,7 +63,7 @@ load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 results="$(cargo bench --locked --bench schema_validation -- \
   --nats-url "$nats_url" --nats-pid "$nats_pid" --switchyard "$target_dir/release/switchyard" \
   --work-dir "$work" --concurrency "$CONCURRENCY" --events "$EVENTS" \
-  --seconds "$WINDOW_SECONDS" --rounds "$ROUNDS" 2> >(grep --line-buffered -v '^ *\(Finished\|Running\)' >&2))"
+  --seconds "$WINDOW_SECONDS" --rounds "$ROUNDS" ${CONTENT_TYPE:+--content-type "$CONTENT_TYPE"} 2> >(grep --line-buffered -v '^ *\(Finished\|Running\)' >&2))"
 
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m)"
 report="$(cat <<MD

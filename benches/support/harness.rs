@@ -452,13 +452,24 @@ pub async fn ack_floor(stream: &stream::Stream, name: &str) -> u64 {
 /// Publishes `events` copies of `payload` on `subject` with a window of acknowledgements in
 /// flight; the rate it reached.
 pub async fn prefill(js: &jetstream::Context, subject: &str, payload: Bytes, events: u64) -> f64 {
+    prefill_with_headers(js, subject, async_nats::HeaderMap::new(), payload, events).await
+}
+
+/// [`prefill`], each event carrying `headers`.
+pub async fn prefill_with_headers(
+    js: &jetstream::Context,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+    events: u64,
+) -> f64 {
     let started = Instant::now();
     let mut acks = FuturesUnordered::new();
     let mut sent = 0;
     while sent < events || !acks.is_empty() {
         while sent < events && acks.len() < 256 {
             let ack = js
-                .publish(subject.to_string(), payload.clone())
+                .publish_with_headers(subject.to_string(), headers.clone(), payload.clone())
                 .await
                 .expect("publish");
             acks.push(ack.into_future());

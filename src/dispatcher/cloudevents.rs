@@ -121,6 +121,10 @@ pub struct Received<'a> {
 pub struct HttpEvent {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body as JSON, when translating the message already parsed it (an unlabelled JSON
+    /// payload is parsed to see whether it is an envelope): schema validation then needs no
+    /// second parse.
+    pub parsed_body: Option<Value>,
 }
 
 /// Why a message cannot become a CloudEvents request. The text is the reason the event is
@@ -210,10 +214,11 @@ pub fn to_http(
     let mut event = match publish_form(received, content_type)? {
         PublishForm::Structured(envelope) => from_envelope(envelope)?,
         PublishForm::Binary => from_ce_headers(received, content_type)?,
-        PublishForm::Plain => Event {
+        PublishForm::Plain(parsed_body) => Event {
             attributes: BTreeMap::new(),
             content_type: content_type.map(str::to_owned),
             body: received.payload.clone(),
+            parsed_body,
         },
     };
     fill_missing_attributes(&mut event.attributes, received, layout)?;
@@ -230,12 +235,15 @@ struct Event {
     /// `datacontenttype`: becomes `Content-Type`.
     content_type: Option<String>,
     body: Bytes,
+    /// See [`HttpEvent::parsed_body`].
+    parsed_body: Option<Value>,
 }
 
 enum PublishForm {
     Structured(Map<String, Value>),
     Binary,
-    Plain,
+    /// The payload as it is; parsed already if it was sniffed and is a JSON object.
+    Plain(Option<Value>),
 }
 
 /// Which of the three forms a message uses. A CloudEvents content type decides first, as in the
@@ -255,11 +263,8 @@ fn publish_form(
         return Ok(PublishForm::Binary);
     }
     match content_type {
-        None => {
-            Ok(sniffed_envelope(received.payload)
-                .map_or(PublishForm::Plain, PublishForm::Structured))
-        }
-        Some(_) => Ok(PublishForm::Plain),
+        None => Ok(sniff(received.payload)),
+        Some(_) => Ok(PublishForm::Plain(None)),
     }
 }
 
@@ -283,19 +288,25 @@ fn claimed_envelope(
     }
 }
 
-/// The envelope of an unlabelled payload that is one: a JSON object with all four required
+/// An unlabelled payload is an envelope if it is a JSON object with all four required
 /// attributes. Requiring all four keeps ordinary JSON payloads that happen to have an `id` or a
 /// `type` field plain.
-fn sniffed_envelope(payload: &[u8]) -> Option<Map<String, Value>> {
+fn sniff(payload: &[u8]) -> PublishForm {
     // Checked first so that binary payloads are not handed to the JSON parser at all.
     if payload.trim_ascii_start().first() != Some(&b'{') {
-        return None;
+        return PublishForm::Plain(None);
     }
-    let envelope: Map<String, Value> = serde_json::from_slice(payload).ok()?;
-    ["specversion", "id", "type", "source"]
-        .iter()
-        .all(|key| envelope.contains_key(*key))
-        .then_some(envelope)
+    match serde_json::from_slice::<Map<String, Value>>(payload) {
+        Ok(object)
+            if ["specversion", "id", "type", "source"]
+                .iter()
+                .all(|key| object.contains_key(*key)) =>
+        {
+            PublishForm::Structured(object)
+        }
+        Ok(object) => PublishForm::Plain(Some(Value::Object(object))),
+        Err(_) => PublishForm::Plain(None),
+    }
 }
 
 /// Reads a JSON envelope (the JSON event format): members become attributes, `data` or
@@ -326,6 +337,7 @@ fn from_envelope(mut envelope: Map<String, Value>) -> Result<Event, CloudEventEr
         attributes,
         content_type,
         body,
+        parsed_body: None,
     })
 }
 
@@ -424,6 +436,7 @@ fn from_ce_headers(
         attributes,
         content_type,
         body: received.payload.clone(),
+        parsed_body: None,
     })
 }
 
@@ -739,6 +752,7 @@ fn render(event: Event, trace: TraceContext) -> Result<HttpEvent, CloudEventErro
     Ok(HttpEvent {
         headers,
         body: event.body,
+        parsed_body: event.parsed_body,
     })
 }
 
@@ -1558,6 +1572,26 @@ mod tests {
             assert_eq!(header(&event, "ce-id"), Some("42"));
             assert_eq!(header(&event, "content-type"), None);
         }
+    }
+
+    #[test]
+    fn a_sniffed_json_object_comes_with_its_parse_and_nothing_else_does() {
+        let object = br#"{"id": 1, "type": "order"}"#;
+        let event = deliver("shop.orders.order.placed", &[], object);
+        assert_eq!(
+            event.parsed_body,
+            Some(serde_json::from_slice::<Value>(object).unwrap())
+        );
+        for (headers, payload) in [
+            (&[][..], &br#"  [{"specversion": "1.0"}]"#[..]),
+            (&[][..], br#"{"not json"#),
+            (&[("Content-Type", "application/json")][..], object),
+            (&[("ce-id", "bin-1")][..], object),
+        ] {
+            let event = deliver("shop.orders.order.placed", headers, payload);
+            assert_eq!(event.parsed_body, None, "{headers:?}");
+        }
+        assert_eq!(structured(&envelope()).unwrap().parsed_body, None);
     }
 
     #[test]

@@ -92,6 +92,17 @@ impl CompiledSchema {
     /// Checks an event's data: its media type (`None`: undeclared) and body. The violation,
     /// as the text to refuse the event with, when it fails.
     pub fn check(&self, content_type: Option<&str>, data: &[u8]) -> Result<(), String> {
+        self.check_parsed(content_type, data, None)
+    }
+
+    /// [`Self::check`], with the body already parsed when the caller has it (`parsed` must be
+    /// `data` as JSON).
+    pub fn check_parsed(
+        &self,
+        content_type: Option<&str>,
+        data: &[u8],
+        parsed: Option<&Value>,
+    ) -> Result<(), String> {
         if let Some(content_type) = content_type
             && !is_json_media_type(content_type)
         {
@@ -103,14 +114,21 @@ impl CompiledSchema {
         if data.is_empty() {
             return Err(self.violation(None, "the event has no data"));
         }
-        let value: Value = serde_json::from_slice(data)
-            .map_err(|e| self.violation(None, &format!("data is not JSON: {e}")))?;
+        let owned;
+        let value = match parsed {
+            Some(value) => value,
+            None => {
+                owned = serde_json::from_slice::<Value>(data)
+                    .map_err(|e| self.violation(None, &format!("data is not JSON: {e}")))?;
+                &owned
+            }
+        };
         // The plain yes/no is the cheaper walk; the error with its place only when it is no.
-        if self.validator.is_valid(&value) {
+        if self.validator.is_valid(value) {
             return Ok(());
         }
         self.validator
-            .validate(&value)
+            .validate(value)
             .map_err(|e| self.violation(Some(e.instance_path().as_str()), &e.to_string()))
     }
 
@@ -176,7 +194,7 @@ impl Enforced {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        schema.check(content_type, &request.body)
+        schema.check_parsed(content_type, &request.body, request.parsed_body.as_ref())
     }
 }
 
@@ -466,6 +484,29 @@ mod tests {
         assert!(draft07.check(None, b"[1]").is_ok());
         assert!(draft2020.check(None, b"[1]").is_err());
         assert!(draft2020.check(None, br#"["a"]"#).is_ok());
+    }
+
+    #[test]
+    fn a_body_parsed_already_is_judged_as_the_body_itself_would_be() {
+        let schema = compiled(order());
+        for body in [
+            &br#"{"orderId": "o-1", "total": 5}"#[..],
+            br#"{"orderId": "o-1", "total": -5}"#,
+            br#"{"total": 5}"#,
+        ] {
+            let parsed: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(
+                schema.check_parsed(None, body, Some(&parsed)),
+                schema.check(None, body)
+            );
+        }
+        // A declared media type is still checked first.
+        let parsed = json!({"orderId": "o-1", "total": 5});
+        assert!(
+            schema
+                .check_parsed(Some("text/plain"), b"{}", Some(&parsed))
+                .is_err()
+        );
     }
 
     #[test]

@@ -198,8 +198,10 @@ async fn every_state_of_every_kind_reads_the_same_to_kstatus_and_argo_cd() {
             "  target: {topicRef: {name: missing}}\n",
         )
         .await;
-    // Failed until someone acts: subjects another Topic holds, a filter outside the Topic, a
-    // target Topic without a subject space for dead letters, a schema that is no JSON Schema.
+    // Failed until someone acts: subjects another Topic holds (once it holds them), a filter
+    // outside the Topic, a target Topic without a subject space for dead letters, a schema that
+    // is no JSON Schema.
+    wait_for_ready(&topics, "ready", "True", "StreamReady").await;
     objects
         .apply(
             "Topic",

@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use mlua::{Lua, LuaSerdeExt, SerializeOptions, Table};
+use mlua::{Lua, LuaSerdeExt, Table, serde::SerializeOptions};
 use serde_json::Value;
 
 /// The four kinds, each with an Argo CD health check of its own name.
@@ -106,14 +106,14 @@ pub const WITH_OPERATOR: &[Case] = &[
         "subscription-waiting",
         "Subscription",
         "orphan",
-        ("InProgress", "TopicNotFound"),
+        ("InProgress", "Topic missing does not exist"),
         ("Progressing", "TopicNotFound"),
     ),
     case(
         "subscription-rolling-out",
         "Subscription",
         "rolling",
-        ("InProgress", "WorkersProgressing"),
+        ("InProgress", "0 of 1 worker pods available"),
         ("Progressing", "WorkersProgressing"),
     ),
     case(
@@ -162,14 +162,14 @@ pub const WITH_OPERATOR: &[Case] = &[
         "deadletterpolicy-waiting",
         "DeadLetterPolicy",
         "awaiting",
-        ("InProgress", "TargetNotFound"),
+        ("InProgress", "Topic missing does not exist"),
         ("Progressing", "TargetNotFound"),
     ),
     case(
         "deadletterpolicy-failed",
         "DeadLetterPolicy",
         "flat",
-        ("Failed", "subjects"),
+        ("Failed", "declares no subject space"),
         ("Degraded", "InvalidSpec"),
     ),
     case(
@@ -238,7 +238,7 @@ pub const WITH_OPERATOR: &[Case] = &[
     ),
 ];
 
-const UNAVAILABLE: (&str, &str) = ("InProgress", "BrokerUnavailable");
+const UNAVAILABLE: (&str, &str) = ("InProgress", "cannot reach NATS");
 const RETRYING: (&str, &str) = ("Progressing", "BrokerUnavailable");
 
 /// The states of an operator whose NATS server went away: every kind retrying, and a Topic
@@ -404,17 +404,12 @@ pub struct Kstatus {
 
 /// The `kstatus-check` binary `make tools` builds (on PATH after sourcing the dev env).
 pub fn kstatus_check_bin() -> PathBuf {
-    let candidates = std::env::var_os("SWITCHYARD_TOOLS_BIN")
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::var_os("SWITCHYARD_TOOLS_BIN")
         .map(PathBuf::from)
         .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths),
-        )
-        .map(|dir| dir.join("kstatus-check"));
-    candidates
-        .into_iter()
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join("kstatus-check"))
         .find(|p| p.is_file())
         .expect("kstatus-check is not installed: run `make tools` (hack/tools.sh kstatus-check)")
 }
@@ -478,6 +473,9 @@ pub fn judge(cases: &[&Case], objects: &[Value]) -> Vec<String> {
                 verdict.status, verdict.message, case.kstatus, case.kstatus_says
             ));
         }
+        if let Some(problem) = progress_conditions_disagree(case, object) {
+            wrong.push(format!("{who}: {problem}"));
+        }
         match argo_health(&argo_script(case.kind), object) {
             Ok((status, message)) if status == case.argo && message.contains(case.argo_says) => {}
             Ok((status, message)) => wrong.push(format!(
@@ -488,4 +486,37 @@ pub fn judge(cases: &[&Case], objects: &[Value]) -> Vec<String> {
         }
     }
     wrong
+}
+
+/// The status of the object's condition `type_`, if it has one.
+fn condition_status<'a>(object: &'a Value, type_: &str) -> Option<&'a str> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .get("status")?
+        .as_str()
+}
+
+/// The kstatus conditions must say what the case is, not only lead kstatus there by another
+/// path (kstatus also reads a Ready=False as InProgress): a failure carries `Stalled=True`, an
+/// object on its way at its current generation `Reconciling=True`, a healthy one neither.
+fn progress_conditions_disagree(case: &Case, object: &Value) -> Option<String> {
+    let reconciling = condition_status(object, "Reconciling");
+    let stalled = condition_status(object, "Stalled");
+    let current =
+        object.pointer("/status/observedGeneration") == object.pointer("/metadata/generation");
+    let expected = match (case.kstatus, case.argo) {
+        ("Failed", _) => (None, Some("True")),
+        ("Current", _) => (None, None),
+        ("InProgress" | "Terminating", "Progressing") if current => (Some("True"), None),
+        _ => return None,
+    };
+    (expected != (reconciling, stalled)).then(|| {
+        format!(
+            "Reconciling={reconciling:?} Stalled={stalled:?}, expected Reconciling={:?} Stalled={:?}",
+            expected.0, expected.1
+        )
+    })
 }

@@ -299,7 +299,8 @@ pub const FIXTURE_NAMESPACE: &str = "shop";
 
 /// A captured object as kept in a fixture: without the fields that change on every capture and
 /// say nothing about health (managedFields, uid, resourceVersion), its namespace (also in names
-/// and subjects in messages) replaced by [`FIXTURE_NAMESPACE`].
+/// and subjects in messages) replaced by [`FIXTURE_NAMESPACE`] and every time by one, so a
+/// refresh changes the fixtures only where the operator's status did.
 pub fn as_fixture(object: &Value, namespace: &str) -> Value {
     let mut object = object.clone();
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -310,6 +311,8 @@ pub fn as_fixture(object: &Value, namespace: &str) -> Value {
     let text = serde_json::to_string(&object)
         .expect("JSON")
         .replace(namespace, FIXTURE_NAMESPACE);
+    let times = fancy_regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").unwrap();
+    let text = times.replace_all(&text, "2026-01-01T00:00:00Z");
     serde_json::from_str(&text).expect("JSON")
 }
 

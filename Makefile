@@ -11,7 +11,7 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-tools: ## Install (or verify) the pinned nats-server, etcd, Kubernetes, kwok and helm
+tools: ## Install (or verify) the pinned nats-server, etcd, Kubernetes, kwok, helm and kstatus-check
 	hack/tools.sh
 
 cluster-up: tools ## Start etcd, kube-apiserver, controller-manager, scheduler, kwok and nats-server on loopback

@@ -21,8 +21,9 @@
 #   hack/tools.sh --print-bin-dir   print the bin dir (nothing is built)
 #   hack/tools.sh --print-cache-dir print the cache root (nothing is built)
 #   hack/tools.sh --check           exit 0 if every tool is already cached, 1 otherwise
-#   hack/tools.sh --regen-modules   regenerate hack/gomod/*/go.{mod,sum} from the
-#                                   versions below (run after changing a version)
+#   hack/tools.sh --regen-modules   regenerate hack/gomod/*/go.{mod,sum} and
+#                                   hack/kstatus-check/go.{mod,sum} from the versions
+#                                   below (run after changing a version)
 #
 # Environment:
 #   SWITCHYARD_CACHE       cache root (default ~/.cache/switchyard)
@@ -63,7 +64,12 @@ KWOK_VERSION=v0.8.0
 # is built against k8s 0.37 client libraries.
 HELM_VERSION=v3.22.0
 
-TOOLS=(nats-server etcd kubernetes kwok helm)
+# kstatus, the library Flux and `kubectl`-style waits use to judge health, behind a small
+# command of ours (hack/kstatus-check, whose go.mod pins this version) that the health tests run
+# on the objects the operator wrote. v0.37.2 is the newest release on the proxy.
+KSTATUS_VERSION=v0.37.2
+
+TOOLS=(nats-server etcd kubernetes kwok helm kstatus-check)
 
 # ---------------------------------------------------------------------------
 
@@ -91,6 +97,7 @@ version_for() {
     kubernetes) echo "$KUBERNETES_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
+    kstatus-check) echo "$KSTATUS_VERSION" ;;
     *) die "unknown tool '$1' (known: ${TOOLS[*]})" ;;
   esac
 }
@@ -103,6 +110,7 @@ binaries_for() {
     kubernetes) echo "kube-apiserver kube-controller-manager kube-scheduler kubectl" ;;
     kwok) echo "kwok" ;;
     helm) echo "helm" ;;
+    kstatus-check) echo "kstatus-check" ;;
   esac
 }
 
@@ -236,10 +244,16 @@ regen_etcd_mod() {
   log "regenerated $dir/go.mod"
 }
 
+regen_kstatus_check_mod() {
+  local dir="$HACK_DIR/kstatus-check"
+  (cd "$dir" && go get "sigs.k8s.io/cli-utils@$KSTATUS_VERSION" && go mod tidy)
+  log "updated $dir/go.mod"
+}
+
 check_wrapper_mod() {
-  # $1 tool, $2 module path, $3 version
-  local mod="$HACK_DIR/gomod/$1/go.mod"
-  [[ -f "$mod" && -f "$HACK_DIR/gomod/$1/go.sum" ]] ||
+  # $1 tool, $2 module path, $3 version[, $4 module dir (default hack/gomod/<tool>)]
+  local mod="${4:-$HACK_DIR/gomod/$1}/go.mod"
+  [[ -f "$mod" && -f "${mod%.mod}.sum" ]] ||
     die "$mod or its go.sum is missing; run hack/tools.sh --regen-modules"
   grep -qE "^(require )?[[:space:]]*${2//./\\.} ${3//./\\.}( //.*)?\$" "$mod" ||
     die "$mod does not pin $2 $3 (the version in hack/tools.sh); run hack/tools.sh --regen-modules"
@@ -303,6 +317,11 @@ build_tool() {
     helm)
       GOBIN="$prefix/bin" go install -trimpath -ldflags "$(ldflags_for helm)" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ;;
+    kstatus-check)
+      # Our own source; building it writes nothing into the clone (go.sum is complete).
+      check_wrapper_mod kstatus-check sigs.k8s.io/cli-utils "$KSTATUS_VERSION" "$HACK_DIR/kstatus-check"
+      (cd "$HACK_DIR/kstatus-check" &&
+        go build -trimpath -ldflags "$(ldflags_for kstatus-check)" -o "$prefix/bin/kstatus-check" .) ;;
   esac
 }
 
@@ -318,6 +337,7 @@ recipe_hash() {
       cat "$HACK_DIR/gomod/$tool/go.mod" "$HACK_DIR/gomod/$tool/go.sum"
     fi
     if [[ "$tool" == kwok ]]; then echo "stages-v1"; fi
+    if [[ "$tool" == kstatus-check ]]; then cat "$HACK_DIR"/kstatus-check/{go.mod,go.sum,*.go}; fi
   } | sha256sum | cut -c1-16
 }
 
@@ -351,6 +371,7 @@ describe() {
     kubernetes) echo "$("$bin/kubectl" version --client 2>/dev/null | head -n1); kube-apiserver $("$bin/kube-apiserver" --version | awk '{print $2}')" ;;
     kwok) "$bin/kwok" --version 2>&1 | head -n1 ;;
     helm) "$bin/helm" version --short ;;
+    kstatus-check) "$bin/kstatus-check" --version ;;
   esac
 }
 
@@ -396,6 +417,7 @@ main() {
   if [[ "$mode" == regen ]]; then
     regen_etcd_mod
     regen_kubernetes_mod
+    regen_kstatus_check_mod
     return 0
   fi
 
@@ -414,7 +436,7 @@ main() {
   # Kubernetes first: it is the long pole (~7 min cold on 2 cores, most of
   # the total), the others build alongside it.
   local -a todo=() t
-  for t in kubernetes etcd nats-server kwok helm; do
+  for t in kubernetes etcd nats-server kwok helm kstatus-check; do
     [[ " ${want[*]} " == *" $t "* ]] || continue
     if is_cached "$t"; then
       link_tool "$t"

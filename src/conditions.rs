@@ -3,7 +3,14 @@
 //!
 //! Condition types are shared; reasons are per kind ([`ReasonCode`]), so a Subscription can never
 //! report a Topic's `StreamReady`. Every kind's reason enum is declared with [`condition_reasons!`],
-//! which adds the reasons the shared runtime itself reports ([`CommonReason`]).
+//! which adds the reasons the shared runtime itself reports ([`CommonReason`]) and makes the kind
+//! say which of its reasons need someone to act ([`ReasonCode::STALLED`]).
+//!
+//! Next to Ready every kind reports the two conditions kstatus (what Flux and `kubectl`-style
+//! waits use) reads, "abnormal-true" and present only while true ([`with_progress`]):
+//! `Reconciling` while the object is on its way to Ready by itself (a rollout, a referred object
+//! still to come, a broker outage being retried), `Stalled` while it cannot get there until
+//! someone changes it or the broker (an invalid spec, a stream owned by someone else).
 
 use std::fmt::Debug;
 
@@ -27,6 +34,11 @@ pub enum ConditionType {
     DeadLettersAccumulating,
     /// An EventSchema version passed the compatibility check of its mode against the registry.
     Compatible,
+    /// Not Ready yet, and getting there without anyone's help; present only while True.
+    Reconciling,
+    /// Not Ready, and staying so until someone changes the object or the broker; present only
+    /// while True.
+    Stalled,
 }
 
 impl ConditionType {
@@ -38,6 +50,8 @@ impl ConditionType {
             Self::WorkersAvailable => "WorkersAvailable",
             Self::DeadLettersAccumulating => "DeadLettersAccumulating",
             Self::Compatible => "Compatible",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
         }
     }
 }
@@ -61,6 +75,9 @@ pub enum CommonReason {
 pub trait ReasonCode: Copy + Eq + Debug + Send + Sync + 'static {
     /// Every reason of the kind, common ones included.
     const ALL: &'static [Self];
+    /// The reasons of a Ready=False that needs someone to act (`Stalled`); every other reason of
+    /// a Ready=False is on its way by itself (`Reconciling`).
+    const STALLED: &'static [Self];
     fn as_str(self) -> &'static str;
     fn common(reason: CommonReason) -> Self;
 
@@ -68,12 +85,22 @@ pub trait ReasonCode: Copy + Eq + Debug + Send + Sync + 'static {
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|r| r.as_str() == s)
     }
+
+    /// Whether a Ready=False for this reason waits for someone to act.
+    fn stalls(self) -> bool {
+        Self::STALLED.contains(&self)
+    }
 }
 
-/// Declares a kind's reason enum: the listed reasons plus every [`CommonReason`].
+/// Declares a kind's reason enum: the listed reasons plus every [`CommonReason`], and after
+/// `stalled:` those of its own reasons that stall (see [`ReasonCode::STALLED`]; `InvalidSpec` and
+/// `BrokerRejected` always do).
 #[macro_export]
 macro_rules! condition_reasons {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+    (
+        $(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }
+        stalled: [$($stalled:ident),* $(,)?]
+    ) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         $vis enum $name {
@@ -98,6 +125,12 @@ macro_rules! condition_reasons {
                 Self::BrokerRejected,
                 Self::Paused,
                 Self::Deleting,
+            ];
+
+            const STALLED: &'static [Self] = &[
+                $(Self::$stalled,)*
+                Self::InvalidSpec,
+                Self::BrokerRejected,
             ];
 
             fn as_str(self) -> &'static str {
@@ -231,6 +264,26 @@ pub fn remove(current: &[Condition], type_: ConditionType) -> Vec<Condition> {
         .collect()
 }
 
+/// Returns `current` with the kstatus conditions following `ready`: none when Ready is True,
+/// `Stalled` when its reason stalls, else `Reconciling`, each True with Ready's reason and message.
+pub fn with_progress<R: ReasonCode>(
+    current: &[Condition],
+    ready: &Verdict<R>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let (set, clear) = match (ready.status, ready.reason.stalls()) {
+        (true, _) => {
+            let cleared = remove(current, ConditionType::Reconciling);
+            return remove(&cleared, ConditionType::Stalled);
+        }
+        (false, true) => (ConditionType::Stalled, ConditionType::Reconciling),
+        (false, false) => (ConditionType::Reconciling, ConditionType::Stalled),
+    };
+    let verdict = Verdict::new(set, true, ready.reason, ready.message.clone());
+    apply(&remove(current, clear), &verdict, generation, now)
+}
+
 /// The condition of that type, if present.
 pub fn find(current: &[Condition], type_: ConditionType) -> Option<&Condition> {
     current.iter().find(|c| c.type_ == type_.as_str())
@@ -244,7 +297,12 @@ mod tests {
         enum TestReason {
             /// Everything matches.
             Fine,
+            /// Waiting for something that comes by itself.
+            Waiting,
+            /// Needs a person.
+            Broken,
         }
+        stalled: [Broken]
     }
 
     fn at(second: i64) -> Timestamp {
@@ -328,5 +386,77 @@ mod tests {
         let ready_only = remove(&both, ConditionType::ReconciliationPaused);
         assert_eq!(ready_only.len(), 1);
         assert!(find(&ready_only, ConditionType::Ready).is_some());
+    }
+
+    fn types(conditions: &[Condition]) -> Vec<(&str, &str, &str)> {
+        conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn stalling_reasons_are_the_listed_and_the_common_failures() {
+        assert!(TestReason::Broken.stalls());
+        assert!(TestReason::InvalidSpec.stalls());
+        assert!(TestReason::BrokerRejected.stalls());
+        for waits in [
+            TestReason::Waiting,
+            TestReason::BrokerUnavailable,
+            TestReason::Deleting,
+        ] {
+            assert!(!waits.stalls(), "{waits:?}");
+        }
+    }
+
+    #[test]
+    fn not_ready_on_its_way_is_reconciling_and_a_failure_is_stalled() {
+        let ready = apply(
+            &[],
+            &Verdict::not_ready(TestReason::Waiting, "soon"),
+            Some(1),
+            at(1),
+        );
+        let waiting = with_progress(
+            &ready,
+            &Verdict::not_ready(TestReason::Waiting, "soon"),
+            Some(1),
+            at(1),
+        );
+        assert_eq!(
+            types(&waiting),
+            [
+                ("Ready", "False", "Waiting"),
+                ("Reconciling", "True", "Waiting")
+            ]
+        );
+        assert_eq!(waiting[1].message, "soon");
+        assert_eq!(waiting[1].observed_generation, Some(1));
+
+        let broken = with_progress(
+            &waiting,
+            &Verdict::not_ready(TestReason::Broken, "fix it"),
+            Some(2),
+            at(5),
+        );
+        assert_eq!(
+            types(&broken),
+            [("Ready", "False", "Waiting"), ("Stalled", "True", "Broken")]
+        );
+        assert_eq!(broken[1].last_transition_time, Time(at(5)));
+    }
+
+    #[test]
+    fn ready_clears_both_and_repeating_a_verdict_changes_nothing() {
+        let failing = Verdict::not_ready(TestReason::Broken, "fix it");
+        let first = with_progress(&[], &failing, Some(1), at(1));
+        assert_eq!(with_progress(&first, &failing, Some(1), at(9)), first);
+        let healed = with_progress(
+            &first,
+            &Verdict::ready(TestReason::Fine, "ok"),
+            Some(1),
+            at(2),
+        );
+        assert!(healed.is_empty(), "{healed:?}");
     }
 }

@@ -172,14 +172,17 @@ fn default_replicas() -> i32 {
 /// Observed state of a DeadLetterPolicy.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {}))]
 pub struct DeadLetterPolicyStatus {
     /// Ready says whether dead letters are being captured as the spec says;
     /// DeadLettersAccumulating turns True when the dead letters held reach alertThreshold.
     /// Reasons and messages say why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The generation of the spec these conditions describe.
+    /// The generation of the spec these conditions describe; 0 until the operator saw it.
+    // Defaulted by the API server, so health checks never take a new object for a reconciled one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
     pub observed_generation: Option<i64>,
     /// Name of the JetStream stream holding the dead letters.
     #[serde(default, skip_serializing_if = "Option::is_none")]

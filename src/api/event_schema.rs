@@ -130,13 +130,16 @@ pub struct ProcessingDefaults {
 /// Observed state of an EventSchema.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {}))]
 pub struct EventSchemaStatus {
     /// Ready says whether this version is registered and in force; Compatible whether it passed
     /// the compatibility check (its message lists the breaking changes when not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The generation of the spec these conditions describe.
+    /// The generation of the spec these conditions describe; 0 until the operator saw it.
+    // Defaulted by the API server, so health checks never take a new object for a reconciled one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
     pub observed_generation: Option<i64>,
     /// Highest version registered for this event type; Subscriptions validate against it
     /// unless a Topic pins another.

@@ -434,14 +434,17 @@ fn default_endpoint_path() -> String {
 /// Observed state of a Subscription.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {}))]
 pub struct SubscriptionStatus {
     /// Ready sums up the others; ConsumerReady says whether the JetStream consumer matches the
     /// spec; WorkersAvailable whether the desired worker pods are available. Reasons and
     /// messages say why not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The generation of the spec these conditions describe.
+    /// The generation of the spec these conditions describe; 0 until the operator saw it.
+    // Defaulted by the API server, so health checks never take a new object for a reconciled one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
     pub observed_generation: Option<i64>,
     /// Name of the durable JetStream consumer backing this Subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -185,12 +185,15 @@ pub enum DeletionPolicy {
 /// Observed state of a Topic.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {}))]
 pub struct TopicStatus {
     /// Ready says whether the stream matches the spec; its reason and message say why not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The generation of the spec these conditions describe.
+    /// The generation of the spec these conditions describe; 0 until the operator saw it.
+    // Defaulted by the API server, so health checks never take a new object for a reconciled one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 0))]
     pub observed_generation: Option<i64>,
     /// Name of the JetStream stream backing this Topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]

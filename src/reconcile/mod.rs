@@ -33,3 +33,69 @@ impl fmt::Display for InvalidSpec {
 }
 
 impl std::error::Error for InvalidSpec {}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        dead_letter_policy::DeadLetterPolicyReason, event_schema::EventSchemaReason,
+        subscription::SubscriptionReason, topic::TopicReason,
+    };
+    use crate::conditions::ReasonCode;
+
+    fn stalling<R: ReasonCode>() -> Vec<&'static str> {
+        let mut names: Vec<_> = R::ALL
+            .iter()
+            .filter(|r| r.stalls())
+            .map(|r| r.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The table "Which Ready=False reasons are on their way and which have failed" of the
+    /// README; every reason not listed is on its way (Reconciling).
+    #[test]
+    fn reasons_that_stall_are_those_the_readme_lists() {
+        assert_eq!(
+            stalling::<TopicReason>(),
+            [
+                "BrokerRejected",
+                "ChangeRefused",
+                "InvalidSpec",
+                "StreamNotOwned",
+                "SubjectsOverlap"
+            ]
+        );
+        assert_eq!(
+            stalling::<SubscriptionReason>(),
+            [
+                "BrokerRejected",
+                "ChangeRefused",
+                "ConsumerNotOwned",
+                "InvalidSpec"
+            ]
+        );
+        assert_eq!(
+            stalling::<DeadLetterPolicyReason>(),
+            [
+                "BrokerRejected",
+                "ChangeRefused",
+                "InvalidSpec",
+                "StreamNotOwned",
+                "SubjectsOverlap",
+                "TargetCapturedByPolicy"
+            ]
+        );
+        assert_eq!(
+            stalling::<EventSchemaReason>(),
+            [
+                "BrokerRejected",
+                "IncompatibleChange",
+                "InvalidSpec",
+                "RegistryUnreadable",
+                "VersionContentChanged",
+                "VersionDowngrade"
+            ]
+        );
+    }
+}

@@ -8,7 +8,10 @@
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::SignedDuration};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Condition,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{
     Resource, ResourceExt,
     core::{DeserializeGuard, NamespaceResourceScope},
@@ -325,20 +328,13 @@ pub async fn reconcile<R: Reconciler>(
         ctx.writer.event(R::KIND, &obj.object_ref(&()), event).await;
     }
 
-    // A paused object has not been reconciled at its current generation; say so.
-    let generation = if paused {
-        R::status(obj).and_then(ObjectStatus::observed_generation)
-    } else {
-        obj.meta().generation
-    };
     let next = next_status::<R>(
         obj,
         &outcome.ready,
         &outcome.conditions,
         paused,
         outcome.figures.as_ref(),
-        generation,
-        ctx,
+        ctx.clock.now(),
     );
     if R::status(obj) != Some(&next) {
         ctx.writer.status(R::KIND, obj, &next).await?;
@@ -442,22 +438,29 @@ fn paused_outcome<R: Reconciler>(obj: &R::Kind) -> Outcome<R> {
     Outcome::new(ready)
 }
 
+/// The status to report: the verdicts as conditions, the kstatus conditions following Ready, the
+/// pause, `observedGeneration` and the kind's own fields.
 fn next_status<R: Reconciler>(
     obj: &R::Kind,
     ready: &Verdict<R::Reason>,
     others: &[Verdict<R::Reason>],
     paused: bool,
     figures: Option<&R::Figures>,
-    generation: Option<i64>,
-    ctx: &Context,
+    now: Timestamp,
 ) -> R::Status {
-    let now = ctx.clock.now();
+    // A paused object has not been reconciled at its current generation; say so.
+    let generation = if paused {
+        R::status(obj).and_then(ObjectStatus::observed_generation)
+    } else {
+        obj.meta().generation
+    };
     let mut status = R::status(obj).cloned().unwrap_or_default();
     let mut updated = conditions::apply(status.conditions(), ready, generation, now);
     for verdict in others {
         updated = conditions::apply(&updated, verdict, generation, now);
     }
     *status.conditions_mut() = if paused {
+        // Reconciling and Stalled stay as they were, like Ready: nothing was looked at.
         let verdict = Verdict::new(
             ConditionType::ReconciliationPaused,
             true,
@@ -466,6 +469,7 @@ fn next_status<R: Reconciler>(
         );
         conditions::apply(&updated, &verdict, generation, now)
     } else {
+        let updated = conditions::with_progress(&updated, ready, generation, now);
         conditions::remove(&updated, ConditionType::ReconciliationPaused)
     };
     status.set_observed_generation(generation);
@@ -515,8 +519,7 @@ async fn finalize<R: Reconciler>(
                         ctx.config.finalizer_timeout
                     ),
                 );
-                let next =
-                    next_status::<R>(obj, &ready, &[], paused, None, obj.meta().generation, ctx);
+                let next = next_status::<R>(obj, &ready, &[], false, None, ctx.clock.now());
                 if R::status(obj) != Some(&next) {
                     ctx.writer.status(R::KIND, obj, &next).await?;
                 }
@@ -610,3 +613,125 @@ object_status!(
     crate::api::DeadLetterPolicyStatus,
     crate::api::EventSchemaStatus,
 );
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::{
+        api::{Topic, TopicStatus},
+        reconcile::topic::{TopicReason, TopicReconciler},
+    };
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    fn topic(generation: i64, status: Option<TopicStatus>) -> Topic {
+        let mut topic = Topic::new("orders", serde_yaml::from_str("{}").unwrap());
+        topic.metadata.namespace = Some("shop".into());
+        topic.metadata.generation = Some(generation);
+        topic.status = status;
+        topic
+    }
+
+    fn next(obj: &Topic, ready: Verdict<TopicReason>, paused: bool) -> TopicStatus {
+        next_status::<TopicReconciler>(obj, &ready, &[], paused, None, at(100))
+    }
+
+    fn types(status: &TopicStatus) -> Vec<(&str, &str, &str)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_failure_is_stalled_and_a_wait_is_reconciling_at_the_current_generation() {
+        let failed = next(
+            &topic(3, None),
+            Verdict::not_ready(TopicReason::SubjectsOverlap, "taken"),
+            false,
+        );
+        assert_eq!(
+            types(&failed),
+            [
+                ("Ready", "False", "SubjectsOverlap"),
+                ("Stalled", "True", "SubjectsOverlap")
+            ]
+        );
+        assert_eq!(failed.observed_generation, Some(3));
+        assert!(
+            failed
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+
+        let retrying = next(
+            &topic(3, Some(failed)),
+            Verdict::not_ready(TopicReason::BrokerUnavailable, "down"),
+            false,
+        );
+        assert_eq!(
+            types(&retrying),
+            [
+                ("Ready", "False", "BrokerUnavailable"),
+                ("Reconciling", "True", "BrokerUnavailable")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pause_keeps_the_last_reconciled_generation_and_conditions() {
+        let waiting = next(
+            &topic(1, None),
+            Verdict::not_ready(TopicReason::BrokerUnavailable, "down"),
+            false,
+        );
+        // Edited to generation 2 while paused: the status still describes generation 1.
+        let ready = Verdict::from_condition(&waiting.conditions[0]).unwrap();
+        let paused = next(&topic(2, Some(waiting.clone())), ready.clone(), true);
+        assert_eq!(paused.observed_generation, Some(1));
+        assert_eq!(
+            types(&paused),
+            [
+                ("Ready", "False", "BrokerUnavailable"),
+                ("Reconciling", "True", "BrokerUnavailable"),
+                ("ReconciliationPaused", "True", "Paused")
+            ]
+        );
+        assert_eq!(
+            paused.conditions[1].last_transition_time,
+            waiting.conditions[1].last_transition_time
+        );
+
+        let resumed = next(
+            &topic(2, Some(paused)),
+            Verdict::ready(TopicReason::StreamReady, "in sync"),
+            false,
+        );
+        assert_eq!(resumed.observed_generation, Some(2));
+        assert_eq!(types(&resumed), [("Ready", "True", "StreamReady")]);
+        assert_eq!(resumed.conditions[0].last_transition_time, Time(at(100)));
+    }
+
+    #[test]
+    fn paused_before_any_pass_reports_no_generation() {
+        let never = next(
+            &topic(1, None),
+            paused_outcome::<TopicReconciler>(&topic(1, None)).ready,
+            true,
+        );
+        assert_eq!(never.observed_generation, None);
+        assert_eq!(
+            types(&never),
+            [
+                ("Ready", "False", "Paused"),
+                ("ReconciliationPaused", "True", "Paused")
+            ]
+        );
+    }
+}

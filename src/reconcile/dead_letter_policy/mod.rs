@@ -73,6 +73,9 @@ condition_reasons! {
         /// Fewer dead letters are held than alertThreshold.
         BelowThreshold,
     }
+    // A target Topic still to come is waited for; the rest needs someone. Dead letters piling
+    // up (AboveThreshold) are reported by their own condition, never as Ready=False.
+    stalled: [StreamNotOwned, ChangeRefused, SubjectsOverlap, TargetCapturedByPolicy]
 }
 
 impl StreamReasons for DeadLetterPolicyReason {

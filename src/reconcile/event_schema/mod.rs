@@ -52,6 +52,8 @@ condition_reasons! {
         /// A registered version cannot be read as a JSON Schema.
         RegistryUnreadable,
     }
+    // A version the registry refuses stays refused until the spec (or the registry) changes.
+    stalled: [VersionDowngrade, VersionContentChanged, IncompatibleChange, RegistryUnreadable]
 }
 
 /// Reconciles EventSchemas into the registry.

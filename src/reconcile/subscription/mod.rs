@@ -124,6 +124,10 @@ condition_reasons! {
         /// The worker Deployment is rolling out or short of available pods.
         WorkersProgressing,
     }
+    // Missing or unready Topics, policies and schemas are waited for (applied together, they
+    // arrive moments later), and so is a rollout; a consumer that is not ours or cannot change
+    // needs someone.
+    stalled: [ConsumerNotOwned, ChangeRefused]
 }
 
 /// Live figures of a Subscription: its consumers' and its workers'.

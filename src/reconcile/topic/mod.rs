@@ -51,6 +51,8 @@ condition_reasons! {
         /// The subjects overlap those of another stream, which keeps them.
         SubjectsOverlap,
     }
+    // Each needs the stream, the Topic or the other Topic changed; nothing changes by itself.
+    stalled: [StreamNotOwned, ChangeRefused, SubjectsOverlap]
 }
 
 impl StreamReasons for TopicReason {

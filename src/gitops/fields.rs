@@ -57,12 +57,15 @@ const CONSUMER_SETTINGS: &[&str] = &[
     "description",
 ];
 
-/// The settings a new stream gets.
+/// Values a new object's listing leaves out: nothing is set.
+const UNSET: &[&str] = &["unlimited", "none", "false"];
+
+/// The settings a new stream gets, those left unset aside.
 pub fn stream_settings(desired: &StreamConfig) -> Vec<FieldChange> {
     STREAM_SETTINGS
         .iter()
         .filter_map(|field| {
-            let value = stream_field(field, desired)?;
+            let value = stream_field(field, desired).filter(|v| !UNSET.contains(&v.as_str()))?;
             Some(FieldChange::new(*field, None, Some(value)))
         })
         .collect()
@@ -86,12 +89,12 @@ pub fn stream_changes(
         .collect()
 }
 
-/// The settings a new consumer gets.
+/// The settings a new consumer gets, those left unset aside.
 pub fn consumer_settings(desired: &ConsumerConfig) -> Vec<FieldChange> {
     CONSUMER_SETTINGS
         .iter()
         .filter_map(|field| {
-            let value = consumer_field(field, desired)?;
+            let value = consumer_field(field, desired).filter(|v| !UNSET.contains(&v.as_str()))?;
             Some(FieldChange::new(*field, None, Some(value)))
         })
         .collect()

@@ -978,6 +978,65 @@ mod tests {
         );
     }
 
+    fn event_schema(version: i64, required: &[&str]) -> EventSchema {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "EventSchema",
+            "metadata": {"name": "order-placed", "namespace": "shop"},
+            "spec": {"eventType": "order.placed", "version": version, "compatibility": "Backward",
+                     "schema": {"type": "object", "additionalProperties": false,
+                                "properties": {"id": {"type": "string"}, "total": {"type": "number"}},
+                                "required": required}},
+        }))
+        .unwrap()
+    }
+
+    fn judged(registered: &[EventSchema], schema: &EventSchema) -> Step {
+        let mut holding = Holding::default();
+        for earlier in registered {
+            holding = after_registering(&holding, &candidate(earlier, String::new()).unwrap());
+        }
+        let candidate = candidate(schema, String::new()).unwrap();
+        let decision = decide(&candidate, &holding);
+        let id = ObjectRef::of(schema);
+        schema_step(id, schema, &candidate, &holding, &decision)
+    }
+
+    #[test]
+    fn schema_versions_are_created_or_refused_in_the_operators_words() {
+        let v1 = event_schema(1, &[]);
+        let first = judged(&[], &v1);
+        assert_eq!(first.action, Action::Create);
+        assert!(matches!(first.work, Work::Schema { .. }));
+        let next = judged(std::slice::from_ref(&v1), &event_schema(2, &[]));
+        assert_eq!(next.action, Action::Create);
+        assert!(next.fields.contains(&FieldChange::new(
+            "latest",
+            Some("v1".into()),
+            Some("v2".into())
+        )));
+        assert_eq!(
+            judged(std::slice::from_ref(&v1), &v1).action,
+            Action::Unchanged
+        );
+
+        let changed = judged(std::slice::from_ref(&v1), &event_schema(1, &["id"]));
+        assert_eq!(changed.action, Action::Refused);
+        let message = changed.message.unwrap();
+        assert!(
+            message.starts_with("spec.schema: order.placed v1 is registered with other content"),
+            "{message}"
+        );
+
+        let breaking = judged(&[v1], &event_schema(2, &["total"]));
+        assert_eq!(breaking.action, Action::Refused);
+        let message = breaking.message.unwrap();
+        assert!(
+            message.starts_with("spec.schema: v2 breaks Backward compatibility"),
+            "{message}"
+        );
+        assert!(matches!(breaking.work, Work::None));
+    }
+
     #[test]
     fn a_stream_of_another_owner_is_refused_with_the_way_to_adopt_it() {
         let mut foreign = stream("{}");

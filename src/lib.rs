@@ -9,6 +9,8 @@
 //! - [`conditions`], [`naming`], [`subjects`]: the shared vocabulary of status, broker names and
 //!   subject patterns.
 //! - [`registry`]: the schema registry, every EventSchema version in a key-value bucket.
+//! - [`gitops`]: the same reconcile core without Kubernetes, for `switchyard plan`, `apply` and
+//!   `status`.
 //! - [`cli`], [`crdgen`], [`telemetry`]: the binary's edges.
 
 pub mod api;
@@ -18,6 +20,7 @@ pub mod conditions;
 pub mod crdgen;
 pub mod deadletter;
 pub mod dispatcher;
+pub mod gitops;
 pub mod metrics;
 pub mod naming;
 pub mod reconcile;

@@ -79,6 +79,15 @@ pub fn owner_id(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 
+/// The `(kind, namespace, name)` an [`owner_id`] names; `None` for anything else.
+pub fn owner_of(owner_id: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = owner_id.splitn(3, '/');
+    let kind = parts.next().filter(|p| !p.is_empty())?;
+    let namespace = parts.next().filter(|p| !p.is_empty())?;
+    let name = parts.next().filter(|p| !p.is_empty() && !p.contains('/'))?;
+    Some((kind, namespace, name))
+}
+
 /// Keys Switchyard writes into the metadata of the broker objects it owns (streams, consumers).
 pub mod metadata {
     /// `<Kind>/<namespace>/<name>` of the object that owns the broker object (see
@@ -233,6 +242,15 @@ mod tests {
     fn stream_names_are_injective_across_dashes() {
         assert_ne!(stream_name("a-b", "c"), stream_name("a", "b-c"));
         assert_eq!(stream_name("shop", "orders"), "shop_orders");
+    }
+
+    #[test]
+    fn owner_ids_read_back() {
+        let id = owner_id("Topic", "shop", "orders");
+        assert_eq!(owner_of(&id), Some(("Topic", "shop", "orders")));
+        assert_eq!(owner_of("Topic/shop"), None);
+        assert_eq!(owner_of("Topic//orders"), None);
+        assert_eq!(owner_of("Topic/shop/orders/extra"), None);
     }
 
     #[test]

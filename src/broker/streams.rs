@@ -48,6 +48,14 @@ impl Broker {
         }
     }
 
+    /// Names of every stream of the account.
+    pub async fn stream_names(&self) -> Result<Vec<String>, BrokerError> {
+        self.names("STREAM.NAMES".into(), None, |page: StreamNames| {
+            (page.streams, page.total)
+        })
+        .await
+    }
+
     /// Names of the streams whose subjects overlap `subject`.
     pub async fn streams_overlapping(&self, subject: &str) -> Result<Vec<String>, BrokerError> {
         self.names("STREAM.NAMES".into(), Some(subject), |page: StreamNames| {

@@ -2,6 +2,7 @@
 
 mod dispatch;
 mod dlq;
+mod gitops;
 mod schema_check;
 mod validate;
 
@@ -59,6 +60,18 @@ pub enum Command {
     /// documents, and each EventSchema version against the registry or the previous version in
     /// git. Exit code 0: no errors (warnings allowed); 1: errors found; 2: could not run.
     Validate(Box<validate::ValidateArgs>),
+    /// Show what applying the manifests would change on NATS (streams, consumers, dead-letter
+    /// streams, schema registry versions), field by field, and which changes are refused.
+    /// Exit code 0: no changes; 2: changes pending; 1: refused changes, invalid manifests or a
+    /// failure.
+    Plan(Box<gitops::PlanArgs>),
+    /// Reconcile the manifests straight into NATS, without Kubernetes (the operator's reconcile
+    /// core; worker Deployments are skipped). Applies nothing while a change is refused.
+    /// Exit code 0: applied (or nothing to do); 1: refused, invalid, or stopped by a failure.
+    Apply(Box<gitops::PlanArgs>),
+    /// Show the topology Switchyard manages on NATS: Topics' streams, Subscriptions' consumers
+    /// with lag, dead-letter streams, registered schema versions. Exit code 1 on a failure.
+    Status(Box<gitops::StatusArgs>),
     /// Work with event schemas without a cluster.
     Schema {
         #[command(subcommand)]
@@ -333,6 +346,9 @@ pub async fn execute(cli: Cli) -> ExitCode {
         }
         Command::Dlq { command } => dlq::run(*command).await,
         Command::Validate(args) => validate::run(*args).await,
+        Command::Plan(args) => gitops::plan(*args).await,
+        Command::Apply(args) => gitops::apply(*args).await,
+        Command::Status(args) => gitops::status(*args).await,
     }
 }
 

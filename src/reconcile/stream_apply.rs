@@ -8,7 +8,7 @@ use async_nats::jetstream::stream::{Config as StreamConfig, Info as StreamInfo};
 use tracing::info;
 
 use crate::{
-    broker::{BrokerError, codes},
+    broker::{Broker, BrokerError, codes},
     conditions::{ReasonCode, Verdict},
     naming::metadata,
     reconcile::plan::{Plan as StreamPlan, UpdateCause},
@@ -31,6 +31,84 @@ pub trait StreamReasons: ReasonCode {
     const SUBJECTS_OVERLAP: Self;
 }
 
+/// What carrying out a stream plan did to the broker. The operator turns it into conditions and
+/// Events, `switchyard apply` into lines of its report.
+#[derive(Debug)]
+pub enum StreamApplied {
+    /// Nothing to do; the stream as found.
+    InSync(Option<StreamInfo>),
+    Created(StreamInfo),
+    /// Created again after it was deleted behind Switchyard's back.
+    Recreated(StreamInfo),
+    Updated {
+        info: StreamInfo,
+        cause: UpdateCause,
+        changed: Vec<&'static str>,
+    },
+    /// Left alone: it exists and records another owner (or none).
+    NotOwned {
+        owner: Option<String>,
+    },
+    /// Left alone: JetStream cannot apply the change in place.
+    Refused {
+        field: &'static str,
+        message: String,
+        actual: Option<StreamInfo>,
+    },
+}
+
+/// Carries out `plan` for the stream `desired` of an object of kind `kind`: the broker writes
+/// every stream-owning kind makes, for the operator and `switchyard apply` alike.
+pub async fn carry_out(
+    broker: &Broker,
+    kind: &str,
+    desired: &StreamConfig,
+    actual: Option<StreamInfo>,
+    plan: StreamPlan,
+) -> Result<StreamApplied, BrokerError> {
+    let stream = &desired.name;
+    Ok(match plan {
+        StreamPlan::InSync => StreamApplied::InSync(actual),
+        StreamPlan::Create | StreamPlan::Recreate => {
+            let created = broker.create_stream(desired).await?;
+            info!(kind, stream, ?plan, "stream created");
+            if plan == StreamPlan::Recreate {
+                StreamApplied::Recreated(created)
+            } else {
+                StreamApplied::Created(created)
+            }
+        }
+        StreamPlan::Update { cause, changed } => {
+            let info = broker.update_stream(desired).await?;
+            info!(kind, stream, ?cause, fields = %changed.join(", "), "stream updated");
+            StreamApplied::Updated {
+                info,
+                cause,
+                changed,
+            }
+        }
+        StreamPlan::NotOwned { owner } => StreamApplied::NotOwned { owner },
+        StreamPlan::Refused { field, message } => StreamApplied::Refused {
+            field,
+            message,
+            actual,
+        },
+    })
+}
+
+/// Why a stream that exists is left alone, and how to take it over.
+pub fn not_owned_message(kind: &str, stream: &str, owner: Option<&str>) -> String {
+    let found = match owner {
+        Some(owner) => format!("its metadata names {owner} as owner"),
+        None => "it records no Switchyard owner".into(),
+    };
+    format!(
+        "stream {stream} already exists and was not created for this {kind} ({found}); it is left untouched. \
+         To take it over, annotate the {kind} with {}=\"true\"",
+        crate::api::annotations::ADOPT
+    )
+}
+
 /// Carries out `plan` for the stream `desired` of an object of kind `R::KIND`.
 pub async fn apply<R>(
     ctx: &Context,
@@ -44,57 +122,47 @@ where
     R::Reason: StreamReasons,
 {
     let stream = &desired.name;
-    match plan {
-        StreamPlan::InSync => Outcome::new(in_sync(stream)).with_figures(actual.map(Into::into)),
-        StreamPlan::Create | StreamPlan::Recreate => {
-            match ctx.broker.create_stream(desired).await {
-                Ok(created) => {
-                    info!(kind = R::KIND, stream, ?plan, "stream created");
-                    // Its own reason: Kubernetes folds repeated Events of one reason into a series
-                    // that keeps the first note.
-                    let event = if plan == StreamPlan::Recreate {
-                        KubeEvent::warning(
-                            "StreamRecreated",
-                            format!(
-                                "stream {stream} was deleted outside Switchyard, with its events; recreated it empty"
-                            ),
-                        )
-                    } else {
-                        KubeEvent::normal("StreamCreated", format!("created stream {stream}"))
-                    };
-                    Outcome::new(in_sync(stream))
-                        .with_figures(Some(created.into()))
-                        .with_event(event)
-                }
-                Err(e) => failure(ctx, desired, e).await,
-            }
+    let applied = match carry_out(&ctx.broker, R::KIND, desired, actual, plan).await {
+        Ok(applied) => applied,
+        Err(e) => return failure(ctx, desired, e).await,
+    };
+    match applied {
+        StreamApplied::InSync(actual) => {
+            Outcome::new(in_sync(stream)).with_figures(actual.map(Into::into))
         }
-        StreamPlan::Update { cause, changed } => match ctx.broker.update_stream(desired).await {
-            Ok(updated) => {
-                let fields = changed.join(", ");
-                info!(kind = R::KIND, stream, ?cause, fields, "stream updated");
-                Outcome::new(in_sync(stream))
-                    .with_figures(Some(updated.into()))
-                    .with_event(update_event(cause, stream, &fields))
-            }
-            Err(e) => failure(ctx, desired, e).await,
-        },
-        StreamPlan::NotOwned { owner } => {
-            let found = match owner {
-                Some(owner) => format!("its metadata names {owner} as owner"),
-                None => "it records no Switchyard owner".into(),
-            };
-            let message = format!(
-                "stream {stream} already exists and was not created for this {} ({found}); it is left untouched. \
-                 To take it over, annotate the {} with {}=\"true\"",
-                R::KIND,
-                R::KIND,
-                crate::api::annotations::ADOPT
-            );
+        StreamApplied::Created(created) => Outcome::new(in_sync(stream))
+            .with_figures(Some(created.into()))
+            .with_event(KubeEvent::normal(
+                "StreamCreated",
+                format!("created stream {stream}"),
+            )),
+        // Its own reason: Kubernetes folds repeated Events of one reason into a series that
+        // keeps the first note.
+        StreamApplied::Recreated(created) => Outcome::new(in_sync(stream))
+            .with_figures(Some(created.into()))
+            .with_event(KubeEvent::warning(
+                "StreamRecreated",
+                format!(
+                    "stream {stream} was deleted outside Switchyard, with its events; recreated it empty"
+                ),
+            )),
+        StreamApplied::Updated {
+            info,
+            cause,
+            changed,
+        } => Outcome::new(in_sync(stream))
+            .with_figures(Some(info.into()))
+            .with_event(update_event(cause, stream, &changed.join(", "))),
+        StreamApplied::NotOwned { owner } => {
+            let message = not_owned_message(R::KIND, stream, owner.as_deref());
             Outcome::new(Verdict::not_ready(R::Reason::NOT_OWNED, message.clone()))
                 .with_event(KubeEvent::warning("StreamNotOwned", message))
         }
-        StreamPlan::Refused { field, message } => {
+        StreamApplied::Refused {
+            field,
+            message,
+            actual,
+        } => {
             let message = format!("{field}: {message}");
             Outcome::new(Verdict::not_ready(
                 R::Reason::CHANGE_REFUSED,
@@ -116,7 +184,7 @@ where
     if error.code() != Some(codes::STREAM_SUBJECT_OVERLAP) {
         return common_broker_failure(ctx, &error);
     }
-    let message = overlap_message(ctx, &desired.name, &desired.subjects).await;
+    let message = overlap_message(&ctx.broker, &desired.name, &desired.subjects).await;
     Outcome::new(Verdict::not_ready(
         R::Reason::SUBJECTS_OVERLAP,
         message.clone(),
@@ -149,15 +217,15 @@ fn update_event(cause: UpdateCause, stream: &str, fields: &str) -> KubeEvent {
 
 /// Names the stream (and the object owning it) that already holds one of our subjects: the
 /// older object keeps the subjects, the newer one reports the conflict.
-async fn overlap_message(ctx: &Context, own_stream: &str, subjects: &[String]) -> String {
+pub async fn overlap_message(broker: &Broker, own_stream: &str, subjects: &[String]) -> String {
     for subject in subjects {
-        let Ok(names) = ctx.broker.streams_overlapping(subject).await else {
+        let Ok(names) = broker.streams_overlapping(subject).await else {
             continue;
         };
         let Some(other) = names.into_iter().find(|n| n != own_stream) else {
             continue;
         };
-        let owner = match ctx.broker.stream_info(&other).await {
+        let owner = match broker.stream_info(&other).await {
             Ok(Some(info)) => info.config.metadata.get(metadata::OWNER).cloned(),
             _ => None,
         };

@@ -182,8 +182,9 @@ where
     }
 }
 
-/// Deletes every stream of the shared NATS server named after the namespace (`<ns>_…`).
-async fn delete_streams_of(namespace: &str) -> Result<(), String> {
+/// Deletes every stream of the shared NATS server named after the namespace (`<ns>_…`), with
+/// their consumers, and the namespace's keys in the schema registry.
+pub async fn delete_streams_of(namespace: &str) -> Result<(), String> {
     let Ok(url) = std::env::var("NATS_URL") else {
         return Ok(());
     };
@@ -225,6 +226,37 @@ async fn forget_schemas_of(
         .await
         .map(|_| ())
         .map_err(|e| format!("purging the registry keys of {namespace}: {e}"))
+}
+
+/// A namespace that exists only on the broker (tests without Kubernetes): when dropped, also
+/// when the test fails, every stream named after it and its registry keys are removed.
+pub struct BrokerNamespace {
+    pub name: String,
+}
+
+impl BrokerNamespace {
+    pub fn new(prefix: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Self {
+            name: format!("{prefix}-{}-{n}", run_id()),
+        }
+    }
+}
+
+impl Drop for BrokerNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(delete_streams_of(&name))
+        });
+        if let Ok(Err(problem)) = cleanup.join() {
+            eprintln!("test cleanup: {problem}");
+        }
+    }
 }
 
 /// An operator running inside the test process, scoped to one namespace.

@@ -31,8 +31,13 @@ use self::{
     event_schemas::Published,
     history::{Git, Previous},
     registry::RegistryReader,
-    report::{Against, Checked, ObjectId, Origin, Report, Severity, SourceUsed},
+    report::{Against, Checked, ObjectId, Origin, Report, SourceUsed},
     verdict::Baseline,
+};
+pub(crate) use self::{
+    objects::Object,
+    render::{json as render_json, problem_line, text as render_text},
+    report::{Check, Severity},
 };
 use super::{NatsCredentialArgs, schema_check::Output};
 use crate::schema::Compatibility;
@@ -94,11 +99,56 @@ pub async fn run(args: ValidateArgs) -> ExitCode {
 
 /// Every check; an error stops the run (exit code 2).
 async fn validate(args: &ValidateArgs) -> Result<Report, String> {
-    let inputs = load::inputs(&args.files)?;
+    let Offline {
+        mut report,
+        objects,
+    } = check_objects(
+        &args.files,
+        &args.namespace,
+        if args.allow_external_refs {
+            refs::Outside::Allowed
+        } else {
+            refs::Outside::Flagged
+        },
+    )?;
+    let (published, heads) = check_event_schemas(&objects, &mut report);
+    if !published.is_empty() {
+        compare(args, &published, &heads, &mut report).await?;
+    }
+    report.sort();
+    Ok(report)
+}
+
+/// The manifests read and checked without a broker: what was found, and the objects.
+pub(crate) struct Offline {
+    pub report: Report,
+    pub objects: Vec<Object>,
+}
+
+/// The manifests `files` name, read and checked as `validate` checks them without a registry
+/// or git: documents, CRD schemas and CEL rules, objects defined twice, references (all within
+/// the set), EventSchema documents and the versions of each event type within the set. What
+/// `plan` and `apply` start from. An error: the command could not run.
+pub(crate) fn check_manifests(files: &[PathBuf], namespace: &str) -> Result<Offline, String> {
+    let mut offline = check_objects(files, namespace, refs::Outside::Refused)?;
+    // Transitions are judged against the broker itself.
+    offline.report.notes.clear();
+    check_event_schemas(&offline.objects, &mut offline.report);
+    offline.report.sort();
+    Ok(offline)
+}
+
+/// Reads the manifests and checks each object against its CRD, duplicates and references.
+fn check_objects(
+    files: &[PathBuf],
+    namespace: &str,
+    outside: refs::Outside,
+) -> Result<Offline, String> {
+    let inputs = load::inputs(files)?;
     if inputs.is_empty() {
         return Err(format!(
             "no manifest files (.yaml, .yml, .json) in {}",
-            args.files
+            files
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
@@ -111,7 +161,7 @@ async fn validate(args: &ValidateArgs) -> Result<Report, String> {
         let text = load::read(input)?;
         documents.extend(load::parse(&name, &text, load::is_json(&name)));
     }
-    let sorted = objects::sort(documents, &args.namespace);
+    let sorted = objects::sort(documents, namespace);
     let objects = sorted.objects;
     let mut report = Report {
         files: inputs.len(),
@@ -130,9 +180,17 @@ async fn validate(args: &ValidateArgs) -> Result<Report, String> {
         });
     }
     report.problems.extend(objects::duplicates(&objects));
-    report
-        .problems
-        .extend(refs::check(&objects, args.allow_external_refs));
+    report.problems.extend(refs::check(&objects, outside));
+    Ok(Offline { report, objects })
+}
+
+/// Checks the EventSchema documents of the objects without errors so far, and the versions of
+/// each event type; returns those that can be judged and the index of the highest version of
+/// each event type.
+fn check_event_schemas<'a>(
+    objects: &'a [Object],
+    report: &mut Report,
+) -> (Vec<Published<'a>>, Vec<usize>) {
     let broken: HashSet<(Origin, ObjectId)> = report
         .problems
         .iter()
@@ -145,17 +203,13 @@ async fn validate(args: &ValidateArgs) -> Result<Report, String> {
             Some((origin, p.object.clone()?))
         })
         .collect();
-    let (published, problems) = event_schemas::parse(&objects, |o| {
+    let (published, problems) = event_schemas::parse(objects, |o| {
         broken.contains(&(o.origin.clone(), o.id.clone()))
     });
     report.problems.extend(problems);
     let (heads, problems) = event_schemas::versions(&published);
     report.problems.extend(problems);
-    if !published.is_empty() {
-        compare(args, &published, &heads, &mut report).await?;
-    }
-    report.sort();
-    Ok(report)
+    (published, heads)
 }
 
 /// Judges each EventSchema against the registry when one is used, else against git.

@@ -61,8 +61,19 @@ const REFERENCES: &[Reference] = &[
     },
 ];
 
+/// What a reference to an object that is not among the manifests is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outside {
+    /// A warning: the object must exist in the cluster (`--allow-external-refs`).
+    Allowed,
+    /// An error, which `--allow-external-refs` would turn into a warning.
+    Flagged,
+    /// An error: without a cluster, every object referred to must be among the manifests.
+    Refused,
+}
+
 /// The problems of every reference in `objects`.
-pub fn check(objects: &[Object], allow_external: bool) -> Vec<Problem> {
+pub fn check(objects: &[Object], outside: Outside) -> Vec<Problem> {
     // What can be referenced: (kind, namespace, name) → the highest spec.version among the
     // objects of that name (EventSchemas; 0 for other kinds).
     let mut targets: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
@@ -103,22 +114,32 @@ pub fn check(objects: &[Object], allow_external: bool) -> Vec<Problem> {
             };
             let name_path = format!("{}.name", reference.field);
             match targets.get(&(reference.to, namespace.as_str(), name)) {
-                None if allow_external => problems.push(problem(
-                    Severity::Warning,
-                    &name_path,
-                    format!(
-                        "{} {namespace}/{name} is not among the manifests: it must exist in the cluster",
-                        reference.to
+                None => problems.push(match outside {
+                    Outside::Allowed => problem(
+                        Severity::Warning,
+                        &name_path,
+                        format!(
+                            "{} {namespace}/{name} is not among the manifests: it must exist in the cluster",
+                            reference.to
+                        ),
                     ),
-                )),
-                None => problems.push(problem(
-                    Severity::Error,
-                    &name_path,
-                    format!(
-                        "{} {namespace}/{name} is not among the manifests (references stay in the object's namespace): fix the name, add the {}, or pass --allow-external-refs if it is applied from elsewhere",
-                        reference.to, reference.to
+                    Outside::Flagged => problem(
+                        Severity::Error,
+                        &name_path,
+                        format!(
+                            "{} {namespace}/{name} is not among the manifests (references stay in the object's namespace): fix the name, add the {}, or pass --allow-external-refs if it is applied from elsewhere",
+                            reference.to, reference.to
+                        ),
                     ),
-                )),
+                    Outside::Refused => problem(
+                        Severity::Error,
+                        &name_path,
+                        format!(
+                            "{} {namespace}/{name} is not among the manifests (references stay in the object's namespace): fix the name or add the {}; without Kubernetes, every object referred to must be among them",
+                            reference.to, reference.to
+                        ),
+                    ),
+                }),
                 Some(&highest) => {
                     if let Some(pinned) = target.get("version").and_then(Value::as_i64)
                         && pinned > highest
@@ -201,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_complete_set_has_no_problems() {
-        assert_eq!(check(&set(), false), Vec::new());
+        assert_eq!(check(&set(), Outside::Flagged), Vec::new());
     }
 
     #[test]
@@ -238,14 +259,24 @@ mod tests {
                 ),
             ]
         };
-        let strict = check(&objects, false);
+        let strict = check(&objects, Outside::Flagged);
         assert_eq!(paths(&strict), expected(Severity::Error));
         assert!(
             strict[0].message.contains("--allow-external-refs"),
             "{}",
             strict[0].message
         );
-        assert_eq!(paths(&check(&objects, true)), expected(Severity::Warning));
+        let offline = check(&objects, Outside::Refused);
+        assert_eq!(paths(&offline), expected(Severity::Error));
+        assert!(
+            !offline[0].message.contains("--allow-external-refs"),
+            "{}",
+            offline[0].message
+        );
+        assert_eq!(
+            paths(&check(&objects, Outside::Allowed)),
+            expected(Severity::Warning)
+        );
     }
 
     #[test]
@@ -257,7 +288,7 @@ mod tests {
             "orders",
             json!({"schemaRef": {"name": "order-placed", "version": 3}}),
         );
-        let problems = check(&objects, true);
+        let problems = check(&objects, Outside::Allowed);
         assert_eq!(
             paths(&problems),
             vec![(

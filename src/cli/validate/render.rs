@@ -34,7 +34,7 @@ pub fn text(report: &Report) -> String {
     out
 }
 
-fn problem_line(problem: &Problem) -> String {
+pub fn problem_line(problem: &Problem) -> String {
     let severity = match problem.severity {
         Severity::Error => "error",
         Severity::Warning => "warning",

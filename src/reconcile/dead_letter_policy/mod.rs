@@ -186,10 +186,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
         if let Some(looping) = capturing_subscriber(ctx, &namespace, &name, &topic).await? {
             return Ok(Err(waiting(
                 DeadLetterPolicyReason::TargetCapturedByPolicy,
-                format!(
-                    "the target Topic {} is read by {looping}, whose failed events this policy dead-letters into that same Topic; target another Topic, or give {looping} another policy",
-                    reference.name
-                ),
+                captured_message(&reference.name, &looping),
             )));
         }
         Ok(Ok(Some(topic)))
@@ -376,6 +373,13 @@ impl Reconciler for DeadLetterPolicyReconciler {
     }
 }
 
+/// Why a policy cannot dead-letter into a Topic that `looping` reads through this very policy.
+pub fn captured_message(topic: &str, looping: &str) -> String {
+    format!(
+        "the target Topic {topic} is read by {looping}, whose failed events this policy dead-letters into that same Topic; target another Topic, or give {looping} another policy"
+    )
+}
+
 /// The stream a policy's dead letters are kept in, from its spec alone.
 fn target_stream(policy: &DeadLetterPolicy) -> String {
     let (namespace, name) = identity(policy);
@@ -393,16 +397,21 @@ async fn capturing_subscriber(
     policy: &str,
     topic: &Topic,
 ) -> Result<Option<String>, Error> {
+    let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), namespace);
+    let readers = subscriptions.list(&ListParams::default()).await?;
+    Ok(capturing(policy, topic, &readers.items))
+}
+
+/// Of `subscriptions` (the target Topic's namespace), one that reads `topic` and dead-letters
+/// through `policy`, named for a message. Pure.
+pub fn capturing(policy: &str, topic: &Topic, subscriptions: &[Subscription]) -> Option<String> {
     let topic_name = topic.name_any();
     let topic_policy = topic
         .spec
         .dead_letter_policy_ref
         .as_ref()
         .map(|r| r.name.as_str());
-    let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), namespace);
-    let readers = subscriptions.list(&ListParams::default()).await?;
-    Ok(readers
-        .items
+    subscriptions
         .iter()
         .filter(|sub| sub.spec.topic_ref.name == topic_name)
         .find(|sub| {
@@ -413,7 +422,7 @@ async fn capturing_subscriber(
                 .or(topic_policy)
                 == Some(policy)
         })
-        .map(|sub| format!("Subscription {}", sub.name_any())))
+        .map(|sub| format!("Subscription {}", sub.name_any()))
 }
 
 /// Adds the DeadLettersAccumulating condition when the broker reported the stream's figures,

@@ -110,16 +110,7 @@ impl Reconciler for EventSchemaReconciler {
     }
 
     async fn observe(&self, ctx: &Context, candidate: &Candidate) -> Result<Holding, BrokerError> {
-        let transitive = matches!(
-            candidate.compatibility,
-            Compatibility::BackwardTransitive
-                | Compatibility::ForwardTransitive
-                | Compatibility::FullTransitive
-        );
-        self.registry(ctx)
-            .await?
-            .holding(&candidate.namespace, &candidate.event_type, transitive)
-            .await
+        holding_for(self.registry(ctx).await?, candidate).await
     }
 
     fn plan(
@@ -172,48 +163,80 @@ impl Reconciler for EventSchemaReconciler {
 }
 
 impl EventSchemaReconciler {
-    /// Carries out a decision to register, deciding again as long as others win the race for
-    /// the pointer; returns the final decision and the pointer after it.
+    /// Carries out a decision to register; see [`settle`].
     async fn settle(
         &self,
         ctx: &Context,
         candidate: &Candidate,
-        mut holding: Holding,
-        mut decision: Decision,
+        holding: Holding,
+        decision: Decision,
     ) -> Result<(Decision, Option<Latest>), BrokerError> {
         let registry = self.registry(ctx).await?;
-        for _ in 0..REGISTRATION_ATTEMPTS {
-            if !matches!(decision, Decision::Register { .. }) {
-                return Ok((decision, holding.latest.map(|(l, _)| l)));
+        settle(registry, candidate, holding, decision, || {
+            ctx.clock.now().to_string()
+        })
+        .await
+    }
+}
+
+/// What the registry holds for the candidate's event type: the latest version, and the earlier
+/// ones when its mode is transitive.
+pub async fn holding_for(
+    registry: &Registry,
+    candidate: &Candidate,
+) -> Result<Holding, BrokerError> {
+    let transitive = matches!(
+        candidate.compatibility,
+        Compatibility::BackwardTransitive
+            | Compatibility::ForwardTransitive
+            | Compatibility::FullTransitive
+    );
+    registry
+        .holding(&candidate.namespace, &candidate.event_type, transitive)
+        .await
+}
+
+/// Carries out a decision to register, deciding again as long as others win the race for the
+/// pointer; returns the final decision and the pointer after it. `now` stamps the record. The
+/// registry writes of the operator and `switchyard apply` alike.
+pub async fn settle(
+    registry: &Registry,
+    candidate: &Candidate,
+    mut holding: Holding,
+    mut decision: Decision,
+    now: impl Fn() -> String,
+) -> Result<(Decision, Option<Latest>), BrokerError> {
+    for _ in 0..REGISTRATION_ATTEMPTS {
+        if !matches!(decision, Decision::Register { .. }) {
+            return Ok((decision, holding.latest.map(|(l, _)| l)));
+        }
+        let mut stamped = candidate.clone();
+        stamped.record.registered_at = now();
+        match registry.register(&stamped, &holding).await? {
+            Registration::Committed(latest, _) => {
+                info!(
+                    namespace = %candidate.namespace,
+                    event_type = %candidate.event_type,
+                    version = candidate.version,
+                    "schema version registered"
+                );
+                return Ok((decision, Some(*latest)));
             }
-            let mut stamped = candidate.clone();
-            stamped.record.registered_at = ctx.clock.now().to_string();
-            match registry.register(&stamped, &holding).await? {
-                Registration::Committed(latest, _) => {
-                    info!(
-                        namespace = %candidate.namespace,
-                        event_type = %candidate.event_type,
-                        version = candidate.version,
-                        "schema version registered"
-                    );
-                    return Ok((decision, Some(*latest)));
-                }
-                Registration::Raced => {
-                    holding = self.observe(ctx, candidate).await?;
-                    decision = decide(candidate, &holding);
-                }
+            Registration::Raced => {
+                holding = holding_for(registry, candidate).await?;
+                decision = decide(candidate, &holding);
             }
         }
-        warn!(
-            namespace = %candidate.namespace,
-            event_type = %candidate.event_type,
-            "the registry pointer kept moving; registering again later"
-        );
-        Err(BrokerError::Unavailable(format!(
-            "the registry's latest pointer for {} moved {REGISTRATION_ATTEMPTS} times in a row while registering",
-            candidate.event_type
-        )))
     }
+    warn!(
+        namespace = %candidate.namespace,
+        event_type = %candidate.event_type,
+        "the registry pointer kept moving; registering again later"
+    );
+    Err(BrokerError::Unavailable(format!(
+        "the registry's latest pointer for {} moved {REGISTRATION_ATTEMPTS} times in a row while registering",
+        candidate.event_type
+    )))
 }
 
 /// The candidate an EventSchema asks to register: its document validated as a JSON Schema,

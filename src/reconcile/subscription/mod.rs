@@ -61,7 +61,7 @@ use crate::{
         SubscriptionStatus, Topic,
         subscription::{Ordering, SubscriptionMode},
     },
-    broker::{BrokerError, codes},
+    broker::{Broker, BrokerError, codes},
     condition_reasons,
     conditions::{ConditionType, ReasonCode, Verdict},
     naming,
@@ -144,14 +144,14 @@ pub struct SubscriptionFigures {
 
 /// What a Subscription refers to.
 pub struct SubscriptionRefs {
-    topic: TopicView,
-    dead_letter_policy: Option<DeadLetterPolicySpec>,
+    pub topic: TopicView,
+    pub dead_letter_policy: Option<DeadLetterPolicySpec>,
     /// Its events dead-lettered so far, as the policy's status counts them.
-    dead_lettered: Option<i64>,
+    pub dead_lettered: Option<i64>,
     /// The registered schema version its events are validated against.
-    schema: Option<Binding>,
+    pub schema: Option<Binding>,
     /// Broadcast: its worker pods, each of which gets a consumer.
-    pods: Vec<String>,
+    pub pods: Vec<String>,
 }
 
 /// The consumers a Subscription asks for.
@@ -179,11 +179,12 @@ pub enum Layout {
 }
 
 impl DesiredConsumers {
-    fn stream(&self) -> &str {
+    pub fn stream(&self) -> &str {
         &self.subscription.stream
     }
 
-    fn name(&self) -> &str {
+    /// The Subscription's consumer name (the prefix of its per-pod or per-partition ones).
+    pub fn name(&self) -> &str {
         self.subscription
             .config
             .durable_name
@@ -192,7 +193,7 @@ impl DesiredConsumers {
     }
 
     /// The consumers to create or keep, in order.
-    fn configs(&self) -> Vec<&pull::Config> {
+    pub fn configs(&self) -> Vec<&pull::Config> {
         match &self.several {
             None => vec![&self.subscription.config],
             Some(several) => several.iter().collect(),
@@ -203,15 +204,134 @@ impl DesiredConsumers {
 /// The consumers found on the stream.
 pub struct FoundConsumers {
     /// Per desired consumer (same order), what the server has.
-    each: Vec<Option<ConsumerInfo>>,
-    /// Broadcast: this Subscription's per-pod consumers whose pods are gone.
-    orphans: Vec<String>,
+    pub each: Vec<Option<ConsumerInfo>>,
+    /// This Subscription's per-pod (or per-partition) consumers no longer wanted: their pods
+    /// (partitions) are gone.
+    pub orphans: Vec<String>,
 }
 
 /// What to do about each desired consumer, and which orphans to delete.
 pub struct ConsumersPlan {
-    each: Vec<ConsumerPlan>,
-    remove: Vec<String>,
+    pub each: Vec<ConsumerPlan>,
+    pub remove: Vec<String>,
+}
+
+/// What carrying out one consumer's plan did to the broker. The operator turns it into
+/// conditions and Events, `switchyard apply` into lines of its report.
+#[derive(Debug)]
+pub enum ConsumerApplied {
+    InSync(ConsumerInfo),
+    Created(ConsumerInfo),
+    /// Created again after it was deleted behind Switchyard's back.
+    Recreated(ConsumerInfo),
+    Updated {
+        info: ConsumerInfo,
+        cause: UpdateCause,
+        changed: Vec<&'static str>,
+    },
+    /// Left alone: it exists and records another owner (or none).
+    NotOwned {
+        owner: Option<String>,
+    },
+    /// Left alone: JetStream cannot apply the change in place.
+    Refused {
+        field: &'static str,
+        message: String,
+        found: Option<ConsumerInfo>,
+    },
+}
+
+/// Carries out `step` for the consumer `config` on `stream`: the broker writes a Subscription
+/// makes, for the operator and `switchyard apply` alike.
+pub async fn carry_out_consumer(
+    broker: &Broker,
+    stream: &str,
+    config: &pull::Config,
+    found: Option<ConsumerInfo>,
+    step: ConsumerPlan,
+) -> Result<ConsumerApplied, BrokerError> {
+    Ok(match step {
+        ConsumerPlan::InSync => match found {
+            Some(info) => ConsumerApplied::InSync(info),
+            None => unreachable!("the planner says in sync only for a consumer it found"),
+        },
+        ConsumerPlan::Create => {
+            ConsumerApplied::Created(broker.create_consumer(stream, config.clone()).await?)
+        }
+        ConsumerPlan::Recreate => {
+            ConsumerApplied::Recreated(broker.create_consumer(stream, config.clone()).await?)
+        }
+        ConsumerPlan::Update { cause, changed } => ConsumerApplied::Updated {
+            info: broker.update_consumer(stream, config.clone()).await?,
+            cause,
+            changed,
+        },
+        ConsumerPlan::NotOwned { owner } => ConsumerApplied::NotOwned { owner },
+        ConsumerPlan::Refused { field, message } => ConsumerApplied::Refused {
+            field,
+            message,
+            found,
+        },
+    })
+}
+
+/// Why a consumer that exists is left alone.
+pub fn consumer_not_owned_message(consumer: &str, stream: &str, owner: Option<&str>) -> String {
+    let found = owner
+        .map(|o| format!("its metadata names {o} as owner"))
+        .unwrap_or_else(|| "it records no Switchyard owner".into());
+    format!(
+        "consumer {consumer} on stream {stream} already exists and was not created for this Subscription ({found}); it is left untouched"
+    )
+}
+
+/// The consumers `desired` asks for as the stream has them, and (per-pod or per-partition
+/// layouts) this Subscription's consumers no longer wanted. Only consumers recording the
+/// Subscription as owner count as its own: a look-alike made by hand stays.
+pub async fn find_consumers(
+    broker: &Broker,
+    desired: &DesiredConsumers,
+) -> Result<FoundConsumers, BrokerError> {
+    let stream = desired.stream();
+    let Some(several) = &desired.several else {
+        let found = broker.consumer_info(stream, desired.name()).await?;
+        return Ok(FoundConsumers {
+            each: vec![found],
+            orphans: Vec::new(),
+        });
+    };
+    // One listing finds both the consumers wanted and those of pods (or partitions) gone.
+    let prefix = naming::per_pod_consumer_prefix(desired.name());
+    let existing: HashSet<String> = broker
+        .consumer_names(stream)
+        .await?
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let mut each = Vec::with_capacity(several.len());
+    for config in several {
+        let name = config.durable_name.as_deref().unwrap_or_default();
+        each.push(if existing.contains(name) {
+            broker.consumer_info(stream, name).await?
+        } else {
+            None
+        });
+    }
+    let wanted: HashSet<&str> = several
+        .iter()
+        .filter_map(|c| c.durable_name.as_deref())
+        .collect();
+    let owner = desired.subscription.config.metadata.get(metadata::OWNER);
+    let mut orphans = Vec::new();
+    for name in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
+        if let Some(info) = broker.consumer_info(stream, name).await?
+            && info.config.metadata.get(metadata::OWNER) == owner
+        {
+            orphans.push(name.clone());
+        }
+    }
+    orphans.sort();
+    Ok(FoundConsumers { each, orphans })
 }
 
 /// Reconciles Subscriptions into durable consumers and worker Deployments.
@@ -499,48 +619,7 @@ impl Reconciler for SubscriptionReconciler {
         ctx: &Context,
         desired: &DesiredConsumers,
     ) -> Result<FoundConsumers, BrokerError> {
-        let stream = desired.stream();
-        let Some(several) = &desired.several else {
-            let found = ctx.broker.consumer_info(stream, desired.name()).await?;
-            return Ok(FoundConsumers {
-                each: vec![found],
-                orphans: Vec::new(),
-            });
-        };
-        // One listing finds both the consumers wanted and those of pods (or partitions) gone.
-        let prefix = naming::per_pod_consumer_prefix(desired.name());
-        let existing: HashSet<String> = ctx
-            .broker
-            .consumer_names(stream)
-            .await?
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        let mut each = Vec::with_capacity(several.len());
-        for config in several {
-            let name = config.durable_name.as_deref().unwrap_or_default();
-            each.push(if existing.contains(name) {
-                ctx.broker.consumer_info(stream, name).await?
-            } else {
-                None
-            });
-        }
-        let wanted: HashSet<&str> = several
-            .iter()
-            .filter_map(|c| c.durable_name.as_deref())
-            .collect();
-        let owner = desired.subscription.config.metadata.get(metadata::OWNER);
-        let mut orphans = Vec::new();
-        for name in existing.iter().filter(|n| !wanted.contains(n.as_str())) {
-            // Only consumers this Subscription made: a look-alike made by hand stays.
-            if let Some(info) = ctx.broker.consumer_info(stream, name).await?
-                && info.config.metadata.get(metadata::OWNER) == owner
-            {
-                orphans.push(name.clone());
-            }
-        }
-        orphans.sort();
-        Ok(FoundConsumers { each, orphans })
+        find_consumers(&ctx.broker, desired).await
     }
 
     fn plan(
@@ -826,26 +905,7 @@ impl SubscriptionReconciler {
         let event_type = &schema.spec.event_type;
         let read = async {
             let registry = self.registry(ctx).await?;
-            match reference.version {
-                Some(version) => {
-                    if let Some(record) = registry.version(namespace, event_type, version).await? {
-                        return Ok::<_, BrokerError>((Some(record), Vec::new()));
-                    }
-                    // The latest version's own key is written just after the pointer moves.
-                    let latest = registry.holding(namespace, event_type, false).await?.latest;
-                    Ok(match latest {
-                        Some((latest, _)) if latest.record.version == version => {
-                            (Some(latest.record), Vec::new())
-                        }
-                        Some((latest, _)) => (None, latest.versions),
-                        None => (None, Vec::new()),
-                    })
-                }
-                None => {
-                    let holding = registry.holding(namespace, event_type, false).await?;
-                    Ok((holding.latest.map(|(latest, _)| latest.record), Vec::new()))
-                }
-            }
+            bound_record(registry, namespace, event_type, reference.version).await
         };
         let (record, registered): (Option<SchemaRecord>, Vec<i64>) = match read.await {
             Ok(read) => read,
@@ -884,79 +944,102 @@ impl SubscriptionReconciler {
         let stream = desired.stream();
         let consumer = config.durable_name.clone().unwrap_or_default();
         let (namespace, name) = identity(sub);
-        match step {
-            ConsumerPlan::InSync => match found {
-                Some(info) => Ok((info, None)),
-                None => unreachable!("the planner says in sync only for a consumer it found"),
-            },
-            ConsumerPlan::Create | ConsumerPlan::Recreate => {
-                match ctx.broker.create_consumer(stream, config.clone()).await {
-                    Ok(info) => {
-                        info!(subscription = %name, %namespace, consumer, ?step, "consumer created");
-                        // Its own reason: Kubernetes folds repeated Events of one reason into a
-                        // series that keeps the first note.
-                        let event = if step == ConsumerPlan::Recreate {
-                            KubeEvent::warning(
-                                "ConsumerRecreated",
-                                format!(
-                                    "consumer {consumer} was deleted outside Switchyard; recreated it on stream {stream}"
-                                ),
-                            )
-                        } else {
-                            KubeEvent::normal(
-                                "ConsumerCreated",
-                                format!("created consumer {consumer} on stream {stream}"),
-                            )
-                        };
-                        Ok((info, Some(event)))
-                    }
-                    Err(e) => Err(self.broker_failure(ctx, desired, e).await),
-                }
+        let applied = match carry_out_consumer(&ctx.broker, stream, config, found, step).await {
+            Ok(applied) => applied,
+            Err(e) => return Err(self.broker_failure(ctx, desired, e).await),
+        };
+        match applied {
+            ConsumerApplied::InSync(info) => Ok((info, None)),
+            ConsumerApplied::Created(info) => {
+                info!(subscription = %name, %namespace, consumer, "consumer created");
+                let event = KubeEvent::normal(
+                    "ConsumerCreated",
+                    format!("created consumer {consumer} on stream {stream}"),
+                );
+                Ok((info, Some(event)))
             }
-            ConsumerPlan::Update { cause, changed } => {
-                match ctx.broker.update_consumer(stream, config.clone()).await {
-                    Ok(info) => {
-                        let fields = changed.join(", ");
-                        info!(subscription = %name, %namespace, consumer, ?cause, fields, "consumer updated");
-                        let event = match cause {
-                            UpdateCause::SpecChanged => KubeEvent::normal(
-                                "ConsumerUpdated",
-                                format!("updated consumer {consumer}: {fields}"),
-                            ),
-                            UpdateCause::Drift => KubeEvent::warning(
-                                "DriftCorrected",
-                                format!(
-                                    "consumer {consumer} was changed outside Switchyard ({fields}); restored the declared configuration"
-                                ),
-                            ),
-                            UpdateCause::Adoption => KubeEvent::normal(
-                                "ConsumerAdopted",
-                                format!(
-                                    "adopted existing consumer {consumer} and applied the spec ({fields})"
-                                ),
-                            ),
-                        };
-                        Ok((info, Some(event)))
-                    }
-                    Err(e) => Err(self.broker_failure(ctx, desired, e).await),
-                }
-            }
-            ConsumerPlan::NotOwned { owner } => {
-                let found = owner
-                    .map(|o| format!("its metadata names {o} as owner"))
-                    .unwrap_or_else(|| "it records no Switchyard owner".into());
-                Err(waiting(
-                    SubscriptionReason::ConsumerNotOwned,
+            ConsumerApplied::Recreated(info) => {
+                info!(subscription = %name, %namespace, consumer, "consumer recreated");
+                // Its own reason: Kubernetes folds repeated Events of one reason into a series
+                // that keeps the first note.
+                let event = KubeEvent::warning(
+                    "ConsumerRecreated",
                     format!(
-                        "consumer {consumer} on stream {stream} already exists and was not created for this Subscription ({found}); it is left untouched"
+                        "consumer {consumer} was deleted outside Switchyard; recreated it on stream {stream}"
                     ),
-                ))
+                );
+                Ok((info, Some(event)))
             }
-            ConsumerPlan::Refused { field, message } => Err(waiting(
+            ConsumerApplied::Updated {
+                info,
+                cause,
+                changed,
+            } => {
+                let fields = changed.join(", ");
+                info!(subscription = %name, %namespace, consumer, ?cause, fields, "consumer updated");
+                let event = match cause {
+                    UpdateCause::SpecChanged => KubeEvent::normal(
+                        "ConsumerUpdated",
+                        format!("updated consumer {consumer}: {fields}"),
+                    ),
+                    UpdateCause::Drift => KubeEvent::warning(
+                        "DriftCorrected",
+                        format!(
+                            "consumer {consumer} was changed outside Switchyard ({fields}); restored the declared configuration"
+                        ),
+                    ),
+                    UpdateCause::Adoption => KubeEvent::normal(
+                        "ConsumerAdopted",
+                        format!(
+                            "adopted existing consumer {consumer} and applied the spec ({fields})"
+                        ),
+                    ),
+                };
+                Ok((info, Some(event)))
+            }
+            ConsumerApplied::NotOwned { owner } => Err(waiting(
+                SubscriptionReason::ConsumerNotOwned,
+                consumer_not_owned_message(&consumer, stream, owner.as_deref()),
+            )),
+            ConsumerApplied::Refused {
+                field,
+                message,
+                found,
+            } => Err(waiting(
                 SubscriptionReason::ChangeRefused,
                 format!("{field}: {message}"),
             )
             .with_figures(Some(figures(found.into_iter().collect(), desired)))),
+        }
+    }
+}
+
+/// The registered version a schemaRef binds to: the `pinned` one, or the latest. Without
+/// one, the versions registered (when a pinned one is missing), to say which exist.
+pub async fn bound_record(
+    registry: &Registry,
+    namespace: &str,
+    event_type: &str,
+    pinned: Option<i64>,
+) -> Result<(Option<SchemaRecord>, Vec<i64>), BrokerError> {
+    match pinned {
+        Some(version) => {
+            if let Some(record) = registry.version(namespace, event_type, version).await? {
+                return Ok((Some(record), Vec::new()));
+            }
+            // The latest version's own key is written just after the pointer moves.
+            let latest = registry.holding(namespace, event_type, false).await?.latest;
+            Ok(match latest {
+                Some((latest, _)) if latest.record.version == version => {
+                    (Some(latest.record), Vec::new())
+                }
+                Some((latest, _)) => (None, latest.versions),
+                None => (None, Vec::new()),
+            })
+        }
+        None => {
+            let holding = registry.holding(namespace, event_type, false).await?;
+            Ok((holding.latest.map(|(latest, _)| latest.record), Vec::new()))
         }
     }
 }

@@ -247,7 +247,7 @@ impl Operator {
         let mut broker = BrokerOptions::new(nats_url);
         broker.request_timeout = Duration::from_secs(2);
         let mut config = OperatorConfig::new(broker);
-        config.namespace = Some(namespace.to_string());
+        config.namespaces = vec![namespace.to_string()];
         config.resync_interval = Duration::from_secs(2);
         config.retry_initial_delay = Duration::from_millis(500);
         config.retry_max_delay = Duration::from_secs(2);

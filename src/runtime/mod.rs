@@ -598,6 +598,17 @@ where
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_listed_namespace_is_one_scope_and_no_list_is_all_namespaces() {
+        let mut config = OperatorConfig::new(BrokerOptions::new("nats://127.0.0.1:4222"));
+        assert_eq!(config.scopes(), [None]);
+        config.namespaces = vec!["team-b".into(), "team-a".into(), "team-b".into()];
+        assert_eq!(
+            config.scopes(),
+            [Some("team-a".to_string()), Some("team-b".to_string())]
+        );
+    }
+
     #[tokio::test]
     async fn every_return_of_the_connection_is_one_reconnect() {
         let (state, receiver) = tokio::sync::watch::channel(false);

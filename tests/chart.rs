@@ -448,10 +448,9 @@ async fn reconcile_as(
 /// The start-up check can read the CRDs (whether they match depends on which checkout
 /// installed the shared CRDs last, so only access is asserted; the harness only warns).
 async fn assert_reads_crds(operator: &Client) {
-    if let Err(e @ crd_check::CrdCheckError::Unreadable { .. }) =
-        crd_check::verify(operator, &crdgen::all()).await
-    {
-        panic!("{e}");
+    match crd_check::verify(operator, &crdgen::all()).await {
+        Ok(()) | Err(crd_check::CrdCheckError::Mismatch(_)) => {}
+        Err(e) => panic!("{e}"),
     }
 }
 
@@ -648,5 +647,27 @@ async fn namespaced_rbac_lets_the_operator_watch_exactly_its_namespaces() {
     assert!(
         !exists(&Api::<ClusterRole>::all(admin.clone()), &crd_reader).await,
         "the release's cluster-scoped objects are gone with it"
+    );
+}
+
+/// Without the chart's RBAC (the namespace's default ServiceAccount), the start-up check names
+/// the permission it lacks.
+#[tokio::test]
+async fn the_crd_check_without_rights_names_the_missing_permission() {
+    let admin = kube_client().await;
+    let ns = TestNamespace::new(&admin, "chart-norbac").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns.name);
+    wait_until("the default ServiceAccount", || async {
+        accounts.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    let nobody = client_as(&admin, &ns.name, "default").await;
+    let err = crd_check::verify(&nobody, &crdgen::all())
+        .await
+        .expect_err("the default ServiceAccount may not read CRDs");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("not allowed to read CRD ") && text.contains("--crd-check off"),
+        "{text}"
     );
 }

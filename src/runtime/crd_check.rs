@@ -91,14 +91,26 @@ pub enum CrdCheckError {
     )]
     Mismatch(Vec<CrdProblem>),
     #[error(
-        "cannot read CRD {crd}: {source} (the operator's ServiceAccount needs get on \
-         customresourcedefinitions.apiextensions.k8s.io; or run with --crd-check off)"
+        "not allowed to read CRD {crd}: the operator's ServiceAccount needs get on \
+         customresourcedefinitions.apiextensions.k8s.io (the Helm chart grants it by name), \
+         or run with --crd-check off"
     )]
+    Forbidden { crd: String },
+    #[error("cannot read CRD {crd}: {source}")]
     Unreadable {
         crd: String,
         #[source]
         source: kube::Error,
     },
+}
+
+impl CrdCheckError {
+    fn reading(crd: String, source: kube::Error) -> Self {
+        match &source {
+            kube::Error::Api(status) if status.code == 403 => Self::Forbidden { crd },
+            _ => Self::Unreadable { crd, source },
+        }
+    }
 }
 
 fn join(problems: &[CrdProblem]) -> String {
@@ -121,10 +133,7 @@ pub async fn verify(
         let served = api
             .get_opt(&name)
             .await
-            .map_err(|source| CrdCheckError::Unreadable {
-                crd: name.clone(),
-                source,
-            })?;
+            .map_err(|source| CrdCheckError::reading(name.clone(), source))?;
         problems.extend(compare(want, served.as_ref()));
     }
     if problems.is_empty() {
@@ -348,6 +357,28 @@ mod tests {
         assert!(text.contains("kubectl apply --server-side"), "{text}");
         assert!(text.contains("crds.install=true"), "{text}");
         assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    }
+
+    #[test]
+    fn a_refusal_to_read_says_which_permission_is_missing() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "code": 403, "message": "forbidden", "reason": "Forbidden", "status": "Failure"
+        }))
+        .unwrap();
+        let err = CrdCheckError::reading(
+            "topics.switchyard.dev".into(),
+            kube::Error::Api(Box::new(status)),
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("not allowed to read CRD topics.switchyard.dev"),
+            "{text}"
+        );
+        assert!(
+            text.contains("needs get on customresourcedefinitions"),
+            "{text}"
+        );
+        assert!(text.contains("--crd-check off"), "{text}");
     }
 
     #[test]

@@ -262,15 +262,14 @@ pub async fn run(
             })
         })
         .collect();
-    let ctx = scopes[0].clone();
     let mut leading = leadership.watch();
     loop {
         tokio::select! {
             () = shutdown.triggered() => break,
             changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
         }
-        info!(instance = %ctx.config.instance, "leading: starting controllers");
-        ctx.metrics.leader.set(1);
+        info!(instance = %config.instance, "leading: starting controllers");
+        metrics.leader.set(1);
         health.set_leading(true);
         let term = {
             let shutdown = shutdown.clone();
@@ -290,12 +289,12 @@ pub async fn run(
                 .map(|scope| run_controllers(scope, &health, labelled, term.clone())),
         )
         .await;
-        ctx.metrics.leader.set(0);
+        metrics.leader.set(0);
         health.set_leading(false);
         if shutdown.is_triggered() {
             break;
         }
-        warn!(instance = %ctx.config.instance, "lost leadership: controllers stopped, standing by");
+        warn!(instance = %config.instance, "lost leadership: controllers stopped, standing by");
     }
     // The elector releases the Lease on shutdown, so a standby takes over at once.
     if let Some(task) = elector {

@@ -6,7 +6,7 @@ SHELL := /usr/bin/env bash
 DEV_ENV := target/dev-env/env
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down build crds lint test test-unit demo bench-topics bench-subscriptions bench-idle bench-schema-compat bench-dispatch bench-schema bench-dlq
+.PHONY: help tools cluster-up cluster-down build crds chart-lint lint test test-unit demo bench-topics bench-subscriptions bench-idle bench-schema-compat bench-dispatch bench-schema bench-dlq
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,13 @@ cluster-down: ## Stop everything cluster-up and demo started
 build: ## Build the switchyard binary
 	$(CARGO) build --locked --bin switchyard
 
-crds: ## Regenerate crds/ from the API types
+crds: ## Regenerate crds/ from the API types, and its copies in the chart and config/crd
 	$(CARGO) run --locked --quiet --bin switchyard -- crd --out-dir crds
+	for dir in charts/switchyard/files/crds config/crd/bases; do rm -f "$$dir"/*.yaml; cp crds/*.yaml "$$dir"/; done
+
+chart-lint: ## helm lint the chart (strict) and render it with its default values
+	PATH="$$(hack/tools.sh --print-bin-dir):$$PATH" helm lint --strict charts/switchyard
+	PATH="$$(hack/tools.sh --print-bin-dir):$$PATH" helm template switchyard charts/switchyard --namespace switchyard-system >/dev/null
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --check

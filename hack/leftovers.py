@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Lists the test namespaces, Leases, JetStream streams (consumers live in streams) and schema
-registry keys that exist now but did not before a test run.
+"""Lists the test namespaces, Leases, cluster roles and bindings, CRDs other than Switchyard's own,
+JetStream streams (consumers live in streams) and schema registry keys that exist now but did not
+before a test run.
 
 Usage: leftovers.py snapshot FILE   (record what exists)
        leftovers.py check FILE      (print what is new since; exit 1 if anything is)
@@ -26,6 +27,24 @@ def leases():
     return {f'{item["metadata"]["namespace"]}/{item["metadata"]["name"]}'
             for item in json.loads(out)["items"]
             if item["metadata"]["namespace"] not in ("kube-node-lease", "kube-system")}
+
+
+def cluster_scoped(kind):
+    out = subprocess.run(["kubectl", "get", kind, "-o", "json"],
+                         check=True, capture_output=True, text=True).stdout
+    return {item["metadata"]["name"] for item in json.loads(out)["items"]}
+
+
+def cluster_roles():
+    # The chart tests' releases make these; the control plane's exist before any test.
+    return {f"ClusterRole/{n}" for n in cluster_scoped("clusterroles")} | \
+        {f"ClusterRoleBinding/{n}" for n in cluster_scoped("clusterrolebindings")}
+
+
+def crds():
+    # Switchyard's own CRDs are installed by the first test and stay, like Helm keeps them.
+    return {n for n in cluster_scoped("customresourcedefinitions")
+            if n.split(".", 1)[1] != "switchyard.dev"}
 
 
 # The schema registry's bucket is shared by every namespace, like the account it serves: the
@@ -54,6 +73,7 @@ def registry_keys():
 def main():
     mode, path = sys.argv[1], sys.argv[2]
     now = {"namespaces": sorted(namespaces()), "leases": sorted(leases()),
+           "cluster-roles": sorted(cluster_roles()), "crds": sorted(crds()),
            "streams": sorted(streams())}
     keys = registry_keys()
     if mode == "snapshot":
@@ -68,7 +88,7 @@ def main():
         print(f"left behind by the tests: {added_keys} schema registry key(s) in {REGISTRY_STREAM}",
               file=sys.stderr)
     if not any(new.values()) and added_keys <= 0:
-        print("the tests left no namespace, Lease or stream behind")
+        print("the tests left no namespace, Lease, cluster role, CRD or stream behind")
         return 0
     for kind, names in new.items():
         for name in names:

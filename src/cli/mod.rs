@@ -18,7 +18,7 @@ use crate::{
     crdgen,
     deadletter::{AdvisoryScope, AdvisoryStream, RelayConfig},
     naming,
-    runtime::{self, OperatorConfig, lease::LeaseConfig},
+    runtime::{self, OperatorConfig, crd_check::CrdCheckMode, lease::LeaseConfig},
     telemetry::{self, LogFormat},
 };
 
@@ -94,9 +94,20 @@ pub enum SchemaCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "SWITCHYARD_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces). Each needs the
+    /// operator's Role there (the Helm chart's rbac.namespaced mode creates them).
+    #[arg(long, env = "SWITCHYARD_NAMESPACE", value_delimiter = ',', value_parser = parse_namespace)]
+    pub namespace: Vec<String>,
+    /// At start, compare the served CRDs with those this operator was built with: `enforce`
+    /// stops with an error saying how to upgrade them, `warn` logs it and runs, `off` skips the
+    /// check (no read access to CRDs).
+    #[arg(
+        long,
+        env = "SWITCHYARD_CRD_CHECK",
+        value_enum,
+        default_value = "enforce"
+    )]
+    pub crd_check: CrdCheckArg,
     /// How often objects in sync are checked again for drift on the broker.
     #[arg(long, env = "SWITCHYARD_RESYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
@@ -149,6 +160,45 @@ pub struct RunArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub election: ElectionArgs,
+}
+
+/// `--crd-check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrdCheckArg {
+    Enforce,
+    Warn,
+    Off,
+}
+
+impl From<CrdCheckArg> for CrdCheckMode {
+    fn from(arg: CrdCheckArg) -> Self {
+        match arg {
+            CrdCheckArg::Enforce => Self::Enforce,
+            CrdCheckArg::Warn => Self::Warn,
+            CrdCheckArg::Off => Self::Off,
+        }
+    }
+}
+
+/// A namespace name as Kubernetes accepts it (an RFC 1123 label), so a typo fails at start
+/// rather than as a watch that is forbidden or finds nothing.
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a namespace name (lower-case letters, digits and '-', at most 63, \
+             starting and ending with a letter or digit)"
+        ))
+    }
 }
 
 /// Whether to elect a leader before writing.
@@ -402,7 +452,8 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         worker_nats_secret: args.worker_nats_secret,
         election,
         http_addr,
-        namespace: args.namespace,
+        namespaces: args.namespace,
+        crd_check: args.crd_check.into(),
         resync_interval: args.resync_interval,
         autoscale_interval: args.autoscale_interval,
         retry_initial_delay: args.retry_initial_delay,
@@ -485,6 +536,37 @@ mod tests {
             Command::Run(args) => *args,
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn several_namespaces_are_given_comma_separated() {
+        assert_eq!(
+            run_args(&["--namespace", "team-a, team-b"]).namespace,
+            ["team-a", "team-b"]
+        );
+        assert!(
+            run_args(&[]).namespace.is_empty(),
+            "default: all namespaces"
+        );
+    }
+
+    #[test]
+    fn a_malformed_namespace_is_refused_with_the_rule() {
+        for bad in ["Team-A", "team_a", "-a", "a,,b", &"a".repeat(64)] {
+            let err = Cli::try_parse_from(["switchyard", "run", &format!("--namespace={bad}")])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("is not a namespace name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_crd_check_is_enforced_unless_told_otherwise() {
+        assert_eq!(run_args(&[]).crd_check, CrdCheckArg::Enforce);
+        assert_eq!(
+            CrdCheckMode::from(run_args(&["--crd-check", "warn"]).crd_check),
+            CrdCheckMode::Warn
+        );
     }
 
     #[test]

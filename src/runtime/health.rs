@@ -14,8 +14,9 @@ use std::{
 pub struct Health {
     leading: AtomicBool,
     broker_connected: AtomicBool,
-    /// Per kind: whether its watch has listed everything once since this instance started leading.
-    synced: Mutex<BTreeMap<&'static str, bool>>,
+    /// Per watch (a kind, and its namespace when several are watched): whether it has listed
+    /// everything once since this instance started leading.
+    synced: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Health {
@@ -34,11 +35,11 @@ impl Health {
         self.broker_connected.store(connected, Ordering::Relaxed);
     }
 
-    pub fn set_synced(&self, kind: &'static str, synced: bool) {
+    pub fn set_synced(&self, watch: impl Into<String>, synced: bool) {
         self.synced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(kind, synced);
+            .insert(watch.into(), synced);
     }
 
     /// Ready, and a text saying why (or why not). A standby is ready: it is healthy and can take

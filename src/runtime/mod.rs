@@ -1,8 +1,10 @@
 //! The controller runtime every kind runs on: one driver ([`driver`]) that a kind plugs its
 //! stages into, the watches that feed it ([`watch`]), the single writer to the Kubernetes API
 //! ([`writer`]), retry timing ([`retry`]), leader election ([`lease`]), health and metrics over
-//! HTTP ([`http`], [`health`]) and one shutdown signal for all of it ([`shutdown`]).
+//! HTTP ([`http`], [`health`]), one shutdown signal for all of it ([`shutdown`]) and the
+//! start-up check of the served CRDs ([`crd_check`]).
 
+pub mod crd_check;
 pub mod driver;
 pub mod health;
 pub mod http;
@@ -36,6 +38,7 @@ use kube::{
 use tracing::{debug, info, warn};
 
 use self::{
+    crd_check::CrdCheckMode,
     driver::{Driven, Reconciler},
     health::Health,
     lease::Leadership,
@@ -46,6 +49,7 @@ use self::{
 use crate::{
     broker::{Broker, BrokerError, BrokerOptions},
     conditions::{Clock, SystemClock},
+    crdgen,
     deadletter::{Outcome as DeadLetterOutcome, Relay, RelayConfig, Report},
     metrics::Metrics,
     reconcile::{
@@ -64,8 +68,8 @@ pub const FIELD_MANAGER: &str = "switchyard";
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {
-    /// Watch only this namespace; `None` watches all namespaces.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; empty watches all namespaces.
+    pub namespaces: Vec<String>,
     pub broker: BrokerOptions,
     /// How often an object in sync is looked at again, to catch drift on the broker and refresh
     /// its live figures.
@@ -95,12 +99,14 @@ pub struct OperatorConfig {
     /// How the dead-letter relay runs while this instance leads; `None`: no relay (failed
     /// events' advisories wait in their stream for a relay to come).
     pub dead_letter_relay: Option<RelayConfig>,
+    /// What to do when the served CRDs are not those this operator was built with.
+    pub crd_check: CrdCheckMode,
 }
 
 impl OperatorConfig {
     pub fn new(broker: BrokerOptions) -> Self {
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
             broker,
             resync_interval: Duration::from_secs(60),
             autoscale_interval: Duration::from_secs(2),
@@ -114,7 +120,19 @@ impl OperatorConfig {
             dispatcher_image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
             worker_nats_secret: None,
             dead_letter_relay: Some(RelayConfig::default()),
+            crd_check: CrdCheckMode::default(),
         }
+    }
+
+    /// The namespace of each set of controllers: every listed namespace, or `None` for all.
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() {
+            return vec![None];
+        }
+        let mut namespaces = self.namespaces.clone();
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces.into_iter().map(Some).collect()
     }
 
     pub fn retry_backoff(&self) -> Backoff {
@@ -125,14 +143,17 @@ impl OperatorConfig {
     }
 }
 
-/// What every reconcile of every kind shares.
+/// What every reconcile of every kind shares. Watching several namespaces runs one set of
+/// controllers per namespace, each with its own context; they share everything but `namespace`.
 pub struct Context {
+    /// The namespace these controllers watch; `None`: all namespaces.
+    pub namespace: Option<String>,
     pub client: Client,
     pub broker: Broker,
     pub clock: Arc<dyn Clock>,
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
-    pub writer: Writer,
+    pub writer: Arc<Writer>,
 }
 
 /// Failures that abort a reconcile; the driver retries them with backoff.
@@ -155,6 +176,8 @@ pub enum Error {
     Election(String),
     #[error("watch caches not ready: {0}")]
     NotSynced(&'static str),
+    #[error(transparent)]
+    Crds(#[from] crd_check::CrdCheckError),
 }
 
 impl Error {
@@ -169,6 +192,7 @@ impl Error {
             Self::Http { .. } => "http",
             Self::Election(_) => "election",
             Self::NotSynced(_) => "watch",
+            Self::Crds(_) => "crds",
         }
     }
 }
@@ -180,6 +204,7 @@ pub async fn run(
     config: OperatorConfig,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    check_crds(&client, config.crd_check).await?;
     let shutdown = Shutdown::default();
     shutdown.trigger_on(signal);
     let metrics = Arc::new(Metrics::default());
@@ -216,22 +241,35 @@ pub async fn run(
             instance: Some(config.instance.clone()),
         },
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        writer: Writer::new(client, recorder, leadership.clone(), metrics.clone()),
-        broker,
-        clock: Arc::new(SystemClock),
-        config,
-        metrics,
-    });
+    let writer = Arc::new(Writer::new(
+        client.clone(),
+        recorder,
+        leadership.clone(),
+        metrics.clone(),
+    ));
+    let scopes: Vec<Arc<Context>> = config
+        .scopes()
+        .into_iter()
+        .map(|namespace| {
+            Arc::new(Context {
+                namespace,
+                client: client.clone(),
+                writer: writer.clone(),
+                broker: broker.clone(),
+                clock: Arc::new(SystemClock),
+                config: config.clone(),
+                metrics: metrics.clone(),
+            })
+        })
+        .collect();
     let mut leading = leadership.watch();
     loop {
         tokio::select! {
             () = shutdown.triggered() => break,
             changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
         }
-        info!(instance = %ctx.config.instance, "leading: starting controllers");
-        ctx.metrics.leader.set(1);
+        info!(instance = %config.instance, "leading: starting controllers");
+        metrics.leader.set(1);
         health.set_leading(true);
         let term = {
             let shutdown = shutdown.clone();
@@ -243,13 +281,20 @@ pub async fn run(
                 }
             }
         };
-        run_controllers(&ctx, &health, term).await;
-        ctx.metrics.leader.set(0);
+        let term = futures::future::FutureExt::shared(Box::pin(term));
+        let labelled = scopes.len() > 1;
+        futures::future::join_all(
+            scopes
+                .iter()
+                .map(|scope| run_controllers(scope, &health, labelled, term.clone())),
+        )
+        .await;
+        metrics.leader.set(0);
         health.set_leading(false);
         if shutdown.is_triggered() {
             break;
         }
-        warn!(instance = %ctx.config.instance, "lost leadership: controllers stopped, standing by");
+        warn!(instance = %config.instance, "lost leadership: controllers stopped, standing by");
     }
     // The elector releases the Lease on shutdown, so a standby takes over at once.
     if let Some(task) = elector {
@@ -260,6 +305,24 @@ pub async fn run(
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// Compares the served CRDs with the embedded ones, as `mode` says.
+async fn check_crds(client: &Client, mode: CrdCheckMode) -> Result<(), Error> {
+    if mode == CrdCheckMode::Off {
+        return Ok(());
+    }
+    match crd_check::verify(client, &crdgen::all()).await {
+        Ok(()) => {
+            info!("the served CRDs are this operator's");
+            Ok(())
+        }
+        Err(e) if mode == CrdCheckMode::Warn => {
+            warn!("{e}; running anyway (--crd-check warn)");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Mirrors the NATS connection state into metrics and readiness until shutdown.
@@ -303,13 +366,18 @@ fn reconnects(
     })
 }
 
-/// Runs every kind's controller until `term` resolves (shutdown or lost leadership).
+/// Runs every kind's controller of one scope until `term` resolves (shutdown or lost
+/// leadership). `labelled`: name the namespace in readiness, as there are several.
 async fn run_controllers(
     ctx: &Arc<Context>,
     health: &Arc<Health>,
-    term: impl Future<Output = ()> + Send + Sync + 'static,
+    labelled: bool,
+    term: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let term = futures::future::FutureExt::shared(Box::pin(term));
+    let health = &Watched {
+        health: health.clone(),
+        namespace: ctx.namespace.clone().filter(|_| labelled),
+    };
     let policies = DeadLetterPolicyReconciler::default();
     let new_dead_letters = policies.new_dead_letters.clone();
     tokio::join!(
@@ -334,7 +402,7 @@ async fn run_dead_letter_relay(
     // Every installation reads the account's one advisory stream through its own consumer
     // (the stream keeps advisories by age, not by acknowledgement): one scoped to a namespace
     // settles only its namespace's and passes over the rest, which its neighbours' relays copy.
-    if let Some(namespace) = &ctx.config.namespace {
+    if let Some(namespace) = &ctx.namespace {
         config.consumer = format!("{}_{namespace}", config.consumer);
     }
     let (routes, watches) = CachedRoutes::watching(ctx);
@@ -424,12 +492,12 @@ fn record_dead_letter(metrics: &Metrics, report: &Report) {
 async fn run_controller<R>(
     reconciler: R,
     ctx: &Arc<Context>,
-    health: &Arc<Health>,
+    health: &Watched,
     term: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
     R: Reconciler,
 {
-    let api: Api<DeserializeGuard<R::Kind>> = api_for(&ctx.client, ctx.config.namespace.as_deref());
+    let api: Api<DeserializeGuard<R::Kind>> = api_for(&ctx.client, ctx.namespace.as_deref());
     health.set_synced(R::KIND, false);
     let listed = Arc::new(AtomicBool::new(false));
     let (store, stream, deletions) = {
@@ -441,7 +509,7 @@ async fn run_controller<R>(
     };
     info!(
         kind = R::KIND,
-        namespace = ctx.config.namespace.as_deref().unwrap_or("<all>"),
+        namespace = ctx.namespace.as_deref().unwrap_or("<all>"),
         "starting controller"
     );
     let controller = Controller::for_stream(stream, store.clone());
@@ -481,6 +549,23 @@ async fn run_controller<R>(
     info!(kind = R::KIND, "controller stopped");
 }
 
+/// Readiness of one scope's watches: by kind, and by namespace when there are several scopes.
+#[derive(Clone)]
+struct Watched {
+    health: Arc<Health>,
+    namespace: Option<String>,
+}
+
+impl Watched {
+    fn set_synced(&self, kind: &'static str, synced: bool) {
+        let watch = match &self.namespace {
+            Some(namespace) => format!("{kind} in {namespace}"),
+            None => kind.to_string(),
+        };
+        self.health.set_synced(watch, synced);
+    }
+}
+
 /// How long running reconciles may take to finish once the controller is asked to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -511,6 +596,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_namespace_is_one_scope_and_no_list_is_all_namespaces() {
+        let mut config = OperatorConfig::new(BrokerOptions::new("nats://127.0.0.1:4222"));
+        assert_eq!(config.scopes(), [None]);
+        config.namespaces = vec!["team-b".into(), "team-a".into(), "team-b".into()];
+        assert_eq!(
+            config.scopes(),
+            [Some("team-a".to_string()), Some("team-b".to_string())]
+        );
+    }
 
     #[tokio::test]
     async fn every_return_of_the_connection_is_one_reconnect() {

@@ -342,7 +342,7 @@ impl Reconciler for DeadLetterPolicyReconciler {
         ctx: &Context,
     ) -> Controller<DeserializeGuard<DeadLetterPolicy>> {
         let topics = watcher(
-            api_for::<Topic>(&ctx.client, ctx.config.namespace.as_deref()),
+            api_for::<Topic>(&ctx.client, ctx.namespace.as_deref()),
             watcher::Config::default().any_semantic(),
         )
         .default_backoff();

@@ -44,7 +44,7 @@ pub struct CachedRoutes {
 impl CachedRoutes {
     /// The routes, and the watches that fill their caches (to run next to the relay).
     pub fn watching(ctx: &Context) -> (Self, BoxFuture<'static, ()>) {
-        let namespace = ctx.config.namespace.as_deref();
+        let namespace = ctx.namespace.as_deref();
         let listed = Arc::new(AtomicUsize::new(0));
         let (subscriptions, subscription_writer) = reflector::store();
         let (topics, topic_writer) = reflector::store();

@@ -154,7 +154,7 @@ impl Caches {
         let Some(writers) = self.writers.lock().expect("cache writers").take() else {
             return controller;
         };
-        let namespace = ctx.config.namespace.as_deref();
+        let namespace = ctx.namespace.as_deref();
         let topics = watcher(
             api_for::<Topic>(&ctx.client, namespace),
             watcher::Config::default().any_semantic(),

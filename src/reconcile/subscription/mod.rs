@@ -415,10 +415,15 @@ fn topic_being_set_up(topic: &Topic, now: Timestamp) -> bool {
         )
 }
 
-/// A Subscription created moments ago and never reported on: when its Topic is missing, the
-/// Topic was most likely applied with it and is not in the cache yet.
+/// A Subscription created moments ago and never reported on (no Ready condition: the API
+/// server gives a new object a status of its own, `observedGeneration: 0`): when its Topic is
+/// missing, the Topic was most likely applied with it and is not in the cache yet.
 fn applied_moments_ago(sub: &Subscription, now: Timestamp) -> bool {
-    sub.status.is_none()
+    let reported = sub
+        .status
+        .as_ref()
+        .is_some_and(|s| crate::conditions::find(&s.conditions, ConditionType::Ready).is_some());
+    !reported
         && younger_than(
             sub.metadata.creation_timestamp.as_ref(),
             now,
@@ -1103,7 +1108,23 @@ mod tests {
         let after = |seconds: i64| created + SignedDuration::from_secs(seconds);
         assert!(applied_moments_ago(&sub, after(1)));
         assert!(!applied_moments_ago(&sub, after(6)));
-        sub.status = Some(SubscriptionStatus::default());
+        // The status the API server defaults a new object to is no report of ours.
+        sub.status = Some(SubscriptionStatus {
+            observed_generation: Some(0),
+            ..SubscriptionStatus::default()
+        });
+        assert!(applied_moments_ago(&sub, after(1)));
+        sub.status = Some(SubscriptionStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "TopicNotFound".into(),
+                message: String::new(),
+                last_transition_time: Time(created),
+                observed_generation: Some(1),
+            }],
+            ..SubscriptionStatus::default()
+        });
         assert!(!applied_moments_ago(&sub, after(1)), "reported on before");
     }
 

@@ -14,7 +14,7 @@ help: ## List the targets
 tools: ## Install (or verify) the pinned nats-server, etcd, Kubernetes, kwok, helm and kstatus-check
 	hack/tools.sh
 
-cluster-up: tools ## Start etcd, kube-apiserver, controller-manager, scheduler, kwok and nats-server on loopback
+cluster-up: tools ## Start etcd, kube-apiserver, controller-manager, scheduler, kwok and nats-server on loopback (NATS_NODES=3: a 3-node JetStream cluster)
 	hack/cluster-up.sh
 
 cluster-down: ## Stop everything cluster-up and demo started

@@ -10,6 +10,9 @@
 #   hack/cluster-down.sh nats-server      stop only the named component(s):
 #                                         nats-server etcd kube-apiserver
 #                                         kube-controller-manager kube-scheduler kwok
+#                                         (nats-server: every NATS server, all
+#                                         nodes of a NATS_NODES cluster too;
+#                                         nats-server-N: only node N)
 #   hack/cluster-down.sh --purge          stop everything and delete
 #                                         target/dev-env except logs/
 #   --quiet                               print nothing when there is nothing to stop
@@ -55,21 +58,29 @@ stop_component() {
 main() {
   local purge=0
   local -a names=()
+  # The NATS servers in effect: the single one or the nodes of a cluster
+  # (whatever has a PID file; cluster-up never leaves both).
+  local -a nats=()
+  mapfile -t nats < <(recorded_nats_components)
+  if (( ${#nats[@]} == 0 )); then nats=(nats-server); fi
+  ALL_COMPONENTS=("${nats[@]}" "${KUBE_COMPONENTS[@]}")
   while (( $# )); do
     case "$1" in
       --purge) purge=1 ;;
       --quiet) QUIET=1 ;;
       -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; return 0 ;;
       -*) echo "cluster-down: unknown option $1" >&2; return 2 ;;
+      nats-server) names+=("${nats[@]}") ;;
       *)
-        [[ " ${ALL_COMPONENTS[*]} " == *" $1 "* ]] ||
-          { echo "cluster-down: unknown component '$1' (known: ${ALL_COMPONENTS[*]})" >&2; return 2; }
+        [[ " ${KUBE_COMPONENTS[*]} " == *" $1 "* || "$1" =~ ^nats-server-[1-9][0-9]*$ ]] ||
+          { echo "cluster-down: unknown component '$1' (known: nats-server nats-server-N ${KUBE_COMPONENTS[*]})" >&2; return 2; }
         names+=("$1") ;;
     esac
     shift
   done
+  local all=0
   if (( ${#names[@]} == 0 )); then
-    names=("${ALL_COMPONENTS[@]}")
+    all=1; names=("${ALL_COMPONENTS[@]}")
   elif (( purge )); then
     echo "cluster-down: --purge stops everything; do not name components" >&2; return 2
   fi
@@ -78,7 +89,7 @@ main() {
   # by hack/demo.sh as pids/switchyard.pid) are clients of the cluster: stop
   # them first. Same rule: the file is named after the executable.
   local f extra
-  if (( ${#names[@]} == ${#ALL_COMPONENTS[@]} )) && [[ -d "$PID_DIR" ]]; then
+  if (( all )) && [[ -d "$PID_DIR" ]]; then
     for f in "$PID_DIR"/*.pid; do
       [[ -e "$f" ]] || continue
       extra="$(basename "$f" .pid)"
@@ -87,7 +98,8 @@ main() {
   fi
 
   # Reverse start order: kwok and the controllers before the apiserver, the
-  # apiserver before etcd.
+  # apiserver before etcd. A named NATS node that has no PID file has nothing
+  # to stop.
   local i
   for ((i = ${#ALL_COMPONENTS[@]} - 1; i >= 0; i--)); do
     local c="${ALL_COMPONENTS[$i]}"

@@ -4,6 +4,7 @@
 # needed, no network beyond loopback):
 #
 #   nats-server   JetStream enabled, store in target/dev-env/nats
+#                 (or, with NATS_NODES=3, a JetStream cluster: see below)
 #   etcd          --unsafe-no-fsync, data in target/dev-env/etcd
 #   kube-apiserver, kube-controller-manager, kube-scheduler
 #   kwok          simulates the kubelet of fake nodes, so Deployments get
@@ -11,6 +12,7 @@
 #
 # Everything lives under target/dev-env/ of the repo:
 #   pids/<component>.pid  logs/<component>.log  pki/  kubeconfig  env  ports.env
+#   nats-nodes (size of the last NATS cluster)
 #
 # After it returns, `source target/dev-env/env` gives KUBECONFIG, NATS_URL,
 # NATS_STORE_DIR, PATH (with the tools) and a few more; see write_env below.
@@ -26,10 +28,26 @@
 # and its JetStream store). Ports are picked at random among free ones on
 # first start and reused on restart when still free.
 #
+# NATS cluster: NATS_NODES=3 hack/cluster-up.sh starts nats-server-1..3 as the
+# JetStream cluster "switchyard-dev" (server names switchyard-dev-1..3), each
+# node with its own client, monitor and route port and its own store
+# target/dev-env/nats-1..3, and returns once every node reports a meta leader
+# (/healthz) and every stream has a leader that sees all replicas current. The
+# env file then lists every node in NATS_URL and has NATS_MONITOR_URLS and
+# NATS_NODE_<i>_{NAME,URL,MONITOR_URL,STORE_DIR,PID_FILE}. Of a cluster only
+# the dead nodes restart, on their ports and stores; when cluster-up returns
+# they have caught up. To crash node 2 and bring it back:
+#   kill -9 "$(cat "$NATS_NODE_2_PID_FILE")"
+#   hack/cluster-up.sh nats
+# The layout stays until `hack/cluster-down.sh nats-server` (then NATS_NODES
+# decides again): without NATS_NODES cluster-up keeps the one in effect, and a
+# NATS_NODES that contradicts running servers is an error.
+#
 # Environment:
 #   SWITCHYARD_CACHE        tool cache root (see hack/tools.sh)
 #   SWITCHYARD_KWOK_NODES   number of fake nodes (default 1)
 #   SWITCHYARD_UP_TIMEOUT   seconds to wait for each component (default 90)
+#   NATS_NODES              1: one nats-server (default); 3-9: a cluster
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +64,9 @@ NODES="${SWITCHYARD_KWOK_NODES:-1}"
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_FIRST_IP=10.96.0.1
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
+
+# Cluster name of a NATS_NODES cluster; node i is server switchyard-dev-i.
+NATS_CLUSTER=switchyard-dev
 
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$HACK_DIR/lib.sh"
@@ -295,6 +316,135 @@ wait_nats() {
   log "nats-server ready"
 }
 
+# Decides the NATS layout: NATS_NODES, else the one in effect (PID files),
+# else one server; sets NATS_WANT and NATS_COMPONENTS. Switching layouts
+# while servers of the other one run would mix them: refused. When they are
+# all dead, their PID files go and the new layout starts (the stores differ).
+choose_nats_layout() {
+  local want_nats="$1" recorded=() recorded_n=0 c
+  mapfile -t recorded < <(recorded_nats_components)
+  if (( ${#recorded[@]} )); then
+    recorded_n=1
+    if [[ "${recorded[0]}" != nats-server ]]; then
+      # A node stopped by cluster-down has no PID file; the size does not shrink.
+      recorded_n="${recorded[-1]##*-}"
+      c="$(cat "$DEV/nats-nodes" 2>/dev/null || true)"
+      if [[ "$c" =~ ^[0-9]+$ ]] && (( c > recorded_n )); then recorded_n="$c"; fi
+    fi
+  fi
+  NATS_WANT="$recorded_n"
+  if (( want_nats )) && [[ -n "${NATS_NODES:-}" ]]; then
+    # Two nodes have no quorum once one is down: nothing to test with.
+    [[ "$NATS_NODES" =~ ^[1-9]$ && "$NATS_NODES" != 2 ]] ||
+      die "NATS_NODES=$NATS_NODES: expected 1 (one server) or 3-9 (a cluster)"
+    NATS_WANT="$NATS_NODES"
+  fi
+  if (( NATS_WANT == 0 )); then NATS_WANT=1; fi
+  use_nats_layout "$NATS_WANT"
+
+  local stale=0
+  for c in "${recorded[@]}"; do
+    [[ " ${NATS_COMPONENTS[*]} " == *" $c "* ]] || stale=1
+  done
+  if (( !stale && (recorded_n == 0 || recorded_n == NATS_WANT) )); then return 0; fi
+  for c in "${recorded[@]}"; do
+    if component_alive "$c"; then
+      die "NATS runs as $(nats_layout_name "$recorded_n") (${recorded[*]}), NATS_NODES=$NATS_WANT asks for $(nats_layout_name "$NATS_WANT"): stop it first with hack/cluster-down.sh nats-server (stores and ports stay), or leave NATS_NODES unset to keep it"
+    fi
+  done
+  log "NATS was $(nats_layout_name "$recorded_n") and is down; starting $(nats_layout_name "$NATS_WANT") instead"
+  "$HACK_DIR/cluster-down.sh" --quiet nats-server
+}
+
+# Every stream the nodes hold has a leader, and its leader sees all replicas
+# current. /jsz lists a node's own streams; with stream-leader-only, those it
+# leads, their replicas as the leader sees them.
+nats_streams_settled() {
+  local i urls=""
+  for ((i = 1; i <= NATS_WANT; i++)); do urls+="${urls:+,}http://127.0.0.1:${PORT[nats_${i}_monitor]}"; done
+  python3 - "$urls" <<'EOF_PY'
+import json, sys, urllib.request
+def streams(url, query):
+    with urllib.request.urlopen(url + "/jsz?accounts=true&streams=true" + query, timeout=5) as r:
+        data = json.load(r)
+    return {(a["name"], s["name"]): s for a in data.get("account_details") or []
+            for s in a.get("stream_detail") or []}
+held, led = {}, {}
+for url in sys.argv[1].split(","):
+    held.update(streams(url, ""))
+    led.update(streams(url, "&stream-leader-only=true"))
+sys.exit(held.keys() != led.keys() or any(not p.get("current") for s in led.values()
+                                          for p in (s.get("cluster") or {}).get("replicas") or []))
+EOF_PY
+}
+
+nats_layout_name() {
+  if (( $1 == 1 )); then echo "one server"; else echo "a $1-node cluster"; fi
+}
+
+# Node i of a cluster: component nats-server-i, ports nats_i (clients),
+# nats_i_monitor and nats_i_cluster (routes), store nats-i. Only the nodes
+# that are down start; each routes to all the others.
+start_nats_cluster() {
+  local i j k routes live=()
+  command -v python3 >/dev/null || apt_install python3
+  for ((i = 1; i <= NATS_WANT; i++)); do
+    if component_alive "nats-server-$i"; then live+=("$i"); fi
+  done
+  for ((i = 1; i <= NATS_WANT; i++)); do
+    [[ " ${live[*]} " != *" $i "* ]] || continue
+    for k in "nats_$i" "nats_${i}_monitor" "nats_${i}_cluster"; do
+      if (( ${#live[@]} == 0 )); then assign_port "$k"; continue; fi
+      # The running nodes route to this node's saved ports and clients hold
+      # its URL: it comes back on those or not at all.
+      [[ -n "${PORT[$k]:-}" ]] || die "no saved port $k for nats-server-$i; restart the whole cluster: hack/cluster-down.sh nats-server && hack/cluster-up.sh nats"
+      if port_in_use "${PORT[$k]}"; then
+        die "port ${PORT[$k]} ($k) of nats-server-$i is taken by another process; free it, or restart the whole cluster: hack/cluster-down.sh nats-server && hack/cluster-up.sh nats"
+      fi
+    done
+  done
+  save_ports
+  echo "$NATS_WANT" >"$DEV/nats-nodes"
+  for ((i = 1; i <= NATS_WANT; i++)); do
+    [[ " ${live[*]} " != *" $i "* ]] || continue
+    routes=""
+    for ((j = 1; j <= NATS_WANT; j++)); do
+      if (( j != i )); then routes+="${routes:+,}nats://127.0.0.1:${PORT[nats_${j}_cluster]}"; fi
+    done
+    mkdir -p "$DEV/nats-$i"
+    log "starting nats-server-$i on 127.0.0.1:${PORT[nats_$i]} (monitor ${PORT[nats_${i}_monitor]}, routes ${PORT[nats_${i}_cluster]})"
+    start "nats-server-$i" "$BIN/nats-server" \
+      --addr 127.0.0.1 --port "${PORT[nats_$i]}" \
+      --http_port "${PORT[nats_${i}_monitor]}" \
+      --server_name "$NATS_CLUSTER-$i" \
+      --cluster_name "$NATS_CLUSTER" --cluster "nats://127.0.0.1:${PORT[nats_${i}_cluster]}" \
+      --routes "$routes" \
+      --jetstream --store_dir "$DEV/nats-$i"
+  done
+}
+
+# A cluster is usable once JetStream has a meta leader: full /healthz says so
+# from each node's view (and that its streams and consumers run). A restarted
+# node passes that before its stream leaders have sent it what it missed, and
+# a stream whose leader was killed has none for a few seconds: cluster-up also
+# waits until every stream has a leader that sees all replicas current.
+wait_nats_cluster() {
+  local c
+  for c in "${STARTED[@]}"; do
+    [[ "$c" == nats-server-* ]] || continue
+    wait_until "$c" "$c /healthz?js-enabled-only=true" \
+      curl -fsS "http://127.0.0.1:${PORT[nats_${c##*-}_monitor]}/healthz?js-enabled-only=true"
+  done
+  for c in "${STARTED[@]}"; do
+    [[ "$c" == nats-server-* ]] || continue
+    wait_until "$c" "$c /healthz (meta leader known)" \
+      curl -fsS "http://127.0.0.1:${PORT[nats_${c##*-}_monitor]}/healthz"
+    wait_until "$c" "every stream led, replicas current (/jsz)" nats_streams_settled
+  done
+  log "NATS cluster ready (meta leader $(curl -fsS "http://127.0.0.1:${PORT[nats_1_monitor]}/jsz" |
+    sed -n 's/.*"leader": *"\([^"]*\)".*/\1/p' | head -n 1))"
+}
+
 start_etcd() {
   assign_port etcd; assign_port etcd_peer; save_ports
   mkdir -p "$DEV/etcd"
@@ -482,10 +632,32 @@ write_env() {
       echo "export SWITCHYARD_KWOK_NODES='$NODES'"
       echo "export ETCD_ENDPOINTS='http://127.0.0.1:${PORT[etcd]}'"
     fi
-    if group_alive nats; then
+    if group_alive nats && (( NATS_WANT == 1 )); then
       echo "export NATS_URL='nats://127.0.0.1:${PORT[nats]}'"
       echo "export NATS_MONITOR_URL='http://127.0.0.1:${PORT[nats_monitor]}'"
       echo "export NATS_STORE_DIR='$DEV/nats'"
+      echo "export NATS_NODES='1'"
+    elif group_alive nats; then
+      # NATS_MONITOR_URL and NATS_STORE_DIR are node 1's: what reads them
+      # sees one server's view.
+      local i urls="" monitors=""
+      for ((i = 1; i <= NATS_WANT; i++)); do
+        urls+="${urls:+,}nats://127.0.0.1:${PORT[nats_$i]}"
+        monitors+="${monitors:+,}http://127.0.0.1:${PORT[nats_${i}_monitor]}"
+      done
+      echo "export NATS_URL='$urls'"
+      echo "export NATS_MONITOR_URL='http://127.0.0.1:${PORT[nats_1_monitor]}'"
+      echo "export NATS_STORE_DIR='$DEV/nats-1'"
+      echo "export NATS_NODES='$NATS_WANT'"
+      echo "export NATS_CLUSTER_NAME='$NATS_CLUSTER'"
+      echo "export NATS_MONITOR_URLS='$monitors'"
+      for ((i = 1; i <= NATS_WANT; i++)); do
+        echo "export NATS_NODE_${i}_NAME='$NATS_CLUSTER-$i'"
+        echo "export NATS_NODE_${i}_URL='nats://127.0.0.1:${PORT[nats_$i]}'"
+        echo "export NATS_NODE_${i}_MONITOR_URL='http://127.0.0.1:${PORT[nats_${i}_monitor]}'"
+        echo "export NATS_NODE_${i}_STORE_DIR='$DEV/nats-$i'"
+        echo "export NATS_NODE_${i}_PID_FILE='$PID_DIR/nats-server-$i.pid'"
+      done
     fi
   } >"$tmp"
   mv "$tmp" "$DEV/env"
@@ -517,6 +689,7 @@ main() {
     flock 8
   fi
   load_ports
+  choose_nats_layout "$want_nats"
 
   local nats_up=1 kube_up=1 c
   group_alive nats || nats_up=0
@@ -530,8 +703,10 @@ main() {
   ensure_tools
 
   # A group that is partly up (one process died) is restarted as a whole;
-  # the Kubernetes components hold each other's ports and configs.
-  if (( want_nats && !nats_up )); then
+  # the Kubernetes components hold each other's ports and configs. A NATS
+  # cluster is the exception: its dead nodes rejoin the live ones, as after a
+  # crash in production.
+  if (( want_nats && !nats_up && NATS_WANT == 1 )); then
     "$HACK_DIR/cluster-down.sh" --quiet "${NATS_COMPONENTS[@]}"
   fi
   if (( want_kube && !kube_up )); then
@@ -539,7 +714,9 @@ main() {
   fi
 
   # NATS is independent: start it first and check on it at the end.
-  if (( want_nats && !nats_up )); then start_nats; fi
+  if (( want_nats && !nats_up )); then
+    if (( NATS_WANT == 1 )); then start_nats; else start_nats_cluster; fi
+  fi
 
   if (( want_kube && !kube_up )); then
     gen_pki
@@ -563,13 +740,18 @@ main() {
       "${KUBECTL[@]}" -n default get serviceaccount default
   fi
 
-  if (( want_nats && !nats_up )); then wait_nats; fi
+  if (( want_nats && !nats_up )); then
+    if (( NATS_WANT == 1 )); then wait_nats; else wait_nats_cluster; fi
+  fi
 
   for c in "${STARTED[@]}"; do component_alive "$c" || fail "$c exited" "$c"; done
   write_env
   STARTED=()
   if group_alive kube; then log "kube-apiserver https://127.0.0.1:${PORT[apiserver]} ($NODES kwok node(s))"; fi
-  if group_alive nats; then log "NATS nats://127.0.0.1:${PORT[nats]} (JetStream store $DEV/nats)"; fi
+  if group_alive nats && (( NATS_WANT == 1 )); then log "NATS nats://127.0.0.1:${PORT[nats]} (JetStream store $DEV/nats)"; fi
+  if group_alive nats && (( NATS_WANT > 1 )); then
+    log "NATS cluster $NATS_CLUSTER of $NATS_WANT: $(sed -n "s/^export NATS_URL='\(.*\)'$/\1/p" "$DEV/env") (JetStream stores $DEV/nats-1..$NATS_WANT)"
+  fi
   log "source $DEV/env"
 }
 

@@ -5,7 +5,8 @@ before a test run.
 
 Usage: leftovers.py snapshot FILE   (record what exists)
        leftovers.py check FILE      (print what is new since; exit 1 if anything is)
-Needs KUBECONFIG/kubectl and NATS_MONITOR_URL (from target/dev-env/env).
+Needs KUBECONFIG/kubectl and NATS_MONITOR_URL, or NATS_MONITOR_URLS for a NATS cluster (from
+target/dev-env/env).
 """
 import json
 import os
@@ -53,12 +54,20 @@ REGISTRY_STREAM = "KV_SWITCHYARD_SCHEMAS"
 
 
 def stream_details():
-    url = os.environ["NATS_MONITOR_URL"] + "/jsz?accounts=true&streams=true"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        data = json.load(response)
-    return [stream
-            for account in data.get("account_details") or []
-            for stream in account.get("stream_detail") or []]
+    # A cluster node lists only the streams it holds a replica of: ask every node and keep, of each
+    # stream, the most advanced replica's view (the leader's, unless it just changed).
+    urls = os.environ.get("NATS_MONITOR_URLS") or os.environ["NATS_MONITOR_URL"]
+    details = {}
+    for url in urls.split(","):
+        with urllib.request.urlopen(url + "/jsz?accounts=true&streams=true", timeout=10) as response:
+            data = json.load(response)
+        for account in data.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                key = (account.get("name"), stream["name"])
+                seq = stream.get("state", {}).get("last_seq", 0)
+                if key not in details or seq > details[key].get("state", {}).get("last_seq", 0):
+                    details[key] = stream
+    return list(details.values())
 
 
 def streams():

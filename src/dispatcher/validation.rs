@@ -18,7 +18,7 @@
 //! A body is read into a [`Document`], which costs far less than a `serde_json::Value`; a body
 //! the dispatcher parsed already (an unlabelled payload it looked into) is validated as that.
 
-mod document;
+pub mod document;
 
 use std::{
     sync::{Arc, Mutex},

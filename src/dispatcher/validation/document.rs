@@ -32,13 +32,13 @@ enum Entry<'a> {
     Bool(bool),
     Number(Number),
     String(Cow<'a, str>),
-    /// `end`: the index after the container's last entry; `len`: its elements or members.
+    /// `size`: the container's entries, this one included; `len`: its elements or members.
     Array {
-        end: u32,
+        size: u32,
         len: u32,
     },
     Object {
-        end: u32,
+        size: u32,
         len: u32,
     },
 }
@@ -57,10 +57,7 @@ impl<'a> Document<'a> {
 
     /// The whole document.
     pub fn root(&self) -> Place<'_> {
-        Place {
-            entries: &self.entries,
-            at: 0,
-        }
+        Place(&self.entries)
     }
 }
 
@@ -75,9 +72,9 @@ impl<'de> DeserializeSeed<'de> for Append<'_, 'de> {
     }
 }
 
-/// Where a container's entries end, for its header.
-fn end_index<E: de::Error>(entries: &[Entry<'_>]) -> Result<u32, E> {
-    u32::try_from(entries.len()).map_err(|_| E::custom("the document has too many values"))
+/// How many entries a container whose header is at `header` has, for its header.
+fn size_from<E: de::Error>(entries: &[Entry<'_>], header: usize) -> Result<u32, E> {
+    u32::try_from(entries.len() - header).map_err(|_| E::custom("the document has too many values"))
 }
 
 impl<'de> Visitor<'de> for Append<'_, 'de> {
@@ -131,54 +128,50 @@ impl<'de> Visitor<'de> for Append<'_, 'de> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let header = self.0.len();
-        self.0.push(Entry::Array { end: 0, len: 0 });
+        self.0.push(Entry::Array { size: 0, len: 0 });
         let mut len = 0u32;
         while seq.next_element_seed(Append(&mut *self.0))?.is_some() {
             len += 1;
         }
-        let end = end_index(self.0)?;
-        self.0[header] = Entry::Array { end, len };
+        let size = size_from(self.0, header)?;
+        self.0[header] = Entry::Array { size, len };
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let header = self.0.len();
-        self.0.push(Entry::Object { end: 0, len: 0 });
+        self.0.push(Entry::Object { size: 0, len: 0 });
         let mut len = 0u32;
         while map.next_key_seed(Append(&mut *self.0))?.is_some() {
             map.next_value_seed(Append(&mut *self.0))?;
             len += 1;
         }
-        let end = end_index(self.0)?;
-        self.0[header] = Entry::Object { end, len };
+        let size = size_from(self.0, header)?;
+        self.0[header] = Entry::Object { size, len };
         Ok(())
     }
 }
 
-/// One value in a [`Document`]: the node type the validator walks.
+/// One value in a [`Document`], the node type the validator walks: the document's entries
+/// from the value's own on (never empty).
 #[derive(Clone, Copy, Debug)]
-pub struct Place<'a> {
-    entries: &'a [Entry<'a>],
-    at: usize,
-}
+pub struct Place<'a>(&'a [Entry<'a>]);
 
 impl<'a> Place<'a> {
     fn entry(&self) -> &'a Entry<'a> {
-        &self.entries[self.at]
+        &self.0[0]
     }
 
-    /// The index after this value's entries.
-    fn after(&self) -> usize {
+    /// The entries of this value's elements or members.
+    fn inside(&self) -> &'a [Entry<'a>] {
+        &self.0[1..self.size()]
+    }
+
+    /// How many entries this value has.
+    fn size(&self) -> usize {
         match self.entry() {
-            Entry::Array { end, .. } | Entry::Object { end, .. } => *end as usize,
-            _ => self.at + 1,
-        }
-    }
-
-    fn at(&self, at: usize) -> Self {
-        Self {
-            entries: self.entries,
-            at,
+            Entry::Array { size, .. } | Entry::Object { size, .. } => *size as usize,
+            _ => 1,
         }
     }
 
@@ -190,10 +183,10 @@ impl<'a> Place<'a> {
             Entry::Number(n) => Value::Number(n.clone()),
             Entry::String(s) => Value::String(s.clone().into_owned()),
             Entry::Array { .. } => {
-                Value::Array(Elements(*self, self.at + 1).map(|e| e.to_value()).collect())
+                Value::Array(Elements(self.inside()).map(|e| e.to_value()).collect())
             }
             Entry::Object { .. } => Value::Object(
-                Members(*self, self.at + 1)
+                Members(self.inside())
                     .map(|(name, value)| (name.to_owned(), value.to_value()))
                     .collect::<Map<_, _>>(),
             ),
@@ -220,10 +213,7 @@ impl Json for DocumentJson {
 
     fn with_string_node<T>((): &mut (), string: &str, f: impl FnOnce(Self::Node<'_>) -> T) -> T {
         let entries = [Entry::String(Cow::Borrowed(string))];
-        f(Place {
-            entries: &entries,
-            at: 0,
-        })
+        f(Place(&entries))
     }
 }
 
@@ -276,6 +266,22 @@ impl<'a> Node<'a, DocumentJson> for Place<'a> {
         }
     }
 
+    /// `minLength`/`maxLength` count code points; the byte length decides most bounds alone, as
+    /// a code point takes one to four bytes.
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        let Entry::String(s) = self.entry() else {
+            return None;
+        };
+        let bytes = s.len() as u64;
+        if bytes < min || bytes.div_ceil(4) > max {
+            return Some(false);
+        }
+        if bytes <= max && bytes.div_ceil(4) >= min {
+            return Some(true);
+        }
+        Some((min..=max).contains(&(s.chars().count() as u64)))
+    }
+
     /// `enum` and `const` compare every candidate: scalars without building a `Value`.
     fn equals_value(&self, expected: &Value) -> bool {
         match (self.entry(), expected) {
@@ -295,7 +301,7 @@ impl<'a> Node<'a, DocumentJson> for Place<'a> {
     }
 
     fn identity(&self) -> Option<NodeIdentity> {
-        Some(NodeIdentity::new(std::ptr::from_ref(self.entry()) as usize))
+        Some(NodeIdentity::new(self.0.as_ptr() as usize))
     }
 }
 
@@ -323,27 +329,23 @@ impl<'a> Object<'a, DocumentJson> for Place<'a> {
     }
 
     fn members(&self) -> Members<'a> {
-        Members(*self, self.at + 1)
+        Members(self.inside())
     }
 }
 
-/// The members of an object, in the order the body writes them: the object and the index of
-/// the next member's name.
-pub struct Members<'a>(Place<'a>, usize);
+/// The members of an object not yet visited, in the order the body writes them: each a name
+/// entry followed by the value's entries.
+pub struct Members<'a>(&'a [Entry<'a>]);
 
 impl<'a> Iterator for Members<'a> {
     type Item = (&'a str, Place<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Members(object, next) = self;
-        if *next >= object.after() {
-            return None;
-        }
-        let Entry::String(name) = &object.entries[*next] else {
+        let (Entry::String(name), rest) = self.0.split_first()? else {
             unreachable!("an object's members start with their names")
         };
-        let value = object.at(*next + 1);
-        *next = value.after();
+        let value = Place(rest);
+        self.0 = &rest[value.size()..];
         Some((name, value))
     }
 }
@@ -360,23 +362,22 @@ impl<'a> Array<'a, DocumentJson> for Place<'a> {
     }
 
     fn elements(&self) -> Elements<'a> {
-        Elements(*self, self.at + 1)
+        Elements(self.inside())
     }
 }
 
-/// The elements of an array: the array and the index of the next element.
-pub struct Elements<'a>(Place<'a>, usize);
+/// The elements of an array not yet visited.
+pub struct Elements<'a>(&'a [Entry<'a>]);
 
 impl<'a> Iterator for Elements<'a> {
     type Item = Place<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let Elements(array, next) = self;
-        if *next >= array.after() {
+        if self.0.is_empty() {
             return None;
         }
-        let element = array.at(*next);
-        *next = element.after();
+        let element = Place(self.0);
+        self.0 = &self.0[element.size()..];
         Some(element)
     }
 }

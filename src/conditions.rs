@@ -34,6 +34,8 @@ pub enum ConditionType {
     DeadLettersAccumulating,
     /// An EventSchema version passed the compatibility check of its mode against the registry.
     Compatible,
+    /// Every replica of a Topic's stream in a NATS cluster is current with its leader.
+    Replicated,
     /// Not Ready yet, and getting there without anyone's help; present only while True.
     Reconciling,
     /// Not Ready, and staying so until someone changes the object or the broker; present only
@@ -50,6 +52,7 @@ impl ConditionType {
             Self::WorkersAvailable => "WorkersAvailable",
             Self::DeadLettersAccumulating => "DeadLettersAccumulating",
             Self::Compatible => "Compatible",
+            Self::Replicated => "Replicated",
             Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",
         }

@@ -15,7 +15,7 @@ pub use common::{
 pub use dead_letter_policy::{DeadLetterPolicy, DeadLetterPolicySpec, DeadLetterPolicyStatus};
 pub use event_schema::{EventSchema, EventSchemaSpec, EventSchemaStatus};
 pub use subscription::{Subscription, SubscriptionSpec, SubscriptionStatus};
-pub use topic::{Topic, TopicSpec, TopicStatus};
+pub use topic::{Topic, TopicReplication, TopicSpec, TopicStatus};
 
 /// The API group of every Switchyard kind.
 pub const GROUP: &str = "switchyard.dev";

@@ -213,6 +213,24 @@ pub struct TopicStatus {
     /// Durable consumers reading the stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_count: Option<i64>,
+    /// Where the stream's replicas are, on a clustered broker; the condition Replicated says
+    /// whether they keep up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<TopicReplication>,
+}
+
+/// Where a Topic's stream lives in a NATS cluster, as the stream's leader reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicReplication {
+    /// The NATS cluster holding the stream.
+    pub cluster: String,
+    /// The servers holding a replica, by name. The leader is one of them; which one is left
+    /// out, as elections move it without anything being wrong.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Replicas current with the leader, the leader included.
+    pub current_replicas: i64,
 }
 
 #[cfg(test)]

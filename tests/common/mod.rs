@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod nats_cluster;
+
 use std::{
     future::Future,
     net::TcpListener,

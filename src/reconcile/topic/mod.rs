@@ -50,6 +50,12 @@ condition_reasons! {
         ChangeRefused,
         /// The subjects overlap those of another stream, which keeps them.
         SubjectsOverlap,
+        /// Replicated: the leader and every replica of the stream are current.
+        ReplicasCurrent,
+        /// Replicated: a replica is offline, catching up or not placed; the message names it.
+        ReplicasBehind,
+        /// Replicated: the stream has no leader in its cluster.
+        NoStreamLeader,
     }
     // Each needs the stream, the Topic or the other Topic changed; nothing changes by itself.
     stalled: [StreamNotOwned, ChangeRefused, SubjectsOverlap]
@@ -126,7 +132,11 @@ impl Reconciler for TopicReconciler {
         actual: Option<StreamInfo>,
         plan: StreamPlan,
     ) -> Outcome<Self> {
-        stream_apply::apply(ctx, desired, actual, plan).await
+        let outcome = stream_apply::apply(ctx, desired, actual, plan).await;
+        match outcome.figures.as_ref().and_then(status::replicated) {
+            Some(verdict) => outcome.with_condition(verdict),
+            None => outcome,
+        }
     }
 
     async fn broker_failure(

@@ -83,13 +83,16 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
 
     apply_topic(
         &topics,
-        &topic_yaml(&ns.name, "orders", "replicas: 3\ndeletionPolicy: Delete"),
+        &topic_yaml(
+            &ns.name,
+            "orders",
+            "  replicas: 3\n  deletionPolicy: Delete\n",
+        ),
     )
     .await
     .expect("an R3 Topic");
     let topic = wait_for(&topics, "orders", "Ready and Replicated", |t| {
-        ready_of(t).is_some_and(|r| r.0 == "True")
-            && replicated(t).is_some_and(|r| r.0 == "True")
+        ready_of(t).is_some_and(|r| r.0 == "True") && replicated(t).is_some_and(|r| r.0 == "True")
     })
     .await;
     let (_, reason, message) = replicated(&topic).unwrap();
@@ -108,23 +111,28 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
     // A follower's node dies: Ready stays, Replicated names it, and heals when it is back.
     let watch = ReadyWatch::start(topics.clone(), "orders");
     let leader = stream_leader(&js, &stream).await;
-    let follower = (0..3)
-        .find(|&i| cluster.node_names()[i] != leader)
-        .unwrap();
+    let follower = (0..3).find(|&i| cluster.node_names()[i] != leader).unwrap();
     let follower_name = cluster.node_names()[follower].clone();
     cluster.kill(follower);
-    let degraded = wait_for(&topics, "orders", "Replicated=False naming the lost node", |t| {
-        replicated(t).is_some_and(|r| r.0 == "False" && r.2.contains(&follower_name))
-    })
+    let degraded = wait_for(
+        &topics,
+        "orders",
+        "Replicated=False naming the lost node",
+        |t| replicated(t).is_some_and(|r| r.0 == "False" && r.2.contains(&follower_name)),
+    )
     .await;
     let (_, reason, message) = replicated(&degraded).unwrap();
     assert_eq!(reason, "ReplicasBehind", "{message}");
-    assert!(
-        message.starts_with("2 of 3 replicas current"),
-        "{message}"
-    );
+    assert!(message.starts_with("2 of 3 replicas current"), "{message}");
     assert_eq!(
-        degraded.status.as_ref().unwrap().replication.as_ref().unwrap().current_replicas,
+        degraded
+            .status
+            .as_ref()
+            .unwrap()
+            .replication
+            .as_ref()
+            .unwrap()
+            .current_replicas,
         2
     );
     cluster.restart(follower).await;
@@ -132,7 +140,11 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         replicated(t).is_some_and(|r| r.0 == "True")
     })
     .await;
-    assert_eq!(watch.not_ready(), Vec::new(), "Ready while a follower was lost");
+    assert_eq!(
+        watch.not_ready(),
+        Vec::new(),
+        "Ready while a follower was lost"
+    );
 
     // The leader's node dies: a new leader takes over; nothing looks drifted, nothing is written.
     let leader = stream_leader(&js, &stream).await;
@@ -143,20 +155,33 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         (now != leader).then_some(now)
     })
     .await;
-    wait_for(&topics, "orders", "Replicated=False naming the old leader", |t| {
-        replicated(t).is_some_and(|r| r.0 == "False" && r.2.contains(&leader))
-    })
+    wait_for(
+        &topics,
+        "orders",
+        "Replicated=False naming the old leader",
+        |t| replicated(t).is_some_and(|r| r.0 == "False" && r.2.contains(&leader)),
+    )
     .await;
     cluster.restart(leader_node).await;
-    wait_for(&topics, "orders", "Replicated after the old leader's return", |t| {
-        replicated(t).is_some_and(|r| r.0 == "True")
-    })
+    wait_for(
+        &topics,
+        "orders",
+        "Replicated after the old leader's return",
+        |t| replicated(t).is_some_and(|r| r.0 == "True"),
+    )
     .await;
     let topic = wait_for_ready(&topics, "orders", "True", "StreamReady").await;
     operator.assert_alive();
     let not_ready = watch.not_ready();
+    eprintln!(
+        "Ready other than True in {} samples (every 100 ms) through both losses: {:?}",
+        not_ready.len(),
+        not_ready.first()
+    );
     assert!(
-        not_ready.iter().all(|(_, reason, _)| reason == "BrokerUnavailable"),
+        not_ready
+            .iter()
+            .all(|(_, reason, _)| reason == "BrokerUnavailable"),
         "Ready turned False for another reason than the election: {not_ready:?}"
     );
     let writes: Vec<_> = events_for(&client, &ns.name, "orders")
@@ -165,7 +190,11 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         .filter(|(_, reason, _)| reason != "StreamCreated")
         .filter(|(_, reason, _)| reason.starts_with("Stream") || reason == "DriftCorrected")
         .collect();
-    assert_eq!(writes, Vec::new(), "the stream was written after its creation");
+    assert_eq!(
+        writes,
+        Vec::new(),
+        "the stream was written after its creation"
+    );
     let info = js
         .get_stream(&stream)
         .await
@@ -176,7 +205,14 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         .clone();
     assert_eq!(info.config.num_replicas, 3);
     assert_eq!(
-        topic.status.as_ref().unwrap().replication.as_ref().unwrap().peers,
+        topic
+            .status
+            .as_ref()
+            .unwrap()
+            .replication
+            .as_ref()
+            .unwrap()
+            .peers,
         nodes
     );
 
@@ -185,6 +221,9 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         .await
         .expect("delete the Topic");
     wait_until_deleted(&topics, "orders").await;
-    assert!(js.get_stream(&stream).await.is_err(), "the stream outlived its Topic");
+    assert!(
+        js.get_stream(&stream).await.is_err(),
+        "the stream outlived its Topic"
+    );
     operator.stop().await;
 }

@@ -45,17 +45,21 @@ fn replication(info: &StreamInfo) -> Option<TopicReplication> {
         .collect();
     peers.sort();
     peers.dedup();
-    let current = cluster.leader.is_some() as usize
+    Some(TopicReplication {
+        cluster: name.to_string(),
+        peers,
+        current_replicas: count(current_replicas(cluster) as u64),
+    })
+}
+
+/// The leader, if there is one, and the followers current with it.
+fn current_replicas(cluster: &ClusterInfo) -> usize {
+    cluster.leader.is_some() as usize
         + cluster
             .replicas
             .iter()
             .filter(|peer| peer.current && !peer.offline)
-            .count();
-    Some(TopicReplication {
-        cluster: name.to_string(),
-        peers,
-        current_replicas: count(current as u64),
-    })
+            .count()
 }
 
 /// Replicated: True while the leader and every replica the stream asks for are there and
@@ -73,7 +77,9 @@ pub fn replicated(info: &StreamInfo) -> Option<Verdict<TopicReason>> {
         return verdict(
             false,
             TopicReason::NoStreamLeader,
-            format!("the stream has no leader in cluster {name}: JetStream is electing one, or too few of its {wanted} replicas are reachable"),
+            format!(
+                "the stream has no leader in cluster {name}: JetStream is electing one, or too few of its {wanted} replicas are reachable"
+            ),
         );
     }
     let mut problems: Vec<String> = cluster
@@ -81,7 +87,11 @@ pub fn replicated(info: &StreamInfo) -> Option<Verdict<TopicReason>> {
         .iter()
         .filter(|peer| peer.offline || !peer.current)
         .map(|peer| {
-            let state = if peer.offline { "offline" } else { "catching up" };
+            let state = if peer.offline {
+                "offline"
+            } else {
+                "catching up"
+            };
             format!("{} is {state}", peer.name)
         })
         .collect();
@@ -92,7 +102,7 @@ pub fn replicated(info: &StreamInfo) -> Option<Verdict<TopicReason>> {
             wanted - placed
         ));
     }
-    let current = placed - problems.len().min(placed);
+    let current = current_replicas(cluster);
     if problems.is_empty() {
         verdict(
             true,
@@ -119,6 +129,7 @@ fn count(value: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::ReasonCode;
 
     fn info(messages: u64) -> StreamInfo {
         let config = async_nats::jetstream::stream::Config {
@@ -177,7 +188,11 @@ mod tests {
     fn condition(info: &StreamInfo) -> (bool, String, String) {
         let verdict = replicated(info).expect("clustered");
         assert_eq!(verdict.type_, ConditionType::Replicated);
-        (verdict.status, verdict.reason.as_str().to_string(), verdict.message)
+        (
+            verdict.status,
+            verdict.reason.as_str().to_string(),
+            verdict.message,
+        )
     }
 
     #[test]
@@ -195,7 +210,11 @@ mod tests {
         let healthy = clustered_info(Some("n2"), &[("n3", true, false), ("n1", true, false)]);
         assert_eq!(
             condition(&healthy),
-            (true, "ReplicasCurrent".into(), "3 of 3 replicas current in cluster c1".into())
+            (
+                true,
+                "ReplicasCurrent".into(),
+                "3 of 3 replicas current in cluster c1".into()
+            )
         );
         let mut status = TopicStatus::default();
         project(&mut status, "ns_t", Some(&healthy));

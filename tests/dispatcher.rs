@@ -718,6 +718,150 @@ async fn the_dispatcher_rides_out_a_nats_restart() {
     running.stop().await;
 }
 
+/// Publishes `count` events `event i` with `Nats-Msg-Id: i`, retrying each until the stream
+/// stores it: through a node loss some acknowledgements time out, and the id keeps a retried
+/// event from being stored twice.
+async fn publish_surviving(jetstream: jetstream::Context, subject: &str, count: usize) {
+    for i in 0..count {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", i.to_string().as_str());
+            let stored = match jetstream
+                .publish_with_headers(subject.to_string(), headers, format!("event {i}").into())
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if stored {
+                break;
+            }
+            assert!(Instant::now() < deadline, "event {i} was never stored");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_group_delivers_every_event_through_the_loss_of_a_cluster_node() {
+    const EVENTS: usize = 10_000;
+    let mut cluster = common::nats_cluster::NatsCluster::start(3).await;
+    let urls = cluster.url();
+    let urls: Vec<&str> = urls.split(',').collect();
+    let jetstream = jetstream::new(async_nats::connect(urls.as_slice()).await.unwrap());
+    let mut stream = jetstream
+        .create_stream(StreamConfig {
+            name: "cluster_orders".into(),
+            subjects: vec!["cluster.orders.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("an R3 stream");
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("group".into()),
+            // An acknowledgement lost with a node comes back as a redelivery this soon.
+            ack_wait: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+        .expect("a consumer, replicated as its stream");
+    let handler = TestHandler::start(TestHandler::ok()).await;
+    let dispatchers: Vec<Running> = (0..3)
+        .map(|_| {
+            let mut broker = BrokerOptions::new(cluster.url());
+            broker.request_timeout = Duration::from_secs(2);
+            Running::start(DispatchConfig {
+                broker,
+                stream: "cluster_orders".into(),
+                consumers: vec!["group".into()],
+                per_key: false,
+                endpoint: handler.endpoint(),
+                concurrency: 16,
+                timeout: None,
+                layout: TopicLayout {
+                    subject_prefix: "cluster.orders".into(),
+                    partition_type_tokens: None,
+                    source: "/cluster".into(),
+                },
+                http_addr: None,
+                hold_rejections: false,
+                schema_key: None,
+            })
+        })
+        .collect();
+    let publisher = tokio::spawn(publish_surviving(
+        jetstream.clone(),
+        "cluster.orders.order.placed",
+        EVENTS,
+    ));
+
+    // Mid-stream, the node leading the consumer dies: the hardest one to lose.
+    wait_for_calls(&handler, "a third of the events handled", |calls| {
+        calls.len() >= EVENTS / 3
+    })
+    .await;
+    let leader = consumer
+        .cached_info()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone());
+    let mut consumer = stream.get_consumer::<pull::Config>("group").await.unwrap();
+    let leader = consumer
+        .info()
+        .await
+        .ok()
+        .and_then(|info| info.cluster.as_ref().and_then(|c| c.leader.clone()))
+        .or(leader)
+        .expect("the consumer has a leader");
+    let lost = cluster.index_of(&leader);
+    cluster.kill(lost);
+
+    publisher.await.expect("every event stored");
+    let bodies = |handler: &TestHandler| -> HashSet<Vec<u8>> {
+        let calls = handler.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|c| (200..300).contains(&c.status))
+            .map(|c| c.body.clone())
+            .collect()
+    };
+    wait_until("every event handled", || async {
+        (bodies(&handler).len() >= EVENTS).then_some(())
+    })
+    .await;
+    // The lag as the consumer's new leader reads it, whichever node answers.
+    wait_until("nothing pending or unacknowledged", || {
+        let mut consumer = consumer.clone();
+        async move {
+            let info = consumer.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await;
+    let handled = bodies(&handler);
+    for i in 0..EVENTS {
+        assert!(
+            handled.contains(format!("event {i}").as_bytes()),
+            "event {i} was lost"
+        );
+    }
+    let stored = stream.info().await.expect("the stream").state.messages;
+    assert_eq!(stored, EVENTS as u64, "a retried publish was stored twice");
+    let calls = handler.calls().len();
+    eprintln!(
+        "{EVENTS} events, {calls} handler calls ({} redelivered after {leader} was killed)",
+        calls - EVENTS
+    );
+
+    cluster.restart(lost).await;
+    for running in dispatchers {
+        running.stop().await;
+    }
+}
+
 /// A dispatcher process, killed when the test ends, also when it fails.
 struct Process(std::process::Child);
 

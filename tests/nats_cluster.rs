@@ -12,11 +12,17 @@ use std::{
 
 use common::{nats_cluster::NatsCluster, *};
 use kube::{Api, api::DeleteParams};
-use switchyard::api::Topic;
+use switchyard::api::{Topic, TopicReplication};
 
 /// The Replicated condition as (status, reason, message).
 fn replicated(topic: &Topic) -> Option<(String, String, String)> {
     condition_of(topic, "Replicated")
+}
+
+/// Where the Topic's status says its replicas are.
+fn replication(topic: &Topic) -> TopicReplication {
+    let status = topic.status.as_ref().expect("a status");
+    status.replication.clone().expect("status.replication")
 }
 
 /// The stream's leader, as the cluster reports it now.
@@ -101,7 +107,7 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         message,
         format!("3 of 3 replicas current in cluster {}", cluster.name())
     );
-    let placement = topic.status.as_ref().unwrap().replication.clone().unwrap();
+    let placement = replication(&topic);
     assert_eq!(placement.cluster, cluster.name());
     let mut nodes = cluster.node_names();
     nodes.sort();
@@ -124,17 +130,7 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
     let (_, reason, message) = replicated(&degraded).unwrap();
     assert_eq!(reason, "ReplicasBehind", "{message}");
     assert!(message.starts_with("2 of 3 replicas current"), "{message}");
-    assert_eq!(
-        degraded
-            .status
-            .as_ref()
-            .unwrap()
-            .replication
-            .as_ref()
-            .unwrap()
-            .current_replicas,
-        2
-    );
+    assert_eq!(replication(&degraded).current_replicas, 2);
     cluster.restart(follower).await;
     wait_for(&topics, "orders", "Replicated again", |t| {
         replicated(t).is_some_and(|r| r.0 == "True")
@@ -204,17 +200,7 @@ async fn an_r3_topic_reports_its_replicas_through_node_losses_and_is_never_rewri
         .expect("its info")
         .clone();
     assert_eq!(info.config.num_replicas, 3);
-    assert_eq!(
-        topic
-            .status
-            .as_ref()
-            .unwrap()
-            .replication
-            .as_ref()
-            .unwrap()
-            .peers,
-        nodes
-    );
+    assert_eq!(replication(&topic).peers, nodes);
 
     topics
         .delete("orders", &DeleteParams::default())

@@ -128,25 +128,27 @@ impl CompiledSchema {
         if data.is_empty() {
             return Err(self.violation(None, "the event has no data"));
         }
-        // The plain yes/no is the cheaper walk; the error with its place only when it is no.
         if let Some(value) = parsed {
-            if self.validator.is_valid(value) {
-                return Ok(());
-            }
-            return self.validator.validate(value).map_err(|e| self.refusal(&e));
+            return self.judge(&self.validator, value);
         }
         let document = Document::parse(data)
             .map_err(|e| self.violation(None, &format!("data is not JSON: {e}")))?;
-        if self.body_validator.is_valid(document.root()) {
-            return Ok(());
-        }
-        self.body_validator
-            .validate(document.root())
-            .map_err(|e| self.refusal(&e))
+        self.judge(&self.body_validator, document.root())
     }
 
-    fn refusal(&self, error: &jsonschema::ValidationError<'_>) -> String {
-        self.violation(Some(error.instance_path().as_str()), &error.to_string())
+    /// Walks `instance` with `validator`, in whichever representation it is.
+    fn judge<F: jsonschema::json::Json>(
+        &self,
+        validator: &jsonschema::Validator<F>,
+        instance: F::Node<'_>,
+    ) -> Result<(), String> {
+        // The plain yes/no is the cheaper walk; the error with its place only when it is no.
+        if validator.is_valid(instance.clone()) {
+            return Ok(());
+        }
+        validator
+            .validate(instance)
+            .map_err(|e| self.violation(Some(e.instance_path().as_str()), &e.to_string()))
     }
 
     /// `<where>: <what> (<event type> v<version>)`, where is a JSON pointer into the data
